@@ -1,0 +1,1 @@
+"""Agents SDK definitions. Kept out of any top-level `agents` name so the SDK is never shadowed."""

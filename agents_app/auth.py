@@ -1,0 +1,121 @@
+"""Authentication for Channels consumers, with exactly the REST API's rules.
+
+HTTP (SSE) consumers build a real Django request from the scope and run DRF's own
+authenticators on it (token, or session + CSRF). WebSockets: origin check -> session ->
+token (`Authorization` header or a `token.<key>` subprotocol); never a query-string token.
+"""
+
+import io
+from urllib.parse import urlparse
+
+from asgiref.sync import sync_to_async
+from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
+from django.core.handlers.asgi import ASGIRequest
+from django.http.request import validate_host
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import NotAuthenticated
+from rest_framework.request import Request
+from rest_framework.settings import api_settings
+
+WS_SUBPROTOCOL = "agents.v1"
+TOKEN_SUBPROTOCOL_PREFIX = "token."
+# Close codes sent by the WebSocket consumer (documented in docs/events.md).
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN_ORIGIN = 4403
+
+
+def _drf_request(scope: dict, body: bytes) -> Request:
+    # The body is already complete: its real length is the one that counts (chunked uploads have none).
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+    scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+    django_request = ASGIRequest(scope, io.BytesIO(body))
+    SessionMiddleware(lambda r: None).process_request(django_request)
+    AuthenticationMiddleware(lambda r: None).process_request(django_request)
+    return Request(
+        django_request,
+        parsers=[parser() for parser in api_settings.DEFAULT_PARSER_CLASSES],
+        authenticators=[TokenAuthentication(), SessionAuthentication()],
+    )
+
+
+def _authenticate(scope: dict, body: bytes) -> Request:
+    request = _drf_request(scope, body)
+    # Touching .user runs the authenticators (and CSRF for session auth); failures raise.
+    if request.user is None or not request.user.is_authenticated:
+        raise NotAuthenticated()
+    return request
+
+
+async def authenticate_http(scope: dict, body: bytes) -> Request:
+    """A DRF Request for an HTTP consumer's scope, authenticated or raising a DRF APIException."""
+    return await sync_to_async(_authenticate)(scope, body)
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin1")
+    return None
+
+
+def origin_allowed(origin: str) -> bool:
+    host = urlparse(origin).netloc
+    if not host:
+        return False
+    hosts = settings.ALLOWED_HOSTS or (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
+    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return validate_host(hostname, hosts) or origin in settings.CSRF_TRUSTED_ORIGINS
+
+
+@database_sync_to_async
+def _user_for_token(key: str):
+    token = Token.objects.select_related("user").filter(key=key).first()
+    if token is None or not token.user.is_active:
+        return None
+    return token.user
+
+
+class WebsocketAuthMiddleware:
+    """Sets scope["auth"] to "token", "session" or None, and scope["user"] accordingly.
+
+    A session cookie only counts with an allowed Origin (cross-site WebSocket hijacking);
+    a token needs no Origin, so non-browser clients work.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def __call__(self, scope, receive, send):
+        scope = dict(scope)
+        origin = _header(scope, b"origin")
+        scope["origin_ok"] = origin is None or origin_allowed(origin)
+        key = self._token(scope)
+        if key is not None:
+            user = await _user_for_token(key)
+            scope["user"], scope["auth"] = user, ("token" if user else None)
+        else:
+            user = scope.get("user")
+            ok = bool(
+                user is not None and user.is_authenticated and origin is not None and scope["origin_ok"]
+            )
+            scope["auth"] = "session" if ok else None
+        return await self.inner(scope, receive, send)
+
+    @staticmethod
+    def _token(scope: dict) -> str | None:
+        header = _header(scope, b"authorization")
+        if header and header.lower().startswith(("token ", "bearer ")):
+            return header.split(None, 1)[1].strip()
+        for proto in scope.get("subprotocols", []):
+            if proto.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+                return proto[len(TOKEN_SUBPROTOCOL_PREFIX) :]
+        return None
+
+
+def WebsocketAuthStack(inner):
+    return AuthMiddlewareStack(WebsocketAuthMiddleware(inner))

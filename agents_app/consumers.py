@@ -1,0 +1,161 @@
+"""WebSocket consumer: start runs, cancel them and resume streams over one socket.
+
+Client -> server: {"type": "run", "input", "conversation_id"?, "session_id"?, "agent"?},
+{"type": "cancel", "run_id", "mode"?}, {"type": "resume", "run_id", "last_event_id"?}.
+Server -> client: the run events of docs/events.md. A bad message gets an `error` event
+and the socket stays open.
+"""
+
+import asyncio
+import json
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from rest_framework.exceptions import ValidationError
+
+from . import services
+from .api_errors import _first_message
+from .auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_UNAUTHENTICATED, WS_SUBPROTOCOL
+from .executor import run_group
+from .models import Run
+from .registry import all_specs, get_spec
+from .selectors import runs_for
+from .serializers import CancelRequestSerializer, RunRequestSerializer
+from .streaming import RunCursor
+
+MAX_MESSAGE_BYTES = 256 * 1024
+
+
+class AgentSocketConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        self.cursors: dict[str, RunCursor] = {}
+        self.cancel_on_disconnect: set[str] = set()
+        self.lock = asyncio.Lock()
+        self.ticker: asyncio.Task | None = None
+        offered = self.scope.get("subprotocols", [])
+        await self.accept(subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None)
+        if not self.scope.get("origin_ok"):
+            await self.close(code=CLOSE_FORBIDDEN_ORIGIN)
+        elif not self.scope.get("auth"):
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+        else:
+            self.user = self.scope["user"]
+            self.slug = self.scope["url_route"]["kwargs"].get("slug")
+            self.ticker = asyncio.create_task(self._tick())
+
+    async def disconnect(self, code):
+        if self.ticker is not None:
+            self.ticker.cancel()
+        for run_id in list(self.cursors):
+            await self.channel_layer.group_discard(run_group(run_id), self.channel_name)
+            if run_id in self.cancel_on_disconnect and not self.cursors[run_id].ended:
+                run = await Run.objects.aget(pk=run_id)
+                if run.is_active:
+                    await services.run_cancel(run)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if not getattr(self, "user", None):
+            return
+        try:
+            if text_data is None or len(text_data) > MAX_MESSAGE_BYTES:
+                raise services.ServiceError("send one JSON text message of at most 256 KiB")
+            try:
+                message = json.loads(text_data)
+            except ValueError:
+                raise services.ServiceError("message is not valid JSON") from None
+            if not isinstance(message, dict):
+                raise services.ServiceError("message must be a JSON object")
+            handler = {"run": self._run, "cancel": self._cancel, "resume": self._resume}.get(
+                message.get("type")
+            )
+            if handler is None:
+                raise services.ServiceError("type must be one of run, cancel, resume", field="type")
+            await handler(message)
+        except services.ServiceError as exc:
+            await self._error(exc.code, exc.message, **exc.extra)
+        except ValidationError as exc:
+            await self._error("invalid", _first_message(exc.detail), fields=exc.detail)
+
+    async def _run(self, message: dict) -> None:
+        slug = message.get("agent") or self.slug
+        spec = get_spec(slug) if isinstance(slug, str) else None
+        if spec is None:
+            raise services.NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
+        serializer = RunRequestSerializer(
+            data={k: v for k, v in message.items() if k not in ("type", "agent")}
+        )
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        run, _task = await services.run_start(
+            user=self.user,
+            spec=spec,
+            input=data["input"],
+            context=data.get("context"),
+            conversation_id=data.get("conversation_id"),
+            session_key=data.get("session_id"),
+            on_disconnect=data["on_disconnect"],
+        )
+        if data["on_disconnect"] == "cancel":
+            self.cancel_on_disconnect.add(str(run.pk))
+        await self._follow(str(run.pk), 0)
+
+    async def _cancel(self, message: dict) -> None:
+        run = await self._own_run(message.get("run_id"))
+        serializer = CancelRequestSerializer(data={"mode": message.get("mode", "immediate")})
+        serializer.is_valid(raise_exception=True)
+        await services.run_cancel(run, serializer.validated_data["mode"])
+
+    async def _resume(self, message: dict) -> None:
+        run = await self._own_run(message.get("run_id"))
+        last = message.get("last_event_id", 0)
+        if isinstance(last, str) and last.isdigit():
+            last = int(last)
+        if not isinstance(last, int) or isinstance(last, bool) or last < 0:
+            raise services.ServiceError("last_event_id must be a non-negative integer", field="last_event_id")
+        await self._follow(str(run.pk), last)
+
+    async def _own_run(self, run_id) -> Run:
+        if not isinstance(run_id, str) or not run_id:
+            raise services.ServiceError("run_id is required", field="run_id")
+        try:
+            run = await runs_for(self.user).filter(pk=run_id).afirst()
+        except Exception:
+            run = None
+        if run is None:
+            raise services.NotFound(f"run {run_id} not found", run_id=run_id)
+        return run
+
+    async def _follow(self, run_id: str, after: int) -> None:
+        async with self.lock:
+            cursor = self.cursors[run_id] = RunCursor(run_id, after)
+            await self.channel_layer.group_add(run_group(run_id), self.channel_name)
+            batch, ended = await cursor.replay()
+            await self._send_batch(run_id, batch, ended)
+
+    async def run_events(self, message: dict) -> None:
+        cursor = self.cursors.get(message["run_id"])
+        if cursor is None or cursor.ended:
+            return
+        async with self.lock:
+            batch, ended = await cursor.on_message(message)
+            await self._send_batch(message["run_id"], batch, ended)
+
+    async def _send_batch(self, run_id: str, batch, ended: bool) -> None:
+        for _seq, text in batch:
+            await self.send(text_data=text)
+        if ended:
+            await self.channel_layer.group_discard(run_group(run_id), self.channel_name)
+
+    async def _tick(self) -> None:
+        """Poll the database for followed runs in case a channel-layer wake-up was lost."""
+        while True:
+            await asyncio.sleep(1.0)
+            async with self.lock:
+                for run_id, cursor in list(self.cursors.items()):
+                    if not cursor.ended:
+                        batch, ended = await cursor.poll()
+                        await self._send_batch(run_id, batch, ended)
+
+    async def _error(self, code: str, message: str, **extra) -> None:
+        body = {"type": "error", "code": code, "message": message}
+        body.update((k, v) for k, v in extra.items() if v is not None)
+        await self.send(text_data=json.dumps(body))

@@ -1,0 +1,103 @@
+"""Translate Agents SDK stream events into the wire events of the protocol (docs/events.md)."""
+
+import json
+from typing import Any
+
+from agents import ItemHelpers
+from agents.stream_events import AgentUpdatedStreamEvent, RawResponsesStreamEvent, RunItemStreamEvent
+
+# Raw model events worth sending: the ones that carry text or arguments as they are produced.
+# The rest (created, in_progress, part added...) only restate what run_item events say.
+RAW_EVENT_TYPES = frozenset(
+    {
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_text.delta",
+        "response.function_call_arguments.delta",
+        "response.completed",
+    }
+)
+TERMINAL_TYPES = frozenset({"stream_complete", "error"})
+TEXT_DELTA = "response.output_text.delta"
+
+
+def translate(event: Any) -> dict | None:
+    """One SDK stream event -> one wire event body (without seq/run_id), or None to skip it."""
+    if isinstance(event, RawResponsesStreamEvent):
+        return _raw(event.data)
+    if isinstance(event, RunItemStreamEvent):
+        return _run_item(event)
+    if isinstance(event, AgentUpdatedStreamEvent):
+        return {"type": "agent_updated", "agent_name": event.new_agent.name}
+    return None
+
+
+def _raw(data: Any) -> dict | None:
+    event_type = getattr(data, "type", None)
+    if event_type not in RAW_EVENT_TYPES:
+        return None
+    if event_type == "response.completed":
+        response = data.response
+        return {"type": "raw_response", "event_type": event_type, "response_id": response.id}
+    return {
+        "type": "raw_response",
+        "event_type": event_type,
+        "delta": data.delta,
+        "item_id": getattr(data, "item_id", None),
+        "output_index": getattr(data, "output_index", None),
+    }
+
+
+def _raw_field(raw: Any, name: str) -> Any:
+    if isinstance(raw, dict):
+        return raw.get(name)
+    return getattr(raw, name, None)
+
+
+def _run_item(event: RunItemStreamEvent) -> dict:
+    item = event.item
+    body: dict[str, Any] = {
+        "type": "run_item",
+        "name": event.name,
+        "item_type": item.type,
+        "agent_name": item.agent.name if getattr(item, "agent", None) else None,
+    }
+    raw = item.raw_item
+    if item.type == "tool_call_item":
+        body["tool_name"] = _raw_field(raw, "name") or _raw_field(raw, "type")
+        body["tool_arguments"] = _raw_field(raw, "arguments")
+        body["call_id"] = _raw_field(raw, "call_id")
+    elif item.type == "tool_call_output_item":
+        body["output"] = _jsonable(item.output)
+        body["call_id"] = _raw_field(raw, "call_id")
+    elif item.type == "handoff_call_item":
+        body["tool_name"] = _raw_field(raw, "name")
+        body["tool_arguments"] = _raw_field(raw, "arguments")
+        body["call_id"] = _raw_field(raw, "call_id")
+    elif item.type == "handoff_output_item":
+        body["source_agent"] = item.source_agent.name
+        body["target_agent"] = item.target_agent.name
+    elif item.type == "message_output_item":
+        body["content"] = ItemHelpers.text_message_output(item)
+    elif item.type == "reasoning_item":
+        summary = _raw_field(raw, "summary") or []
+        body["content"] = "\n".join(_raw_field(s, "text") or "" for s in summary)
+    return body
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def final_output_json(value: Any) -> Any:
+    """Structured outputs (pydantic models) become plain JSON for storage and the wire."""
+    return _jsonable(value)

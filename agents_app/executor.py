@@ -1,0 +1,379 @@
+"""The run executor: owns every run started in this process as a detached asyncio task.
+
+Only the executor iterates `Runner.run_streamed(...).stream_events()`. Each SDK event is
+translated, numbered, buffered, written to the database in batches, and only then published
+to the run's channel-layer group (persist, then publish: the DB is the source of truth).
+"""
+
+import asyncio
+import json
+import logging
+import weakref
+from typing import Any
+
+from agents import Runner
+from agents.exceptions import (
+    InputGuardrailTripwireTriggered,
+    MaxTurnsExceeded,
+    ModelBehaviorError,
+    OutputGuardrailTripwireTriggered,
+)
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from . import providers
+from .events import TERMINAL_TYPES, TEXT_DELTA, final_output_json, translate
+from .models import Conversation, Run, RunEvent
+from .registry import AgentSpec
+from .session import DjangoSession
+
+log = logging.getLogger(__name__)
+
+
+def run_group(run_id: Any) -> str:
+    return f"run.{run_id}"
+
+
+def encode(event: dict) -> str:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def events_message(events: list[dict], texts: list[str]) -> dict:
+    """The group message that wakes readers: encoded events plus their seqs, so nobody re-parses."""
+    return {
+        "type": "run.events",
+        "run_id": events[0]["run_id"],
+        "events": texts,
+        "seqs": [e["seq"] for e in events],
+        "terminal": events[-1]["type"] in TERMINAL_TYPES,
+    }
+
+
+class EventSink:
+    """Collects the events of all runs of this process and writes them in one bulk insert per flush."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Any, dict, str]] = []
+        self._wake = asyncio.Event()
+        self._done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._loop(), name="event-sink")
+        self.layer = get_channel_layer()
+
+    def add(self, run_id: Any, event: dict) -> None:
+        self._pending.append((run_id, event, encode(event)))
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until everything added so far is written and published."""
+        if not self._pending:
+            return
+        done = self._done
+        self._wake.set()
+        await asyncio.shield(done)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            if len(self._pending) < settings.RUN_EVENT_BATCH_SIZE:
+                # Let a few more events arrive so one insert carries many.
+                await asyncio.sleep(settings.RUN_EVENT_FLUSH_INTERVAL)
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            done, self._done = self._done, asyncio.get_running_loop().create_future()
+            try:
+                await self._write(batch)
+                await self._publish(batch)
+            except Exception:
+                log.exception("event sink failed to write %d events", len(batch))
+            finally:
+                done.set_result(None)
+
+    async def _write(self, batch: list[tuple[Any, dict, str]]) -> None:
+        rows = [RunEvent(run_id=run_id, seq=ev["seq"], type=ev["type"], data=ev) for run_id, ev, _ in batch]
+        for attempt in range(5):
+            try:
+                await RunEvent.objects.abulk_create(rows)
+                return
+            except DatabaseError:
+                if attempt == 4:
+                    raise
+                log.warning("retrying event write after a database error", exc_info=True)
+                await asyncio.sleep(0.05 * (attempt + 1))
+
+    async def publish_one(self, run_id: Any, event: dict) -> None:
+        await self._publish([(run_id, event, encode(event))])
+
+    async def _publish(self, batch: list[tuple[Any, dict, str]]) -> None:
+        by_run: dict[Any, list[tuple[dict, str]]] = {}
+        for run_id, event, text in batch:
+            by_run.setdefault(run_id, []).append((event, text))
+        for run_id, pairs in by_run.items():
+            try:
+                await self.layer.group_send(
+                    run_group(run_id), events_message([e for e, _ in pairs], [t for _, t in pairs])
+                )
+            except Exception:
+                # Readers fall back to the database; a lost wake-up costs latency, not data.
+                log.warning("could not publish events of run %s", run_id, exc_info=True)
+
+
+def _commit_final(run: Run, fields: dict, event: dict) -> None:
+    with transaction.atomic():
+        Run.objects.filter(pk=run.pk).update(**fields)
+        RunEvent.objects.create(run_id=run.pk, seq=event["seq"], type=event["type"], data=event)
+        if run.conversation_id:
+            Conversation.objects.filter(pk=run.conversation_id).update(updated_at=timezone.now())
+
+
+class RunContext:
+    """What one run's code sees: emit events, stream SDK agents, check for cancellation."""
+
+    def __init__(self, executor: "RunExecutor", run: Run, spec: AgentSpec) -> None:
+        self.executor = executor
+        self.run = run
+        self.spec = spec
+        self.seq = 0
+        self.cancel_mode: str | None = None
+        self.text: list[str] = []
+        self.response_id = ""
+        self.current_turn = 0
+        self.usage = {"requests": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+        self._results: list = []
+
+    def emit(self, body: dict) -> dict:
+        self.seq += 1
+        event = {"type": body["type"], "seq": self.seq, "run_id": str(self.run.pk)}
+        event.update((k, v) for k, v in body.items() if k != "type")
+        self.executor.sink.add(self.run.pk, event)
+        return event
+
+    async def stream_agent(self, agent: Any, input: Any, **kwargs: Any) -> Any:
+        """Run one SDK agent streamed, translating its events into this run's stream."""
+        kwargs.setdefault("run_config", providers.run_config())
+        result = Runner.run_streamed(agent, input, **kwargs)
+        self._results.append(result)
+        if self.cancel_mode == "after_turn":
+            result.cancel(mode="after_turn")
+        self.text = []
+        try:
+            async for sdk_event in result.stream_events():
+                body = translate(sdk_event)
+                if body is None:
+                    continue
+                if body["type"] == "raw_response":
+                    if body["event_type"] == TEXT_DELTA:
+                        self.text.append(body["delta"])
+                    elif body.get("response_id"):
+                        self.response_id = body["response_id"]
+                self.emit(body)
+        finally:
+            # Stops the SDK's background run task if we leave early (cancel or error).
+            result.cancel()
+            self._results.remove(result)
+            self._add_usage(result)
+        return result
+
+    def request_cancel(self, mode: str) -> None:
+        self.cancel_mode = mode
+        for result in list(self._results):
+            result.cancel(mode="after_turn")
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_mode is not None
+
+    def _add_usage(self, result: Any) -> None:
+        usage = result.context_wrapper.usage
+        self.usage["requests"] += usage.requests
+        self.usage["input_tokens"] += usage.input_tokens
+        self.usage["output_tokens"] += usage.output_tokens
+        self.usage["total_tokens"] += usage.total_tokens
+        self.current_turn += getattr(result, "current_turn", 0) or 0
+
+
+class RunExecutor:
+    """One per event loop (one per process when served)."""
+
+    def __init__(self) -> None:
+        self.sink = EventSink()
+        self.layer = self.sink.layer
+        self.channel_name = ""
+        self.contexts: dict[str, RunContext] = {}
+        self.tasks: dict[str, asyncio.Task] = {}
+        self._started = False
+        self._background: list[asyncio.Task] = []
+
+    async def ensure_started(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        providers.configure_tracing()
+        self.channel_name = await self.layer.new_channel("executor.")
+        self._background = [
+            asyncio.create_task(self._control_loop(), name="executor-control"),
+            asyncio.create_task(self._heartbeat_loop(), name="executor-heartbeat"),
+        ]
+
+    async def start(self, run: Run, spec: AgentSpec) -> asyncio.Task:
+        await self.ensure_started()
+        ctx = RunContext(self, run, spec)
+        key = str(run.pk)
+        self.contexts[key] = ctx
+        task = asyncio.create_task(self._execute(ctx), name=f"run-{key}")
+        self.tasks[key] = task
+        task.add_done_callback(lambda _t: (self.contexts.pop(key, None), self.tasks.pop(key, None)))
+        return task
+
+    def cancel_local(self, run_id: Any, mode: str) -> bool:
+        """Cancel a run owned by this executor; False when it is not ours (or already over)."""
+        key = str(run_id)
+        ctx, task = self.contexts.get(key), self.tasks.get(key)
+        if ctx is None or task is None or task.done():
+            return False
+        if ctx.cancelled and mode != "immediate":
+            return True
+        if mode == "immediate":
+            ctx.cancel_mode = "immediate"
+            task.cancel()
+        else:
+            ctx.request_cancel(mode)
+        return True
+
+    async def _execute(self, ctx: RunContext) -> None:
+        run = ctx.run
+        status, final, error, code = Run.Status.COMPLETED, None, "", ""
+        try:
+            started = timezone.now()
+            await Run.objects.filter(pk=run.pk).aupdate(
+                status=Run.Status.RUNNING,
+                started_at=started,
+                heartbeat_at=started,
+                worker_channel=self.channel_name,
+            )
+            ctx.emit(
+                {
+                    "type": "run_started",
+                    "conversation_id": str(run.conversation_id) if run.conversation_id else None,
+                    "agent": run.agent,
+                    "provider": run.provider,
+                    "model": run.model,
+                }
+            )
+            final = await self._run_body(ctx)
+            if ctx.cancelled:
+                status = Run.Status.CANCELLED
+        except asyncio.CancelledError:
+            status = Run.Status.CANCELLED
+        except Exception as exc:
+            status, error, code = Run.Status.FAILED, str(exc) or type(exc).__name__, _error_code(exc)
+            log.warning("run %s failed: %s", run.pk, error, exc_info=not isinstance(exc, MaxTurnsExceeded))
+        if status == Run.Status.CANCELLED and final is None:
+            final = "".join(ctx.text)
+        await self._finish(ctx, status, final_output_json(final), error, code)
+
+    async def _run_body(self, ctx: RunContext) -> Any:
+        if ctx.spec.pipeline is not None:
+            return await ctx.spec.pipeline(ctx)
+        run = ctx.run
+        session = None
+        if ctx.spec.uses_memory and run.conversation_id:
+            session = DjangoSession(await Conversation.objects.aget(pk=run.conversation_id))
+        agent = ctx.spec.build(None)
+        result = await ctx.stream_agent(agent, run.input, session=session, context=run.context or None)
+        return result.final_output
+
+    async def _finish(self, ctx: RunContext, status: str, final: Any, error: str, code: str) -> None:
+        run = ctx.run
+        fields = dict(
+            status=status,
+            final_output=final,
+            error=error,
+            error_code=code,
+            response_id=ctx.response_id,
+            current_turn=ctx.current_turn,
+            finished_at=timezone.now(),
+            last_seq=ctx.seq + 1,  # the terminal event's seq
+            **ctx.usage,
+        )
+        if status in (Run.Status.COMPLETED, Run.Status.CANCELLED):
+            terminal = {
+                "type": "stream_complete",
+                "final_output": final,
+                "usage": ctx.usage,
+                "current_turn": ctx.current_turn,
+                "conversation_id": str(run.conversation_id) if run.conversation_id else None,
+                "status": status,
+                "response_id": ctx.response_id or None,
+            }
+        else:
+            terminal = {"type": "error", "message": error, "code": code}
+        # A cancel arriving now must not interrupt the bookkeeping.
+        await asyncio.shield(self._write_final(run, fields, ctx, terminal))
+
+    async def _write_final(self, run: Run, fields: dict, ctx: RunContext, terminal: dict) -> None:
+        """Everything before the terminal event is stored first; then the run's final state and its
+        terminal event are committed together, so no reader ever sees one without the other."""
+        await self.sink.flush()
+        ctx.seq += 1
+        event = {"type": terminal["type"], "seq": ctx.seq, "run_id": str(run.pk)}
+        event.update((k, v) for k, v in terminal.items() if k != "type")
+        try:
+            await sync_to_async(_commit_final)(run, fields, event)
+        except Exception:
+            log.exception("could not record the end of run %s", run.pk)
+        await self.sink.publish_one(run.pk, event)
+
+    async def _control_loop(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("executor control channel failed", exc_info=True)
+                await asyncio.sleep(1)
+                continue
+            if message.get("type") == "run.cancel":
+                self.cancel_local(message.get("run_id"), message.get("mode") or "immediate")
+
+    async def _heartbeat_loop(self) -> None:
+        """Keep our runs' heartbeats fresh and pick up cancel requests whose signal was lost."""
+        while True:
+            await asyncio.sleep(settings.RUN_HEARTBEAT_INTERVAL)
+            ids = list(self.contexts)
+            if not ids:
+                continue
+            try:
+                await Run.objects.filter(pk__in=ids, status=Run.Status.RUNNING).aupdate(
+                    heartbeat_at=timezone.now()
+                )
+                requested = Run.objects.filter(pk__in=ids, cancel_requested_at__isnull=False)
+                async for run_id, mode in requested.values_list("pk", "cancel_mode"):
+                    self.cancel_local(run_id, mode or "immediate")
+            except Exception:
+                log.warning("heartbeat failed", exc_info=True)
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, MaxTurnsExceeded):
+        return "max_turns_exceeded"
+    if isinstance(exc, InputGuardrailTripwireTriggered | OutputGuardrailTripwireTriggered):
+        return "guardrail_triggered"
+    if isinstance(exc, ModelBehaviorError):
+        return "model_error"
+    return "internal_error"
+
+
+_executors: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RunExecutor]" = weakref.WeakKeyDictionary()
+
+
+def get_executor() -> RunExecutor:
+    """The executor of the running event loop (tests run one loop per test)."""
+    loop = asyncio.get_running_loop()
+    executor = _executors.get(loop)
+    if executor is None:
+        executor = _executors[loop] = RunExecutor()
+    return executor

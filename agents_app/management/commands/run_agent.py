@@ -1,0 +1,67 @@
+import asyncio
+import json
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from agents_app import services
+from agents_app.registry import all_specs, get_spec
+from agents_app.serializers import validate_run_input
+from agents_app.streaming import RunFollower
+
+
+class Command(BaseCommand):
+    help = (
+        "Run an agent through the normal run path (stored like any run) and print the answer as it streams."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("slug", help="agent slug, e.g. chat")
+        parser.add_argument("input", help="the message to send")
+        parser.add_argument("--user", default="cli", help="username that owns the run (created if missing)")
+        parser.add_argument("--session", default=None, help="session id: reuse a conversation's memory")
+
+    def handle(self, slug, input, user, session, **options):
+        spec = get_spec(slug)
+        if spec is None:
+            raise CommandError(f"unknown agent {slug!r}; known: {', '.join(s.slug for s in all_specs())}")
+        try:
+            validate_run_input(input)
+        except Exception as exc:
+            raise CommandError(str(exc)) from None
+        owner, _ = get_user_model().objects.get_or_create(username=user)
+        status = asyncio.run(self._run(spec, input, owner, session))
+        if status != "completed":
+            raise CommandError(f"run ended with status {status}")
+
+    async def _run(self, spec, text, owner, session) -> str:
+        run, task = await services.run_start(user=owner, spec=spec, input=text, session_key=session)
+        status = "failed"
+        async with RunFollower(run.pk) as follower:
+            async for _seq, raw in follower.events():
+                status = self._show(json.loads(raw)) or status
+        await task
+        return status
+
+    def _show(self, event: dict) -> str | None:
+        kind = event["type"]
+        err = self.stderr
+        if kind == "run_started":
+            err.write(f"[run {event['run_id']} · {event['provider']}/{event['model']}]")
+        elif kind == "raw_response" and event.get("event_type") == "response.output_text.delta":
+            self.stdout.write(event["delta"], ending="")
+            self.stdout.flush()
+        elif kind == "agent_updated":
+            err.write(f"\n[agent: {event['agent_name']}]")
+        elif kind == "run_item" and event["name"] == "tool_called":
+            err.write(f"\n[tool {event.get('tool_name')}({event.get('tool_arguments')})]")
+        elif kind == "run_item" and event["name"] == "tool_output":
+            err.write(f"[tool output: {event.get('output')}]")
+        elif kind == "stream_complete":
+            self.stdout.write("")
+            err.write(f"[{event['status']} · usage {event['usage']}]")
+            return event["status"]
+        elif kind == "error":
+            err.write(f"\n[error {event.get('code')}: {event.get('message')}]")
+            return "failed"
+        return None

@@ -1,0 +1,93 @@
+"""Which model serves the agents: the offline model or OpenAI (or an OpenAI-compatible server).
+
+Settings are read at call time, so tests and admin changes take effect without a restart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents import ModelSettings, RunConfig, set_tracing_disabled, set_tracing_export_api_key
+from agents.models.interface import ModelProvider
+from django.conf import settings
+
+from .offline import DEFAULT_OFFLINE_MODEL, OfflineModel, OfflineModelProvider
+from .offline_schema import OfflineRequest, register_structured_composer, unregister_structured_composer
+from .openai import DEFAULT_OPENAI_MODEL, base_url, openai_provider, uses_responses_api
+
+__all__ = [
+    "OfflineModel",
+    "OfflineModelProvider",
+    "OfflineRequest",
+    "api_name",
+    "configure_tracing",
+    "get_model_provider",
+    "model_name",
+    "provider_info",
+    "provider_name",
+    "register_structured_composer",
+    "run_config",
+    "unregister_structured_composer",
+]
+
+_offline_provider = OfflineModelProvider()
+
+
+def provider_name() -> str:
+    """ "offline" or "openai": AGENTS_MODEL_PROVIDER, else openai when an API key is set, else offline."""
+    configured = getattr(settings, "AGENTS_MODEL_PROVIDER", "")
+    if configured:
+        return configured
+    return "openai" if getattr(settings, "OPENAI_API_KEY", "") else "offline"
+
+
+def model_name() -> str:
+    default = DEFAULT_OPENAI_MODEL if provider_name() == "openai" else DEFAULT_OFFLINE_MODEL
+    return getattr(settings, "AGENTS_DEFAULT_MODEL", "") or default
+
+
+def api_name() -> str:
+    """ "offline", "responses" or "chat_completions"."""
+    if provider_name() != "openai":
+        return "offline"
+    return "responses" if uses_responses_api() else "chat_completions"
+
+
+def get_model_provider() -> ModelProvider:
+    return openai_provider() if provider_name() == "openai" else _offline_provider
+
+
+def run_config(**overrides: Any) -> RunConfig:
+    """A RunConfig for the configured provider; keyword arguments override any field."""
+    options: dict[str, Any] = {
+        "model_provider": get_model_provider(),
+        "model": model_name(),
+        "tracing_disabled": not getattr(settings, "AGENTS_TRACE_EXPORT", False),
+    }
+    if api_name() == "chat_completions":
+        # OpenAI-compatible servers only report streamed token usage when asked to.
+        base = ModelSettings(include_usage=True)
+        options["model_settings"] = base.resolve(overrides.pop("model_settings", None))
+    options.update(overrides)
+    return RunConfig(**options)
+
+
+def configure_tracing() -> None:
+    """Trace export sends run data to OpenAI, so it stays off unless AGENTS_TRACE_EXPORT is set."""
+    if getattr(settings, "AGENTS_TRACE_EXPORT", False):
+        set_tracing_disabled(False)
+        if getattr(settings, "OPENAI_API_KEY", ""):
+            set_tracing_export_api_key(settings.OPENAI_API_KEY)
+    else:
+        set_tracing_disabled(True)
+
+
+def provider_info() -> dict[str, Any]:
+    """What /info and the UI show about the model in use."""
+    name = provider_name()
+    return {
+        "provider": name,
+        "model": model_name(),
+        "base_url": base_url() if name == "openai" else None,
+        "api": api_name(),
+    }

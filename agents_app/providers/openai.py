@@ -1,0 +1,64 @@
+"""The OpenAI path: the SDK's `OpenAIProvider` for api.openai.com or any OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+from agents import OpenAIProvider
+from agents.models.interface import Model
+from django.conf import settings
+from openai import AsyncOpenAI
+
+DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
+
+
+def base_url() -> str | None:
+    return getattr(settings, "OPENAI_BASE_URL", "") or None
+
+
+def uses_responses_api() -> bool:
+    """Responses API for OpenAI itself; Chat Completions for a custom base URL unless told otherwise."""
+    explicit = getattr(settings, "OPENAI_USE_RESPONSES", None)
+    if explicit is not None:
+        return bool(explicit)
+    return base_url() is None
+
+
+def openai_provider() -> OpenAIProvider:
+    return _provider(getattr(settings, "OPENAI_API_KEY", "") or None, base_url(), uses_responses_api())
+
+
+# One provider per configuration, so runs share its clients and connection pools.
+@functools.lru_cache(maxsize=8)
+def _provider(api_key: str | None, url: str | None, use_responses: bool) -> OpenAIProvider:
+    return PerLoopOpenAIProvider(api_key=api_key, base_url=url, use_responses=use_responses)
+
+
+class PerLoopOpenAIProvider(OpenAIProvider):
+    """An OpenAIProvider with one HTTP client per event loop.
+
+    The SDK otherwise shares one process-wide connection pool, and a pooled connection opened on one
+    loop fails ("Event loop is closed") when another loop (async_to_sync, a test) reuses it.
+    """
+
+    def __init__(self, *, api_key: str | None, base_url: str | None, use_responses: bool):
+        super().__init__(api_key=api_key, base_url=base_url, use_responses=use_responses)
+        self._client_options = {"api_key": api_key, "base_url": base_url}
+        self._responses = use_responses
+        self._by_loop: dict[asyncio.AbstractEventLoop, OpenAIProvider] = {}
+
+    def get_model(self, model_name: str | None) -> Model:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return super().get_model(model_name)
+        for closed in [other for other in self._by_loop if other.is_closed()]:
+            del self._by_loop[closed]
+        provider = self._by_loop.get(loop)
+        if provider is None:
+            client = AsyncOpenAI(**self._client_options)
+            provider = self._by_loop[loop] = OpenAIProvider(
+                openai_client=client, use_responses=self._responses
+            )
+        return provider.get_model(model_name)

@@ -1,0 +1,60 @@
+"""The agent registry: one entry per slug. REST, SSE, WebSocket, info and admin read it."""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agents import Agent
+
+from .ai_agents.assistant import build_assistant_agent
+from .ai_agents.chat import build_chat_agent
+
+if TYPE_CHECKING:
+    from .executor import RunContext
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    slug: str
+    title: str
+    description: str
+    # Builds the SDK agent for a model name (None = provider default).
+    build: Callable[[str | None], Agent]
+    # Optional custom pipeline replacing the single `Runner.run_streamed` call
+    # (the research agent runs several agents); returns the final output.
+    pipeline: Callable[["RunContext"], Awaitable[Any]] | None = None
+    uses_memory: bool = True
+
+
+_REGISTRY: dict[str, AgentSpec] = {}
+
+
+def register(spec: AgentSpec) -> AgentSpec:
+    _REGISTRY[spec.slug] = spec
+    return spec
+
+
+def get_spec(slug: str) -> AgentSpec | None:
+    return _REGISTRY.get(slug)
+
+
+def all_specs() -> list[AgentSpec]:
+    return list(_REGISTRY.values())
+
+
+register(
+    AgentSpec(
+        slug="chat",
+        title="Chat",
+        description="Conversational agent with memory and tools (calculator, clock, dice).",
+        build=build_chat_agent,
+    )
+)
+register(
+    AgentSpec(
+        slug="assistant",
+        title="Assistant",
+        description="General assistant that hands off to math and writing specialists.",
+        build=build_assistant_agent,
+    )
+)

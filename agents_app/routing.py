@@ -1,0 +1,18 @@
+"""Channels routes: SSE consumers on HTTP, the agent socket on WebSocket."""
+
+from django.urls import path
+
+from .consumers import AgentSocketConsumer
+from .sse import AgentStreamConsumer, RunJoinConsumer
+
+http_urlpatterns = [
+    path("api/agents/<slug:slug>/stream", AgentStreamConsumer.as_asgi()),
+    path("api/runs/<uuid:run_id>/stream", RunJoinConsumer.as_asgi()),
+    # The reference server's paths.
+    path("chat/stream", AgentStreamConsumer.as_asgi(slug="chat")),
+    path("assistant/stream", AgentStreamConsumer.as_asgi(slug="assistant")),
+]
+
+websocket_urlpatterns = [
+    path("ws/agents/<slug:slug>/", AgentSocketConsumer.as_asgi()),
+]

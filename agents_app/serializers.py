@@ -1,0 +1,109 @@
+"""Request validation and response shapes of the REST API."""
+
+from django.conf import settings
+from rest_framework import serializers
+
+from .models import Conversation, ConversationItem, Run, RunEvent
+
+
+def validate_run_input(value):
+    """A non-empty string, or a non-empty list of SDK input items (dicts), within the size limit."""
+    limit = settings.AGENTS_MAX_INPUT_CHARS
+    if isinstance(value, str):
+        if not value.strip():
+            raise serializers.ValidationError("input must not be empty")
+        if len(value) > limit:
+            raise serializers.ValidationError(f"input is longer than {limit} characters")
+        return value
+    if isinstance(value, list):
+        if not value:
+            raise serializers.ValidationError("input list must not be empty")
+        if not all(isinstance(item, dict) for item in value):
+            raise serializers.ValidationError("every input item must be an object")
+        for item in value:
+            if "content" in item and not isinstance(item["content"], str | list):
+                raise serializers.ValidationError("input item content must be a string or a list")
+            if "role" in item and item["role"] not in ("user", "assistant", "system", "developer"):
+                raise serializers.ValidationError(f"unknown role {item['role']!r}")
+        if len(str(value)) > limit:
+            raise serializers.ValidationError(f"input is larger than {limit} characters")
+        return value
+    raise serializers.ValidationError("input must be a string or a list of input items")
+
+
+class RunInputField(serializers.Field):
+    def to_internal_value(self, data):
+        return validate_run_input(data)
+
+    def to_representation(self, value):
+        return value
+
+
+class RunRequestSerializer(serializers.Serializer):
+    input = RunInputField()
+    context = serializers.DictField(required=False, default=dict)
+    session_id = serializers.CharField(required=False, max_length=128, allow_blank=False)
+    conversation_id = serializers.UUIDField(required=False)
+    on_disconnect = serializers.ChoiceField(choices=["continue", "cancel"], default="continue")
+
+    def validate_context(self, value):
+        if len(str(value)) > 8_000:
+            raise serializers.ValidationError("context is too large")
+        return value
+
+    def validate(self, attrs):
+        if attrs.get("session_id") and attrs.get("conversation_id"):
+            raise serializers.ValidationError("give session_id or conversation_id, not both")
+        return attrs
+
+
+class CancelRequestSerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(choices=["immediate", "after_turn"], default="immediate")
+
+
+class RunSerializer(serializers.ModelSerializer):
+    usage = serializers.DictField(read_only=True)
+    duration = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "agent",
+            "conversation",
+            "input",
+            "status",
+            "final_output",
+            "error",
+            "error_code",
+            "provider",
+            "model",
+            "response_id",
+            "usage",
+            "current_turn",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration",
+            "cancel_requested_at",
+        ]
+        read_only_fields = fields
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Conversation
+        fields = ["id", "agent", "title", "session_key", "created_at", "updated_at"]
+        read_only_fields = ["id", "agent", "session_key", "created_at", "updated_at"]
+
+
+class ConversationItemSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ConversationItem
+        fields = ["id", "data", "created_at"]
+
+
+class RunEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RunEvent
+        fields = ["seq", "type", "data", "created_at"]

@@ -1,0 +1,194 @@
+"""Write paths: starting, cancelling and sweeping runs. Views and consumers call these."""
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from . import providers
+from .executor import encode, events_message, get_executor, run_group
+from .models import Conversation, Run, RunEvent
+from .registry import AgentSpec
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    status = 400
+    code = "invalid"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class ConversationBusy(ServiceError):
+    status = 409
+    code = "conversation_busy"
+
+
+class RunNotActive(ServiceError):
+    status = 409
+    code = "run_not_active"
+
+
+def _title_from(input: Any) -> str:
+    text = (
+        input
+        if isinstance(input, str)
+        else next(
+            (i.get("content") for i in input if isinstance(i, dict) and isinstance(i.get("content"), str)), ""
+        )
+    )
+    text = " ".join((text or "").split())
+    return text[:80] + ("…" if len(text) > 80 else "")
+
+
+def _resolve_conversation(user, spec: AgentSpec, conversation_id, session_key, input) -> Conversation | None:
+    if conversation_id:
+        conversation = Conversation.objects.filter(pk=conversation_id, owner=user).first()
+        if conversation is None:
+            raise NotFound(f"conversation {conversation_id} not found")
+        if conversation.agent != spec.slug:
+            raise ServiceError(
+                f"conversation {conversation_id} belongs to agent {conversation.agent!r}, not {spec.slug!r}",
+                field="conversation_id",
+            )
+        return conversation
+    if not spec.uses_memory and not session_key:
+        return None
+    if session_key:
+        conversation, _ = Conversation.objects.get_or_create(
+            owner=user, agent=spec.slug, session_key=session_key, defaults={"title": _title_from(input)}
+        )
+        return conversation
+    return Conversation.objects.create(owner=user, agent=spec.slug, title=_title_from(input))
+
+
+def _create_run(user, spec, input, context, conversation_id, session_key, on_disconnect) -> Run:
+    conversation = _resolve_conversation(user, spec, conversation_id, session_key, input)
+    info = providers.provider_info()
+    for attempt in range(2):
+        try:
+            with transaction.atomic():
+                return Run.objects.create(
+                    owner=user,
+                    agent=spec.slug,
+                    conversation=conversation,
+                    input=input,
+                    context=context or {},
+                    provider=info["provider"],
+                    model=info["model"],
+                    on_disconnect=on_disconnect,
+                )
+        except IntegrityError:
+            active = Run.objects.filter(conversation=conversation, status__in=Run.ACTIVE).first()
+            if active is not None and attempt == 0 and _mark_interrupted_if_stale(active):
+                continue
+            raise ConversationBusy(
+                "this conversation already has an active run",
+                active_run_id=str(active.pk) if active else None,
+                conversation_id=str(conversation.pk) if conversation else None,
+            ) from None
+    raise AssertionError("unreachable")
+
+
+async def run_start(
+    *,
+    user,
+    spec: AgentSpec,
+    input: Any,
+    context: dict | None = None,
+    conversation_id: Any = None,
+    session_key: str | None = None,
+    on_disconnect: str = "continue",
+) -> tuple[Run, asyncio.Task]:
+    """Create a queued Run and hand it to this process's executor."""
+    run = await sync_to_async(_create_run)(
+        user, spec, input, context, conversation_id, session_key, on_disconnect
+    )
+    task = await get_executor().start(run, spec)
+    return run, task
+
+
+async def run_cancel(run: Run, mode: str = "immediate") -> Run:
+    """Record a cancel request and signal the executor that owns the run, in whichever process."""
+    if mode not in ("immediate", "after_turn"):
+        raise ServiceError("mode must be 'immediate' or 'after_turn'", field="mode")
+    if not run.is_active:
+        raise RunNotActive(f"run {run.pk} is already {run.status}", status=run.status)
+    now = timezone.now()
+    await Run.objects.filter(pk=run.pk).aupdate(cancel_requested_at=now, cancel_mode=mode)
+    run.cancel_requested_at, run.cancel_mode = now, mode
+    if get_executor().cancel_local(run.pk, mode):
+        return run
+    await run.arefresh_from_db(fields=["worker_channel", "status"])
+    if run.worker_channel:
+        await get_channel_layer().send(
+            run.worker_channel, {"type": "run.cancel", "run_id": str(run.pk), "mode": mode}
+        )
+    # A run still queued in a dead process is swept by the stale check; the heartbeat
+    # loop of a live owner also picks the request up from the database.
+    return run
+
+
+def _mark_interrupted_if_stale(run: Run) -> bool:
+    """Mark a run whose process died as interrupted, with its terminal event. True if it was stale."""
+    cutoff = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER)
+    beat = run.heartbeat_at or run.created_at
+    if run.status not in Run.ACTIVE or beat >= cutoff:
+        return False
+    with transaction.atomic():
+        updated = Run.objects.filter(pk=run.pk, status__in=Run.ACTIVE).update(
+            status=Run.Status.INTERRUPTED,
+            finished_at=timezone.now(),
+            error="the process running this run stopped (stale heartbeat)",
+            error_code="interrupted",
+        )
+        if not updated:
+            return False
+        last = RunEvent.objects.filter(run=run).aggregate(m=Max("seq"))["m"] or 0
+        event = {
+            "type": "error",
+            "seq": last + 1,
+            "run_id": str(run.pk),
+            "message": "the run was interrupted: the process running it stopped",
+            "code": "interrupted",
+        }
+        RunEvent.objects.create(run=run, seq=last + 1, type="error", data=event)
+    run.refresh_from_db()
+    try:
+        async_to_sync(get_channel_layer().group_send)(
+            run_group(run.pk), events_message([event], [encode(event)])
+        )
+    except Exception:
+        # Readers poll the database when idle; the event is stored either way.
+        log.warning("could not publish the interruption of run %s", run.pk, exc_info=True)
+    return True
+
+
+def runs_sweep_stale() -> int:
+    """Mark every stale active run interrupted (start-up and periodic sweep)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER)
+    candidates = Run.objects.filter(status__in=Run.ACTIVE, created_at__lt=cutoff)
+    return sum(_mark_interrupted_if_stale(run) for run in candidates)
+
+
+def run_refresh_liveness(run: Run) -> Run:
+    """Called on reads: a stale active run is reported as interrupted, never `running` forever."""
+    if run.is_active:
+        _mark_interrupted_if_stale(run)
+    return run

@@ -1,0 +1,209 @@
+"""Server-Sent Events as Channels consumers: start a run and stream it, or join any run.
+
+The consumer never loops inside `handle()`: that would block its dispatch loop, and a client
+disconnect would only be seen when the server kills the consumer ~10 s later. Instead the
+response stays open while the dispatch loop keeps receiving: live events arrive as
+`run.events` group messages, `http.disconnect` arrives the moment the client leaves, and a
+small ticker task sends keep-alives and polls the database when the run is idle.
+"""
+
+import asyncio
+import json
+import time
+from urllib.parse import parse_qs
+
+from channels.exceptions import StopConsumer
+from channels.generic.http import AsyncHttpConsumer
+from django.conf import settings
+from rest_framework.exceptions import APIException, ValidationError
+
+from . import services
+from .api_errors import error_body
+from .auth import authenticate_http
+from .executor import run_group
+from .models import Run
+from .registry import all_specs, get_spec
+from .selectors import runs_for
+from .streaming import Batch, RunCursor
+from .views import parse_run_request
+
+SSE_HEADERS = [
+    (b"Content-Type", b"text/event-stream; charset=utf-8"),
+    (b"Cache-Control", b"no-cache"),
+    (b"X-Accel-Buffering", b"no"),
+]
+
+
+def sse_frames(batch: Batch) -> bytes:
+    return "".join(f"id: {seq}\ndata: {text}\n\n" for seq, text in batch).encode()
+
+
+class RunStreamConsumer(AsyncHttpConsumer):
+    """Shared SSE machinery; subclasses decide which run to stream (`open_run`)."""
+
+    method = "GET"
+
+    async def http_request(self, message):
+        if "body" in message:
+            self.body.append(message["body"])
+        if message.get("more_body"):
+            return
+        self.lock = asyncio.Lock()
+        self.ticker: asyncio.Task | None = None
+        self.cursor: RunCursor | None = None
+        if not await self._start(b"".join(self.body)):
+            await self._close()
+
+    async def _start(self, body: bytes) -> bool:
+        """Send headers and the replay; False when the response is already complete."""
+        if self.scope["method"] != self.method:
+            await self._json(405, error_body("method_not_allowed", f"use {self.method}"))
+            return False
+        try:
+            request = await authenticate_http(self.scope, body)
+            self.run, after = await self.open_run(request)
+        except (APIException, services.ServiceError) as exc:
+            await self._api_error(exc)
+            return False
+        self.cursor = RunCursor(self.run.pk, after)
+        await self.channel_layer.group_add(run_group(self.run.pk), self.channel_name)
+        batch, ended = await self.cursor.replay()
+        if ended and not batch:
+            # Reconnect after the terminal event: nothing more will ever come.
+            await self.send_response(204, b"", headers=SSE_HEADERS)
+            return False
+        await self.send_headers(status=200, headers=SSE_HEADERS)
+        await self._send(f"retry: {settings.SSE_RETRY_MS}\n\n".encode() + sse_frames(batch), ended)
+        if ended:
+            return False
+        self.ticker = asyncio.create_task(self._tick())
+        return True
+
+    async def open_run(self, request) -> tuple[Run, int]:
+        raise NotImplementedError
+
+    def last_event_id(self) -> int:
+        headers = dict(self.scope["headers"])
+        raw = (
+            headers.get(b"last-event-id", b"").decode()
+            or parse_qs(self.scope["query_string"].decode()).get("last_event_id", [""])[0]
+        )
+        if not raw:
+            return 0
+        if not raw.isdigit():
+            raise ValidationError({"last_event_id": ["must be a non-negative integer"]})
+        return int(raw)
+
+    async def run_events(self, message):
+        if self.cursor is None or self.cursor.ended:
+            return
+        async with self.lock:
+            batch, ended = await self.cursor.on_message(message)
+            await self._send(sse_frames(batch), ended)
+        if ended:
+            await self._close()
+
+    async def _tick(self) -> None:
+        """Keep-alive comments when idle, and a DB poll in case a wake-up was lost."""
+        last_keepalive = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            ended = False
+            async with self.lock:
+                if self.cursor.ended:
+                    return
+                if time.monotonic() - self.last_send >= 1.0:
+                    batch, ended = await self.cursor.poll()
+                    if batch or ended:
+                        await self._send(sse_frames(batch), ended)
+                    elif time.monotonic() - last_keepalive >= settings.SSE_KEEPALIVE_INTERVAL:
+                        await self._send(b": keep-alive\n\n", False)
+                        last_keepalive = time.monotonic()
+            if ended:
+                await self.channel_layer.send(self.channel_name, {"type": "stream.ended"})
+                return
+
+    async def stream_ended(self, message):
+        await self._close()
+
+    async def _send(self, data: bytes, ended: bool) -> None:
+        self.last_send = time.monotonic()
+        if data or ended:
+            await self.send_body(data, more_body=not ended)
+
+    async def _close(self) -> None:
+        await self._cleanup()
+        raise StopConsumer()
+
+    async def _cleanup(self) -> None:
+        if self.ticker is not None and self.ticker is not asyncio.current_task():
+            self.ticker.cancel()
+        if self.cursor is not None:
+            await self.channel_layer.group_discard(run_group(self.run.pk), self.channel_name)
+
+    async def http_disconnect(self, message):
+        if self.cursor is not None and not self.cursor.ended and self.run.on_disconnect == "cancel":
+            run = await Run.objects.aget(pk=self.run.pk)
+            if run.is_active:
+                await services.run_cancel(run)
+        await self._cleanup()
+        raise StopConsumer()
+
+    async def _api_error(self, exc) -> None:
+        if isinstance(exc, services.ServiceError):
+            await self._json(exc.status, error_body(exc.code, exc.message, **exc.extra))
+            return
+        from .api_errors import exception_handler
+
+        response = exception_handler(exc, {})
+        headers = [(b"WWW-Authenticate", b"Token")] if response.status_code == 401 else []
+        await self._json(response.status_code, response.data, headers)
+
+    async def _json(self, status: int, body: dict, headers=()) -> None:
+        await self.send_response(
+            status, json.dumps(body).encode(), headers=[(b"Content-Type", b"application/json"), *headers]
+        )
+
+
+class AgentStreamConsumer(RunStreamConsumer):
+    """POST /api/agents/<slug>/stream (and the reference /chat/stream): start a run and stream it."""
+
+    method = "POST"
+
+    def __init__(self, slug: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.slug = slug
+
+    async def open_run(self, request):
+        slug = self.slug or self.scope["url_route"]["kwargs"]["slug"]
+        spec = get_spec(slug)
+        if spec is None:
+            raise services.NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
+        data = parse_run_request(request)
+        on_disconnect = parse_qs(self.scope["query_string"].decode()).get("on_disconnect", [None])[0]
+        if on_disconnect not in (None, "continue", "cancel"):
+            raise ValidationError({"on_disconnect": ["must be 'continue' or 'cancel'"]})
+        run, _task = await services.run_start(
+            user=request.user,
+            spec=spec,
+            input=data["input"],
+            context=data.get("context"),
+            conversation_id=data.get("conversation_id"),
+            session_key=data.get("session_id"),
+            on_disconnect=on_disconnect or data["on_disconnect"],
+        )
+        return run, 0
+
+
+class RunJoinConsumer(RunStreamConsumer):
+    """GET /api/runs/<id>/stream: replay and follow any run of the caller's, live or finished."""
+
+    async def open_run(self, request):
+        after = self.last_event_id()
+        run_id = self.scope["url_route"]["kwargs"]["run_id"]
+        run = await runs_for(request.user).filter(pk=run_id).afirst()
+        if run is None:
+            raise services.NotFound(f"run {run_id} not found")
+        # Joining never cancels on disconnect: only the request that started a run may ask that.
+        run.on_disconnect = "continue"
+        return run, after

@@ -1,0 +1,16 @@
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from . import views
+
+router = SimpleRouter(trailing_slash="/?")
+router.register("conversations", views.ConversationViewSet, basename="conversation")
+router.register("runs", views.RunViewSet, basename="run")
+
+urlpatterns = [
+    path("agents/", views.AgentListView.as_view(), name="agent-list"),
+    path("agents/<slug:slug>/info", views.AgentInfoView.as_view(), name="agent-info"),
+    path("agents/<slug:slug>/run", views.AgentRunView.as_view(), name="agent-run"),
+    path("runs/<uuid:pk>/cancel", views.RunCancelView.as_view(), name="run-cancel"),
+    *router.urls,
+]

@@ -1,0 +1,185 @@
+"""REST API. Views validate, call a service, serialize; the run itself belongs to the executor."""
+
+import asyncio
+
+from adrf.views import APIView as AsyncAPIView
+from asgiref.sync import sync_to_async
+from django.http import JsonResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import services
+from .api_errors import error_body
+from .models import Run
+from .registry import all_specs, get_spec
+from .selectors import agent_describe, conversations_for, run_events_after, runs_for
+from .serializers import (
+    CancelRequestSerializer,
+    ConversationItemSerializer,
+    ConversationSerializer,
+    RunEventSerializer,
+    RunRequestSerializer,
+    RunSerializer,
+)
+
+UUID_RE = "[0-9a-fA-F-]{36}"
+
+
+def spec_or_404(slug: str):
+    spec = get_spec(slug)
+    if spec is None:
+        raise services.NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
+    return spec
+
+
+def health(request):
+    return JsonResponse({"status": "ok"})
+
+
+class AgentListView(APIView):
+    def get(self, request):
+        return Response([agent_describe(spec) for spec in all_specs()])
+
+
+class AgentInfoView(APIView):
+    def get(self, request, slug: str):
+        return Response(agent_describe(spec_or_404(slug)))
+
+
+def run_response(run: Run, session_key: str | None) -> dict:
+    """The reference server's run shape, plus our ids and status."""
+    return {
+        "final_output": run.final_output,
+        "success": run.status == Run.Status.COMPLETED,
+        "error": run.error or None,
+        "usage": run.usage,
+        "response_id": run.response_id or None,
+        "session_id": session_key or (str(run.conversation_id) if run.conversation_id else None),
+        "run_id": str(run.pk),
+        "conversation_id": str(run.conversation_id) if run.conversation_id else None,
+        "status": run.status,
+    }
+
+
+def parse_run_request(request) -> dict:
+    if not isinstance(request.data, dict):
+        raise ValidationError({"non_field_errors": ["the request body must be a JSON object"]})
+    serializer = RunRequestSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class AgentRunView(AsyncAPIView):
+    """Start a run and wait for its result (async: a waiting run holds no thread)."""
+
+    @extend_schema(request=RunRequestSerializer, responses={200: dict})
+    async def post(self, request, slug: str):
+        spec = spec_or_404(slug)
+        data = parse_run_request(request)
+        run, task = await services.run_start(
+            user=request.user,
+            spec=spec,
+            input=data["input"],
+            context=data.get("context"),
+            conversation_id=data.get("conversation_id"),
+            session_key=data.get("session_id"),
+            on_disconnect=data["on_disconnect"],
+        )
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The client went away; the run continues unless it asked otherwise.
+            if data["on_disconnect"] == "cancel":
+                await services.run_cancel(run)
+            raise
+        await run.arefresh_from_db()
+        body = run_response(run, data.get("session_id"))
+        if run.status in (Run.Status.FAILED, Run.Status.INTERRUPTED):
+            body["error_code"] = run.error_code
+            return Response(body, status=500)
+        return Response(body)
+
+
+class RunCancelView(AsyncAPIView):
+    @extend_schema(request=CancelRequestSerializer, responses={202: RunSerializer})
+    async def post(self, request, pk):
+        serializer = CancelRequestSerializer(data=request.data if isinstance(request.data, dict) else {})
+        serializer.is_valid(raise_exception=True)
+        run = await runs_for(request.user).filter(pk=pk).afirst()
+        if run is None:
+            raise services.NotFound(f"run {pk} not found")
+        await sync_to_async(services.run_refresh_liveness)(run)
+        run = await services.run_cancel(run, serializer.validated_data["mode"])
+        return Response(RunSerializer(run).data, status=202)
+
+
+class ConversationViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    serializer_class = ConversationSerializer
+    lookup_value_regex = UUID_RE
+    http_method_names = ["get", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        qs = conversations_for(self.request.user)
+        agent = self.request.query_params.get("agent")
+        return qs.filter(agent=agent) if agent else qs
+
+    def perform_destroy(self, instance):
+        if instance.runs.filter(status__in=Run.ACTIVE).exists():
+            raise services.ConversationBusy("cannot delete a conversation while a run is active")
+        instance.delete()
+
+    @action(detail=True, methods=["get"])
+    def items(self, request, pk=None):
+        conversation = self.get_object()
+        page = self.paginate_queryset(conversation.items.order_by("id"))
+        return self.get_paginated_response(ConversationItemSerializer(page, many=True).data)
+
+
+class EventPagination(LimitOffsetPagination):
+    default_limit = 500
+    max_limit = 2000
+
+
+class RunViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = RunSerializer
+    lookup_value_regex = UUID_RE
+
+    def get_queryset(self):
+        qs = runs_for(self.request.user)
+        for field in ("agent", "status", "conversation"):
+            value = self.request.query_params.get(field)
+            if value:
+                qs = qs.filter(**{field: value})
+        return qs
+
+    def get_object(self):
+        return services.run_refresh_liveness(super().get_object())
+
+    @action(detail=True, methods=["get"], pagination_class=EventPagination)
+    def events(self, request, pk=None):
+        run = self.get_object()
+        try:
+            after = int(request.query_params.get("after", 0))
+        except ValueError:
+            raise ValidationError({"after": ["must be an integer"]}) from None
+        page = self.paginate_queryset(run_events_after(run, after))
+        return self.get_paginated_response(RunEventSerializer(page, many=True).data)
+
+
+def not_found(request, exception=None):
+    return JsonResponse(error_body("not_found", f"no such path: {request.path}"), status=404)
+
+
+def server_error(request):
+    return JsonResponse(error_body("server_error", "internal server error"), status=500)

@@ -1,0 +1,109 @@
+"""Shared fixtures: users with tokens, async API clients, a fresh channel layer and offline model per test."""
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import pytest
+from agents import ModelProvider
+from agents.testing import ScriptedModel, assistant_message
+from channels.layers import channel_layers
+from django.contrib.auth import get_user_model
+from django.test import AsyncClient
+from rest_framework.authtoken.models import Token
+
+
+@pytest.fixture(autouse=True)
+def _offline_fast(settings):
+    """Tests never reach a network model and never wait for the demo pace."""
+    settings.AGENTS_MODEL_PROVIDER = "offline"
+    settings.OPENAI_API_KEY = ""
+    settings.OFFLINE_MODEL_DELAY = 0
+    settings.RUN_HEARTBEAT_INTERVAL = 0.5
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """In-memory layers hold asyncio queues bound to one loop; each test gets new ones."""
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username: str = "alice", **extra):
+        user = get_user_model().objects.create_user(username=username, password="pw-" + username, **extra)
+        user.token = Token.objects.create(user=user).key
+        return user
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+class Api:
+    """AsyncClient that sends a token and JSON bodies."""
+
+    def __init__(self, token: str | None):
+        self.client = AsyncClient()
+        self.headers = {"Authorization": f"Token {token}"} if token else {}
+
+    async def get(self, path: str, **headers):
+        return await self.client.get(path, headers={**self.headers, **headers})
+
+    async def post(self, path: str, body=None, raw: str | None = None, **headers):
+        data = raw if raw is not None else json.dumps(body if body is not None else {})
+        return await self.client.post(
+            path, data, content_type="application/json", headers={**self.headers, **headers}
+        )
+
+    async def patch(self, path: str, body):
+        return await self.client.patch(
+            path, json.dumps(body), content_type="application/json", headers=self.headers
+        )
+
+    async def delete(self, path: str):
+        return await self.client.delete(path, headers=self.headers)
+
+
+@pytest.fixture
+def api_for() -> Callable[[object], Api]:
+    return lambda user: Api(getattr(user, "token", None) if user else None)
+
+
+class ScriptedProvider(ModelProvider):
+    def __init__(self, model):
+        self.model = model
+
+    def get_model(self, model_name):
+        return self.model
+
+
+@pytest.fixture
+def slow_model(monkeypatch):
+    """Every model call takes `seconds` and answers "done"; returns a setter for the delay."""
+    state = {"seconds": 1.0, "calls": 0}
+
+    async def respond(call):
+        state["calls"] += 1
+        await asyncio.sleep(state["seconds"])
+        return [assistant_message("done")]
+
+    class Endless(ScriptedModel):
+        async def _next_resolved_step(self, call):
+            self.enqueue({"responder": respond})
+            return await super()._next_resolved_step(call)
+
+    from agents_app import providers
+
+    monkeypatch.setattr(providers, "get_model_provider", lambda: ScriptedProvider(Endless()))
+    return state

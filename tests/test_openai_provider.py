@@ -1,0 +1,232 @@
+"""Provider selection, and the OpenAI path end to end against a local fake of the OpenAI API."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from agents import Agent, ModelSettings, OpenAIProvider, Runner
+from pydantic import BaseModel
+
+from agents_app import providers
+from agents_app.ai_agents.chat import build_chat_agent
+from agents_app.providers import OfflineModelProvider
+from tests.fake_openai import FakeOpenAI
+
+FAKE_TEXT = "Hello from the fake OpenAI server, streamed in small pieces."
+
+
+@pytest.fixture
+def start_fake():
+    """Starts fakes on free ports; all are stopped after the test."""
+    started = []
+
+    def start(**options):
+        fake = FakeOpenAI(**options).start()
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        fake.stop()
+
+
+@pytest.fixture
+def use_fake(settings):
+    """Points the OpenAI provider at a fake: Chat Completions by default, Responses with responses=True."""
+
+    def use(fake, responses=False):
+        settings.AGENTS_MODEL_PROVIDER = ""
+        settings.OPENAI_API_KEY = "test-key"
+        settings.OPENAI_BASE_URL = fake.base_url
+        settings.OPENAI_USE_RESPONSES = True if responses else None
+
+    return use
+
+
+async def run_streamed(agent, input):
+    result = Runner.run_streamed(agent, input, run_config=providers.run_config())
+    events = [event async for event in result.stream_events()]
+    return result, events
+
+
+def text_deltas(events):
+    return [
+        e.data.delta
+        for e in events
+        if e.type == "raw_response_event" and e.data.type == "response.output_text.delta"
+    ]
+
+
+def run_items(events, name):
+    return [e.item for e in events if e.type == "run_item_stream_event" and e.name == name]
+
+
+def test_provider_is_chosen_from_settings(settings):
+    settings.AGENTS_MODEL_PROVIDER = ""
+    settings.OPENAI_API_KEY = ""
+    settings.AGENTS_DEFAULT_MODEL = ""
+    assert providers.provider_name() == "offline"
+    assert isinstance(providers.get_model_provider(), OfflineModelProvider)
+    assert providers.provider_info() == {
+        "provider": "offline",
+        "model": "offline-echo-1",
+        "base_url": None,
+        "api": "offline",
+    }
+
+    settings.OPENAI_API_KEY = "sk-test"
+    assert providers.provider_name() == "openai"
+    assert isinstance(providers.get_model_provider(), OpenAIProvider)
+    assert providers.provider_info() == {
+        "provider": "openai",
+        "model": "gpt-4.1-mini",
+        "base_url": None,
+        "api": "responses",
+    }
+
+    settings.OPENAI_BASE_URL = "http://localhost:11434/v1"
+    settings.AGENTS_DEFAULT_MODEL = "llama3.2"
+    assert providers.provider_info() == {
+        "provider": "openai",
+        "model": "llama3.2",
+        "base_url": "http://localhost:11434/v1",
+        "api": "chat_completions",
+    }
+
+    settings.AGENTS_MODEL_PROVIDER = "offline"
+    assert providers.provider_name() == "offline"
+    assert providers.provider_info()["base_url"] is None
+
+
+def test_run_config_asks_compatible_servers_for_usage(settings):
+    settings.AGENTS_MODEL_PROVIDER = "openai"
+    settings.OPENAI_API_KEY = "sk-test"
+    settings.OPENAI_BASE_URL = "http://localhost:11434/v1"
+    config = providers.run_config(model_settings=ModelSettings(temperature=0.2), workflow_name="chat")
+
+    assert config.model == "gpt-4.1-mini"
+    assert config.model_settings.include_usage is True
+    assert config.model_settings.temperature == 0.2
+    assert config.workflow_name == "chat"
+    assert config.tracing_disabled is True
+
+    settings.AGENTS_TRACE_EXPORT = True
+    settings.OPENAI_BASE_URL = ""
+    config = providers.run_config()
+    assert config.tracing_disabled is False
+    assert config.model_settings is None
+
+
+def test_configure_tracing_follows_the_setting(settings, monkeypatch):
+    calls = []
+    monkeypatch.setattr(providers, "set_tracing_disabled", calls.append)
+    monkeypatch.setattr(providers, "set_tracing_export_api_key", lambda key: calls.append(key))
+
+    settings.AGENTS_TRACE_EXPORT = False
+    providers.configure_tracing()
+    settings.AGENTS_TRACE_EXPORT = True
+    settings.OPENAI_API_KEY = "sk-trace"
+    providers.configure_tracing()
+
+    assert calls == [True, False, "sk-trace"]
+
+
+@pytest.mark.parametrize("responses", [False, True], ids=["chat_completions", "responses"])
+async def test_streamed_run_through_the_fake(start_fake, use_fake, responses):
+    fake = start_fake(text=FAKE_TEXT, deltas=6)
+    use_fake(fake, responses=responses)
+
+    result, events = await run_streamed(build_chat_agent(), "Say hello")
+
+    assert result.final_output == FAKE_TEXT
+    assert len(text_deltas(events)) == 6
+    usage = result.context_wrapper.usage
+    assert (usage.requests, usage.input_tokens, usage.output_tokens) == (1, 12, 6)
+    [request] = fake.requests
+    assert request.path == ("/v1/responses" if responses else "/v1/chat/completions")
+    assert request.authorization == "Bearer test-key"
+    assert request.body["model"] == "gpt-4.1-mini"
+    assert request.body["stream"] is True
+    if not responses:
+        assert request.body["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize("responses", [False, True], ids=["chat_completions", "responses"])
+async def test_tool_call_round_trip_through_the_fake(start_fake, use_fake, responses):
+    fake = start_fake(text="Done.", tool_calls={"calculate": {"expression": "6 * 7"}})
+    use_fake(fake, responses=responses)
+
+    result, events = await run_streamed(build_chat_agent(), "what is six times seven?")
+
+    [called] = run_items(events, "tool_called")
+    assert called.raw_item.name == "calculate"
+    assert [item.output for item in run_items(events, "tool_output")] == ["42"]
+    assert result.final_output == "Tool results: 42. Done."
+    assert len(fake.requests) == 2
+    assert "42" in json.dumps(fake.requests[1].body)
+    assert result.context_wrapper.usage.requests == 2
+    assert result.context_wrapper.usage.total_tokens == sum(i + o for i, o in fake.usages)
+
+
+class Answer(BaseModel):
+    title: str
+    points: list[str]
+    confident: bool
+
+
+@pytest.mark.parametrize("responses", [False, True], ids=["chat_completions", "responses"])
+async def test_structured_output_through_the_fake(start_fake, use_fake, responses):
+    fake = start_fake()
+    use_fake(fake, responses=responses)
+    agent = Agent(name="Structured", instructions="Answer in the schema.", output_type=Answer)
+
+    result = await Runner.run(agent, "tides", run_config=providers.run_config())
+
+    assert isinstance(result.final_output, Answer)
+    assert result.final_output.points
+    body = fake.requests[0].body
+    fmt = body["text"]["format"] if responses else body["response_format"]
+    assert fmt["type"] == "json_schema"
+
+
+async def test_fake_answers_non_streaming_chat_completions(start_fake, use_fake):
+    fake = start_fake(text=FAKE_TEXT)
+    use_fake(fake)
+    result = await Runner.run(build_chat_agent(), "Say hello", run_config=providers.run_config())
+    assert result.final_output == FAKE_TEXT
+    assert fake.requests[0].body.get("stream") in (None, False)
+
+
+def test_fake_runs_as_a_separate_process():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, str(Path(__file__).with_name("fake_openai.py")), "--port", str(port)]
+    command += ["--deltas", "5", "--delay", "0"]
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    body["stream_options"] = {"include_usage": True}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert "fake OpenAI API" in process.stdout.readline()
+            response = None
+            for _ in range(50):  # the banner prints just before uvicorn binds the port
+                try:
+                    response = httpx.post(
+                        f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=10
+                    )
+                    break
+                except httpx.ConnectError:
+                    time.sleep(0.1)
+        finally:
+            process.terminate()
+    assert response is not None
+    lines = [line for line in response.text.splitlines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    assert sum(1 for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")) == 5
+    assert chunks[-1]["usage"]["completion_tokens"] == 5

@@ -1,0 +1,193 @@
+"""SSE consumers through the real ASGI application: order, terminal event, resume, auth, disconnects."""
+
+import asyncio
+
+import pytest
+
+from agents_app.models import Run, RunEvent
+from agents_app.sse import RunStreamConsumer
+from agents_app.streaming import RunCursor
+
+from .streams import SSEClient, parse_sse, text_of
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def stream_run(token, body, path="/api/agents/chat/stream"):
+    client = SSEClient("POST", path, body, token)
+    assert await client.start() == 200
+    return client, await client.read_all()
+
+
+async def test_stream_order_and_terminal(alice):
+    client, events = await stream_run(alice.token, {"input": "What is 17 * 23?"})
+    assert client.headers["content-type"].startswith("text/event-stream")
+    assert client.headers["cache-control"] == "no-cache"
+    assert client.headers["x-accel-buffering"] == "no"
+    frames = parse_sse(client.raw)
+    assert frames[0]["retry"] > 0
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [f["id"] for f in frames if "id" in f] == [e["seq"] for e in events]
+    assert events[0]["type"] == "run_started" and events[0]["agent"] == "chat"
+    terminal = events[-1]
+    assert terminal["type"] == "stream_complete" and terminal["status"] == "completed"
+    assert [e["type"] for e in events].count("stream_complete") == 1
+    assert "391" in terminal["final_output"]
+    assert text_of(events) == terminal["final_output"] or text_of(events).endswith(terminal["final_output"])
+    tool_called = next(e for e in events if e["type"] == "run_item" and e["name"] == "tool_called")
+    assert tool_called["tool_name"] == "calculate" and "17" in tool_called["tool_arguments"]
+    tool_output = next(e for e in events if e["type"] == "run_item" and e["name"] == "tool_output")
+    assert tool_output["output"] == "391"
+    run = await Run.objects.aget(pk=terminal["run_id"])
+    assert run.status == "completed" and run.total_tokens == terminal["usage"]["total_tokens"] > 0
+    stored = [e.data async for e in RunEvent.objects.filter(run=run).order_by("seq")]
+    assert stored == events
+
+
+async def test_reference_path_and_handoff(alice):
+    _, events = await stream_run(
+        alice.token, {"input": "Please calculate 12 + 30", "session_id": "123"}, "/assistant/stream"
+    )
+    updated = [e for e in events if e["type"] == "agent_updated"]
+    assert [e["agent_name"] for e in updated][-1] == "Math Specialist"
+    handoff = next(e for e in events if e["type"] == "run_item" and e["name"] == "handoff_occured")
+    assert handoff["source_agent"] == "Assistant" and handoff["target_agent"] == "Math Specialist"
+    assert events[-1]["status"] == "completed"
+
+
+async def test_join_finished_run_and_resume(alice):
+    _, events = await stream_run(alice.token, {"input": "Tell me something"})
+    run_id, last = events[0]["run_id"], events[-1]["seq"]
+    join = SSEClient("GET", f"/api/runs/{run_id}/stream", token=alice.token)
+    assert await join.start() == 200
+    assert await join.read_all() == events
+    resumed = SSEClient("GET", f"/api/runs/{run_id}/stream?last_event_id=3", token=alice.token)
+    await resumed.start()
+    assert await resumed.read_all() == events[3:]
+    header = SSEClient(
+        "GET", f"/api/runs/{run_id}/stream", token=alice.token, headers=[(b"last-event-id", b"2")]
+    )
+    await header.start()
+    assert await header.read_all() == events[2:]
+    after_end = SSEClient("GET", f"/api/runs/{run_id}/stream?last_event_id={last}", token=alice.token)
+    assert await after_end.start() == 204
+
+
+async def test_stream_auth_and_validation(alice, bob):
+    no_token = SSEClient("POST", "/api/agents/chat/stream", {"input": "hi"})
+    assert await no_token.start() == 401
+    await no_token.read_all()
+    assert no_token.json()["error"]["code"] == "not_authenticated"
+    bad_token = SSEClient("POST", "/api/agents/chat/stream", {"input": "hi"}, token="x" * 40)
+    assert await bad_token.start() == 401
+    for body, status in ((b"{oops", 400), ({"input": ""}, 400), ({"input": 3}, 400)):
+        client = SSEClient("POST", "/api/agents/chat/stream", body, alice.token)
+        assert await client.start() == status
+        await client.read_all()
+        assert "error" in client.json()
+    unknown = SSEClient("POST", "/api/agents/nope/stream", {"input": "hi"}, alice.token)
+    assert await unknown.start() == 404
+    get = SSEClient("GET", "/api/agents/chat/stream", token=alice.token)
+    assert await get.start() == 405
+    assert await Run.objects.acount() == 0
+    _, events = await stream_run(alice.token, {"input": "hi"})
+    other = SSEClient("GET", f"/api/runs/{events[0]['run_id']}/stream", token=bob.token)
+    assert await other.start() == 404
+    bad_id = SSEClient("GET", f"/api/runs/{events[0]['run_id']}/stream?last_event_id=x", token=alice.token)
+    assert await bad_id.start() == 400
+
+
+async def test_session_auth_needs_csrf(alice, client):
+    await asyncio.to_thread(client.force_login, alice)
+    cookie = client.cookies["sessionid"].value
+    headers = [(b"cookie", f"sessionid={cookie}".encode())]
+    no_csrf = SSEClient("POST", "/api/agents/chat/stream", {"input": "hi"}, headers=headers)
+    assert await no_csrf.start() == 403
+    await no_csrf.read_all()
+    assert "CSRF" in no_csrf.json()["error"]["message"]
+    csrf = "a" * 32
+    with_csrf = SSEClient(
+        "POST",
+        "/api/agents/chat/stream",
+        {"input": "hi"},
+        headers=[
+            (b"cookie", f"sessionid={cookie}; csrftoken={csrf}".encode()),
+            (b"x-csrftoken", csrf.encode()),
+        ],
+    )
+    assert await with_csrf.start() == 200
+    events = await with_csrf.read_all()
+    assert events[-1]["type"] == "stream_complete"
+
+
+async def test_disconnect_noticed_fast_and_run_continues(alice, settings):
+    settings.OFFLINE_MODEL_DELAY = 0.05
+    client = SSEClient(
+        "POST", "/api/agents/chat/stream", {"input": "Tell me a long story about rivers"}, alice.token
+    )
+    await client.start()
+    await client.read_until(lambda e: e["type"] == "raw_response")
+    run_id = client.events()[0]["run_id"]
+    started = asyncio.get_running_loop().time()
+    await client.disconnect()
+    await client.comm.wait(timeout=1)  # the consumer returns promptly once told
+    assert asyncio.get_running_loop().time() - started < 1
+    for _ in range(200):
+        run = await Run.objects.aget(pk=run_id)
+        if not run.is_active:
+            break
+        await asyncio.sleep(0.05)
+    assert run.status == "completed"
+    types = [t async for t in RunEvent.objects.filter(run=run).order_by("seq").values_list("type", flat=True)]
+    assert types[0] == "run_started" and types[-1] == "stream_complete"
+
+
+async def test_on_disconnect_cancel(alice, settings):
+    settings.OFFLINE_MODEL_DELAY = 0.2
+    client = SSEClient(
+        "POST", "/api/agents/chat/stream?on_disconnect=cancel", {"input": "Tell me a long story"}, alice.token
+    )
+    await client.start()
+    await client.read_until(lambda e: e["type"] == "raw_response")
+    run_id = client.events()[0]["run_id"]
+    await client.disconnect()
+    await client.comm.wait(timeout=1)
+    for _ in range(40):
+        run = await Run.objects.aget(pk=run_id)
+        if not run.is_active:
+            break
+        await asyncio.sleep(0.05)
+    assert run.status == "cancelled"
+    last = await RunEvent.objects.filter(run=run).order_by("-seq").afirst()
+    assert last.type == "stream_complete" and last.data["status"] == "cancelled"
+
+
+async def test_tiny_channel_capacity_loses_nothing(alice, settings, monkeypatch):
+    """Persist-then-publish: a full channel drops wake-ups; the reader fills the gaps from the DB."""
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 5}}
+    }
+    settings.RUN_EVENT_BATCH_SIZE = 1
+    settings.RUN_EVENT_FLUSH_INTERVAL = 0
+    settings.OFFLINE_MODEL_DELAY = 0.003  # one small batch per delta: many wake-ups
+    replays = []
+    real_replay, real_send = RunCursor.replay, RunStreamConsumer._send
+
+    async def counting_replay(self):
+        replays.append(self.last)
+        return await real_replay(self)
+
+    async def slow_send(self, data, ended):
+        await asyncio.sleep(0.03)
+        await real_send(self, data, ended)
+
+    monkeypatch.setattr(RunCursor, "replay", counting_replay)
+    monkeypatch.setattr(RunStreamConsumer, "_send", slow_send)
+    _client, events = await stream_run(
+        alice.token, {"input": "Write a detailed paragraph about the sea and ships"}
+    )
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) > 20
+    assert events[-1]["type"] == "stream_complete"
+    assert len(replays) > 1, "expected the reader to fill at least one gap from the database"
+    assert await RunEvent.objects.filter(run_id=events[0]["run_id"]).acount() == len(events)
