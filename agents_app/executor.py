@@ -21,7 +21,7 @@ from agents.exceptions import (
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from . import providers
@@ -97,11 +97,25 @@ class EventSink:
             try:
                 await RunEvent.objects.abulk_create(rows)
                 return
+            except IntegrityError:
+                # One run's rows are bad (its run was deleted meanwhile): keep everyone else's.
+                await self._write_per_run(rows)
+                return
             except DatabaseError:
                 if attempt == 4:
                     raise
                 log.warning("retrying event write after a database error", exc_info=True)
                 await asyncio.sleep(0.05 * (attempt + 1))
+
+    async def _write_per_run(self, rows: list[RunEvent]) -> None:
+        by_run: dict[Any, list[RunEvent]] = {}
+        for row in rows:
+            by_run.setdefault(row.run_id, []).append(row)
+        for run_id, run_rows in by_run.items():
+            try:
+                await RunEvent.objects.abulk_create(run_rows)
+            except IntegrityError:
+                log.error("dropped %d events of run %s: %s", len(run_rows), run_id, "integrity error")
 
     async def publish_one(self, run_id: Any, event: dict) -> None:
         await self._publish([(run_id, event, encode(event))])
@@ -211,7 +225,9 @@ class RunExecutor:
             return
         self._started = True
         providers.configure_tracing()
-        self.channel_name = await self.layer.new_channel("executor.")
+        # Default prefix on purpose: channels_redis has one receive loop per process for all
+        # process-local channels, and it only reads the list of the prefix its holder uses.
+        self.channel_name = await self.layer.new_channel()
         self._background = [
             asyncio.create_task(self._control_loop(), name="executor-control"),
             asyncio.create_task(self._heartbeat_loop(), name="executor-heartbeat"),
@@ -340,8 +356,19 @@ class RunExecutor:
                 self.cancel_local(message.get("run_id"), message.get("mode") or "immediate")
 
     async def _heartbeat_loop(self) -> None:
-        """Keep our runs' heartbeats fresh and pick up cancel requests whose signal was lost."""
+        """Keep our runs' heartbeats fresh, pick up cancel requests whose signal was lost, and
+        now and then mark runs of dead processes interrupted."""
+        from .services import runs_sweep_stale
+
+        last_sweep = 0.0
         while True:
+            loop_time = asyncio.get_running_loop().time()
+            if loop_time - last_sweep >= settings.RUN_STALE_AFTER:
+                last_sweep = loop_time
+                try:
+                    await sync_to_async(runs_sweep_stale)()
+                except Exception:
+                    log.warning("stale-run sweep failed", exc_info=True)
             await asyncio.sleep(settings.RUN_HEARTBEAT_INTERVAL)
             ids = list(self.contexts)
             if not ids:

@@ -91,7 +91,7 @@ class RunFollower:
         self.channel = ""
 
     async def __aenter__(self) -> "RunFollower":
-        self.channel = await self.layer.new_channel("follow.")
+        self.channel = await self.layer.new_channel()
         await self.layer.group_add(run_group(self.cursor.run_id), self.channel)
         return self
 

@@ -1,0 +1,211 @@
+"""Live server over real sockets: daphne on 127.0.0.1, httpx-sse and websockets clients."""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+from django.conf import settings
+from django.db import connection
+from httpx_sse import aconnect_sse
+
+from agents_app.models import Run, RunEvent
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _server_env() -> dict:
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SQLITE_PATH")}
+    if db["ENGINE"].endswith("sqlite3"):
+        env["SQLITE_PATH"] = str(db["NAME"])
+    else:
+        env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env.update(
+        AGENTS_MODEL_PROVIDER="offline",
+        OFFLINE_MODEL_DELAY="0.05",
+        LOG_LEVEL="WARNING",
+        RUN_HEARTBEAT_INTERVAL="0.5",
+    )
+    return env
+
+
+def _start_server(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        cwd=ROOT,
+        env=_server_env(),
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("daphne did not start")
+
+
+@pytest.fixture(scope="module")
+def live_urls(django_db_setup, django_db_blocker):
+    procs, urls = [], []
+    # Two processes when Redis connects them, to prove any process can cancel any run.
+    for _ in range(2 if settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis") else 1):
+        port = _free_port()
+        procs.append(_start_server(port))
+        urls.append(f"http://127.0.0.1:{port}")
+    yield urls
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+
+
+def auth(user) -> dict:
+    return {"Authorization": f"Token {user.token}"}
+
+
+async def read_sse(client, method, url, user, stop_after=None, **kwargs):
+    """(events, seqs) from one SSE connection; closes it after `stop_after` text deltas."""
+    events, deltas = [], 0
+    async with aconnect_sse(client, method, url, headers=auth(user), **kwargs) as source:
+        assert source.response.status_code == 200
+        async for sse in source.aiter_sse():
+            if not sse.data:  # the opening `retry:` block
+                continue
+            event = json.loads(sse.data)
+            assert int(sse.id) == event["seq"]
+            events.append(event)
+            if event.get("event_type") == "response.output_text.delta":
+                deltas += 1
+                if stop_after and deltas >= stop_after:
+                    break
+            if event["type"] in ("stream_complete", "error"):
+                break
+    return events
+
+
+def text(events) -> str:
+    return "".join(e["delta"] for e in events if e.get("event_type") == "response.output_text.delta")
+
+
+async def wait_finished(run_id, timeout=20) -> Run:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = await Run.objects.aget(pk=run_id)
+        if not run.is_active:
+            return run
+        await asyncio.sleep(0.1)
+    raise AssertionError("run did not finish")
+
+
+async def test_cut_and_resume_with_last_event_id(live_urls, alice):
+    base = live_urls[0]
+    async with httpx.AsyncClient(timeout=20) as client:
+        first = await read_sse(
+            client,
+            "POST",
+            f"{base}/api/agents/chat/stream",
+            alice,
+            stop_after=5,
+            json={"input": "Tell me a story"},
+        )
+        run_id, last = first[0]["run_id"], first[-1]["seq"]
+        headers = {**auth(alice), "Last-Event-ID": str(last)}
+        async with aconnect_sse(client, "GET", f"{base}/api/runs/{run_id}/stream", headers=headers) as source:
+            rest = [json.loads(s.data) async for s in source.aiter_sse() if s.data]
+        events = first + rest
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert events[-1]["type"] == "stream_complete"
+        assert text(events) == events[-1]["final_output"]
+        gone = await client.get(
+            f"{base}/api/runs/{run_id}/stream?last_event_id={events[-1]['seq']}", headers=auth(alice)
+        )
+        assert gone.status_code == 204
+
+
+async def test_run_continues_after_client_left(live_urls, alice):
+    base = live_urls[0]
+    async with httpx.AsyncClient(timeout=20) as client:
+        seen = await read_sse(
+            client,
+            "POST",
+            f"{base}/api/agents/chat/stream",
+            alice,
+            stop_after=2,
+            json={"input": "Tell me a story"},
+        )
+    run = await wait_finished(seen[0]["run_id"])
+    assert run.status == "completed"
+    stored = [e.data async for e in RunEvent.objects.filter(run=run).order_by("seq")]
+    assert [e["seq"] for e in stored] == list(range(1, run.last_seq + 1))
+    assert stored[-1]["type"] == "stream_complete"
+    assert text(stored) == run.final_output
+
+
+async def test_cancel_from_second_connection_within_a_second(live_urls, alice):
+    start_base, cancel_base = live_urls[0], live_urls[-1]
+    async with httpx.AsyncClient(timeout=20) as client, httpx.AsyncClient(timeout=20) as other:
+        async with aconnect_sse(
+            client,
+            "POST",
+            f"{start_base}/api/agents/chat/stream",
+            headers=auth(alice),
+            json={"input": "A long story"},
+        ) as source:
+            events = []
+            async for sse in source.aiter_sse():
+                if not sse.data:
+                    continue
+                events.append(json.loads(sse.data))
+                if events[-1].get("event_type") == "response.output_text.delta" and len(events) == 5:
+                    started = time.monotonic()
+                    response = await other.post(
+                        f"{cancel_base}/api/runs/{events[0]['run_id']}/cancel", headers=auth(alice)
+                    )
+                    assert response.status_code == 202
+                if events[-1]["type"] in ("stream_complete", "error"):
+                    break
+        elapsed = time.monotonic() - started
+    assert events[-1]["type"] == "stream_complete" and events[-1]["status"] == "cancelled"
+    assert elapsed < 1.0, f"cancel took {elapsed:.2f} s"
+    assert (await Run.objects.aget(pk=events[0]["run_id"])).status == "cancelled"
+
+
+async def test_websocket_run_drop_and_resume(live_urls, alice):
+    ws_url = live_urls[0].replace("http://", "ws://") + "/ws/agents/chat/"
+    headers = auth(alice)
+    async with websockets.connect(ws_url, additional_headers=headers) as ws:
+        await ws.send(json.dumps({"type": "run", "input": "Tell me a story about rain"}))
+        first = [json.loads(await ws.recv()) for _ in range(6)]
+    run_id = first[0]["run_id"]
+    async with websockets.connect(ws_url, additional_headers=headers) as ws:
+        await ws.send(json.dumps({"type": "resume", "run_id": run_id, "last_event_id": first[-1]["seq"]}))
+        rest = []
+        while not rest or rest[-1]["type"] not in ("stream_complete", "error"):
+            rest.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+    events = first + rest
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert text(events) == events[-1]["final_output"]
+
+
+async def test_websocket_rejects_unauthenticated(live_urls):
+    ws_url = live_urls[0].replace("http://", "ws://") + "/ws/agents/chat/"
+    async with websockets.connect(ws_url) as ws:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd.code == 4401

@@ -1,0 +1,188 @@
+"""Run lifecycle: one active run per conversation, cancel modes, stale runs, stored events, admin."""
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from agents_app.models import Conversation, Run, RunEvent
+from agents_app.services import runs_sweep_stale
+
+from .streams import SSEClient
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_twenty_posts_to_one_conversation_give_one_run(api_for, alice, slow_model):
+    slow_model["seconds"] = 0.5
+    api = api_for(alice)
+    conversation = await Conversation.objects.acreate(owner=alice, agent="chat")
+    body = {"input": "hello", "conversation_id": str(conversation.pk)}
+    responses = await asyncio.gather(*(api.post("/api/agents/chat/run", body) for _ in range(20)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200] + [409] * 19
+    winner = next(r for r in responses if r.status_code == 200).json()
+    for busy in (r for r in responses if r.status_code == 409):
+        error = busy.json()["error"]
+        assert error["code"] == "conversation_busy" and error["active_run_id"] == winner["run_id"]
+    assert await Run.objects.acount() == 1
+    # Once it is over the conversation takes new runs again.
+    assert (await api.post("/api/agents/chat/run", body)).status_code == 200
+
+
+async def test_busy_conversation_over_sse(api_for, alice, settings):
+    settings.OFFLINE_MODEL_DELAY = 0.05
+    first = SSEClient(
+        "POST", "/api/agents/chat/stream", {"input": "long story", "session_id": "s"}, alice.token
+    )
+    await first.start()
+    await first.read_until(lambda e: e["type"] == "run_started")
+    second = SSEClient("POST", "/api/agents/chat/stream", {"input": "again", "session_id": "s"}, alice.token)
+    assert await second.start() == 409
+    await second.read_all()
+    assert second.json()["error"]["active_run_id"] == first.events()[0]["run_id"]
+    await first.read_all()
+
+
+async def start_slow_stream(alice, settings, text="Tell me a long story about forests"):
+    settings.OFFLINE_MODEL_DELAY = 0.1
+    client = SSEClient("POST", "/api/agents/chat/stream", {"input": text}, alice.token)
+    await client.start()
+    await client.read_until(lambda e: e["type"] == "raw_response")
+    return client, client.events()[0]["run_id"]
+
+
+async def test_cancel_immediate_keeps_partial_output_and_usage(api_for, alice, settings):
+    client, run_id = await start_slow_stream(alice, settings)
+    response = await api_for(alice).post(f"/api/runs/{run_id}/cancel", {"mode": "immediate"})
+    assert response.status_code == 202
+    events = await client.read_all(timeout=2)
+    terminal = events[-1]
+    assert terminal["type"] == "stream_complete" and terminal["status"] == "cancelled"
+    run = await Run.objects.aget(pk=run_id)
+    assert run.status == "cancelled" and run.cancel_mode == "immediate"
+    partial = "".join(e["delta"] for e in events if e.get("event_type") == "response.output_text.delta")
+    assert run.final_output == partial and partial
+    again = await api_for(alice).post(f"/api/runs/{run_id}/cancel")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "run_not_active"
+
+
+async def test_cancel_after_turn_finishes_the_turn(api_for, alice, settings):
+    client, run_id = await start_slow_stream(alice, settings, "What is 2 + 2?")
+    assert (
+        await api_for(alice).post(f"/api/runs/{run_id}/cancel", {"mode": "after_turn"})
+    ).status_code == 202
+    events = await client.read_all(timeout=10)
+    assert events[-1]["status"] == "cancelled"
+    run = await Run.objects.aget(pk=run_id)
+    assert run.status == "cancelled" and run.cancel_mode == "after_turn"
+    assert run.requests >= 1
+
+
+async def test_cancel_bad_mode(api_for, alice, settings):
+    client, run_id = await start_slow_stream(alice, settings)
+    response = await api_for(alice).post(f"/api/runs/{run_id}/cancel", {"mode": "later"})
+    assert response.status_code == 400 and "mode" in response.json()["error"]["fields"]
+    await api_for(alice).post(f"/api/runs/{run_id}/cancel")
+    await client.read_all()
+
+
+async def test_stale_run_is_interrupted_on_read_and_sweep(api_for, alice, settings):
+    conversation = await Conversation.objects.acreate(owner=alice, agent="chat")
+    old = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER + 5)
+    dead = await Run.objects.acreate(
+        owner=alice, agent="chat", conversation=conversation, input="x", status="running"
+    )
+    await Run.objects.filter(pk=dead.pk).aupdate(heartbeat_at=old, created_at=old)
+    body = (await api_for(alice).get(f"/api/runs/{dead.pk}/")).json()
+    assert body["status"] == "interrupted"
+    terminal = await RunEvent.objects.aget(run=dead)
+    assert terminal.type == "error" and terminal.data["code"] == "interrupted"
+    # The conversation is usable again.
+    response = await api_for(alice).post(
+        "/api/agents/chat/run", {"input": "hi", "conversation_id": str(conversation.pk)}
+    )
+    assert response.status_code == 200
+    other = await Run.objects.acreate(owner=alice, agent="chat", input="y", status="queued")
+    await Run.objects.filter(pk=other.pk).aupdate(created_at=old)
+    assert await sync_to_async(runs_sweep_stale)() == 1
+    assert (await Run.objects.aget(pk=other.pk)).status == "interrupted"
+    join = SSEClient("GET", f"/api/runs/{other.pk}/stream", token=alice.token)
+    assert await join.start() == 200
+    assert (await join.read_all())[-1]["code"] == "interrupted"
+
+
+async def test_live_run_is_not_swept(api_for, alice, settings):
+    client, run_id = await start_slow_stream(alice, settings)
+    assert await sync_to_async(runs_sweep_stale)() == 0
+    await asyncio.sleep(1.2)  # heartbeats keep it fresh
+    assert (await Run.objects.aget(pk=run_id)).heartbeat_at > timezone.now() - timedelta(seconds=1)
+    await api_for(alice).post(f"/api/runs/{run_id}/cancel")
+    await client.read_all()
+
+
+async def test_events_endpoint_paginates(api_for, alice):
+    api = api_for(alice)
+    body = (await api.post("/api/agents/chat/run", {"input": "Tell me about the weather"})).json()
+    total = await RunEvent.objects.filter(run_id=body["run_id"]).acount()
+    page = (await api.get(f"/api/runs/{body['run_id']}/events/?after=2&limit=3")).json()
+    assert page["count"] == total - 2
+    assert [e["seq"] for e in page["results"]] == [3, 4, 5]
+    assert page["next"]
+    assert (await api.get(f"/api/runs/{body['run_id']}/events/?after=x")).status_code == 400
+    last = (await api.get(f"/api/runs/{body['run_id']}/events/?after={total - 1}")).json()["results"]
+    assert last[0]["type"] == "stream_complete"
+
+
+async def test_run_list_filters(api_for, alice):
+    api = api_for(alice)
+    await api.post("/api/agents/chat/run", {"input": "one"})
+    await api.post("/api/agents/assistant/run", {"input": "two"})
+    assert (await api.get("/api/runs/?agent=assistant")).json()["count"] == 1
+    assert (await api.get("/api/runs/?status=completed")).json()["count"] == 2
+
+
+async def test_admin_pages_and_cancel_action(api_for, alice, admin_client, settings):
+    body = (await api_for(alice).post("/api/agents/chat/run", {"input": "What is 3 * 3?"})).json()
+    run_id, conversation_id = body["run_id"], body["conversation_id"]
+    get = sync_to_async(admin_client.get)
+    for path in (
+        "/admin/agents_app/run/",
+        "/admin/agents_app/run/?status__exact=completed&agent=chat",
+        f"/admin/agents_app/run/?q={run_id}",
+        f"/admin/agents_app/run/{run_id}/change/",
+        f"/admin/agents_app/run/{run_id}/change/?events_page=2",
+        "/admin/agents_app/conversation/",
+        f"/admin/agents_app/conversation/{conversation_id}/change/",
+        "/admin/agents_app/runevent/",
+        "/admin/authtoken/tokenproxy/",
+    ):
+        response = await get(path)
+        assert response.status_code == 200, path
+    page = (await get(f"/admin/agents_app/run/{run_id}/change/")).content.decode()
+    assert "stream_complete" in page and "calculate" in page
+    listing = (await get(f"/admin/agents_app/run/?q={run_id}")).content.decode()
+    assert run_id[:8] in listing
+
+
+async def test_admin_event_inline_is_paginated(alice, admin_client):
+    run = await Run.objects.acreate(owner=alice, agent="chat", input="x", status="completed")
+    await RunEvent.objects.abulk_create(
+        [RunEvent(run=run, seq=i, type="raw_response", data={"delta": f"tok{i:03d}"}) for i in range(1, 121)]
+    )
+    get = sync_to_async(admin_client.get)
+    first = (await get(f"/admin/agents_app/run/{run.pk}/change/")).content.decode()
+    assert "tok001" in first and "tok051" not in first and "page 1 of 3" in first
+    third = (await get(f"/admin/agents_app/run/{run.pk}/change/?events_page=3")).content.decode()
+    assert "tok120" in third and "tok001" not in third
+
+
+async def test_admin_cancel_action(alice, admin_client, settings):
+    client, run_id = await start_slow_stream(alice, settings)
+    post = sync_to_async(admin_client.post)
+    response = await post("/admin/agents_app/run/", {"action": "cancel_runs", "_selected_action": [run_id]})
+    assert response.status_code == 302
+    events = await client.read_all(timeout=3)
+    assert events[-1]["status"] == "cancelled"
