@@ -223,6 +223,19 @@ RUN_EVENT_FLUSH_INTERVAL = env_float("RUN_EVENT_FLUSH_INTERVAL", 0.01)
 # A running run whose heartbeat is older than this is considered dead.
 RUN_HEARTBEAT_INTERVAL = env_float("RUN_HEARTBEAT_INTERVAL", 5.0)
 RUN_STALE_AFTER = env_float("RUN_STALE_AFTER", 30.0)
+# Research pipeline (research_app): plan size, parallel searches, hits per search, limits.
+RESEARCH_MAX_SEARCHES = env_int("RESEARCH_MAX_SEARCHES", 5)
+RESEARCH_SEARCH_CONCURRENCY = env_int("RESEARCH_SEARCH_CONCURRENCY", 3)
+RESEARCH_SEARCH_RESULTS = env_int("RESEARCH_SEARCH_RESULTS", 5)
+RESEARCH_SEARCH_TIMEOUT = env_float("RESEARCH_SEARCH_TIMEOUT", 120.0)
+# auto: the hosted web search with OpenAI's Responses API, the local corpus otherwise; or local / web.
+RESEARCH_SEARCH_BACKEND = env_str("RESEARCH_SEARCH_BACKEND", "auto")
+if RESEARCH_SEARCH_BACKEND not in ("auto", "local", "web"):
+    raise ImproperlyConfigured(
+        f"RESEARCH_SEARCH_BACKEND must be auto, local or web, got {RESEARCH_SEARCH_BACKEND!r}"
+    )
+RESEARCH_MAX_QUERY_CHARS = env_int("RESEARCH_MAX_QUERY_CHARS", 2000)
+RESEARCH_MAX_DOCUMENT_BYTES = env_int("RESEARCH_MAX_DOCUMENT_BYTES", 512 * 1024)
 SSE_KEEPALIVE_INTERVAL = env_float("SSE_KEEPALIVE_INTERVAL", 15.0)
 SSE_RETRY_MS = env_int("SSE_RETRY_MS", 2000)
 

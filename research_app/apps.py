@@ -1,0 +1,25 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _ensure_fulltext(sender, using, **kwargs) -> None:
+    """Re-create a full-text index lost to a table rebuild (SQLite ALTERs drop triggers)."""
+    from django.db import connections
+
+    from .search import DOC_TABLE, fulltext_install
+
+    connection = connections[using]
+    if DOC_TABLE in connection.introspection.table_names():
+        fulltext_install(connection)
+
+
+class ResearchAppConfig(AppConfig):
+    name = "research_app"
+    verbose_name = "Research"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registers the `research` agent and the offline model's plan/report composers.
+        from . import pipeline  # noqa: F401
+
+        post_migrate.connect(_ensure_fulltext, sender=self)

@@ -1,0 +1,173 @@
+"""Research API: start research, read reports, add and search documents, and the reference `/research`."""
+
+import asyncio
+
+from adrf.views import APIView as AsyncAPIView
+from asgiref.sync import sync_to_async
+from django.core.exceptions import RequestDataTooBig
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agents_app import services as run_services
+from agents_app.api_errors import error_body
+
+from . import services
+from .conf import setting
+from .models import Document, ResearchReport
+from .search import documents_search
+from .selectors import reports_for
+from .serializers import (
+    DocumentInputSerializer,
+    DocumentSerializer,
+    ResearchReportListSerializer,
+    ResearchReportSerializer,
+)
+
+# Multipart framing and JSON escaping add to the document's own size.
+UPLOAD_OVERHEAD = 64 * 1024
+
+
+def _request_query(request) -> str:
+    data = request.data if isinstance(request.data, dict) else {}
+    query = request.query_params.get("query", data.get("query", data.get("input")))
+    return services.query_validate(query)
+
+
+def _links(report: ResearchReport) -> dict:
+    run_id = report.run_id
+    return {
+        "run_id": str(run_id),
+        "report_id": report.pk,
+        "status": report.status,
+        "query": report.query,
+        "report_url": f"/api/research/{report.pk}/",
+        "stream_url": f"/api/runs/{run_id}/stream",
+        "events_url": f"/api/runs/{run_id}/events",
+        "cancel_url": f"/api/runs/{run_id}/cancel",
+        "websocket_url": "/ws/agents/research/",
+    }
+
+
+class ResearchCollectionView(AsyncAPIView):
+    """GET: the caller's reports. POST {"query"}: start a research run and return where to follow it."""
+
+    @extend_schema(responses={200: ResearchReportListSerializer(many=True)})
+    async def get(self, request):
+        return await sync_to_async(self._list)(request)
+
+    def _list(self, request):
+        reports = reports_for(request.user)
+        status = request.query_params.get("status")
+        if status:
+            reports = reports.filter(status=status)
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(reports, request, view=self)
+        return paginator.get_paginated_response(ResearchReportListSerializer(page, many=True).data)
+
+    @extend_schema(
+        request={"application/json": {"type": "object", "properties": {"query": {"type": "string"}}}}
+    )
+    async def post(self, request):
+        query = _request_query(request)
+        _run, report, _task = await services.research_start(user=request.user, query=query)
+        return Response(_links(report), status=202)
+
+
+class ResearchReportDetailView(generics.RetrieveAPIView):
+    serializer_class = ResearchReportSerializer
+
+    def get_queryset(self):
+        return reports_for(self.request.user)
+
+    def get_object(self):
+        report = self.get_queryset().filter(pk=self.kwargs["pk"]).first()
+        if report is None:
+            raise run_services.NotFound(f"research report {self.kwargs['pk']} not found")
+        return report
+
+
+class ReferenceResearchView(AsyncAPIView):
+    """The reference server's `POST /research?query=...`: waits for the report and returns it."""
+
+    @extend_schema(parameters=[OpenApiParameter("query", str, required=True)], responses={200: dict})
+    async def post(self, request):
+        query = _request_query(request)
+        run, report, task = await services.research_start(
+            user=request.user, query=query, on_disconnect="continue"
+        )
+        # Shielded: a client that goes away does not cancel the research (the report is still stored).
+        await asyncio.shield(task)
+        await report.arefresh_from_db()
+        if report.status != ResearchReport.Status.COMPLETED:
+            await run.arefresh_from_db()
+            body = error_body(
+                run.error_code or report.status,
+                report.error or run.error or f"research {report.status}",
+                report_id=report.pk,
+                run_id=str(run.pk),
+            )
+            return Response(body, status=500)
+        return Response(
+            {
+                "short_summary": report.short_summary,
+                "markdown_report": report.markdown_report,
+                "follow_up_questions": report.follow_up_questions,
+                "report_id": report.pk,
+                "run_id": str(run.pk),
+            }
+        )
+
+
+class DocumentCollectionView(APIView):
+    """GET ?q=: search the corpus (or list it). POST: add a document, as JSON or a .md/.txt file upload."""
+
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    @extend_schema(parameters=[OpenApiParameter("q", str)])
+    def get(self, request):
+        q = request.query_params.get("q", "").strip()
+        if q:
+            services.query_validate(q)
+            limit = request.query_params.get("limit", "10")
+            if not limit.isdigit():
+                raise ValidationError({"limit": ["must be a positive integer"]})
+            hits = documents_search(q, min(int(limit), 50))
+            return Response({"query": q, "results": [hit.as_dict() for hit in hits]})
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(Document.objects.order_by("title", "id"), request, view=self)
+        return paginator.get_paginated_response(DocumentSerializer(page, many=True).data)
+
+    @extend_schema(request=DocumentInputSerializer, responses={201: DocumentSerializer})
+    def post(self, request):
+        limit = setting("RESEARCH_MAX_DOCUMENT_BYTES")
+        # Refuse a huge body before reading it; the exact check happens on the decoded document.
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit + UPLOAD_OVERHEAD:
+            raise services.DocumentTooLarge(
+                f"request body is larger than the limit of {limit} bytes", max_bytes=limit
+            )
+        try:
+            data = request.data
+        except RequestDataTooBig:
+            raise services.DocumentTooLarge(f"request body is too large (limit {limit} bytes)") from None
+        upload = request.FILES.get("file") if hasattr(request, "FILES") else None
+        if upload is not None:
+            if upload.size > limit:
+                raise services.DocumentTooLarge(
+                    f"file is {upload.size} bytes, more than the limit of {limit}", max_bytes=limit
+                )
+            title, body = services.document_from_file(upload.name, upload.read())
+            title = data.get("title") or title
+            source = data.get("source") or upload.name
+        else:
+            if not isinstance(data, dict) or not data:
+                raise ValidationError({"body": ["send JSON {title, body, source} or a multipart 'file'"]})
+            serializer = DocumentInputSerializer(data=data)
+            serializer.is_valid(raise_exception=True)
+            title, body, source = (serializer.validated_data[k] for k in ("title", "body", "source"))
+        document = services.document_create(title=title, body=body, source=source, user=request.user)
+        return Response(DocumentSerializer(document).data, status=201)
