@@ -156,6 +156,7 @@ class RunContext:
         self.current_turn = 0
         self.usage = {"requests": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
         self._results: list = []
+        self._tool_names: dict[str, str] = {}
 
     def emit(self, body: dict) -> dict:
         self.seq += 1
@@ -177,7 +178,13 @@ class RunContext:
                 body = translate(sdk_event)
                 if body is None:
                     continue
-                if body["type"] == "raw_response":
+                if body["type"] == "run_item" and body.get("call_id"):
+                    # Tool outputs only carry the call id; name the tool like the call did.
+                    if body["name"] == "tool_called":
+                        self._tool_names[body["call_id"]] = body["tool_name"]
+                    elif body["name"] == "tool_output":
+                        body["tool_name"] = self._tool_names.get(body["call_id"])
+                elif body["type"] == "raw_response":
                     if body["event_type"] == TEXT_DELTA:
                         self.text.append(body["delta"])
                     elif body.get("response_id"):

@@ -37,7 +37,7 @@ async def test_stream_order_and_terminal(alice):
     tool_called = next(e for e in events if e["type"] == "run_item" and e["name"] == "tool_called")
     assert tool_called["tool_name"] == "calculate" and "17" in tool_called["tool_arguments"]
     tool_output = next(e for e in events if e["type"] == "run_item" and e["name"] == "tool_output")
-    assert tool_output["output"] == "391"
+    assert tool_output["output"] == "391" and tool_output["tool_name"] == "calculate"
     run = await Run.objects.aget(pk=terminal["run_id"])
     assert run.status == "completed" and run.total_tokens == terminal["usage"]["total_tokens"] > 0
     stored = [e.data async for e in RunEvent.objects.filter(run=run).order_by("seq")]
