@@ -1,0 +1,35 @@
+"""docs/events.md stays true: its JSON examples have exactly the fields real events have."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from agents_app.models import RunEvent
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "events.md"
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def documented_examples() -> list[dict]:
+    blocks = re.findall(r"```json\n(.*?)```", DOC.read_text(), flags=re.S)
+    return [json.loads(line) for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def shape(event: dict) -> tuple:
+    return event["type"], event.get("name") or event.get("event_type")
+
+
+async def test_documented_examples_match_real_events(api_for, alice):
+    api = api_for(alice)
+    await api.post("/api/agents/chat/run", {"input": "What is 17 * 23?"})
+    await api.post("/api/agents/assistant/run", {"input": "Please calculate 12 + 30"})
+    real: dict[tuple, set] = {}
+    async for event in RunEvent.objects.all():
+        real.setdefault(shape(event.data), set(event.data))
+    examples = documented_examples()
+    assert len(examples) >= 8
+    for example in examples:
+        assert shape(example) in real, f"documented event {shape(example)} never happens"
+        assert set(example) == real[shape(example)], f"fields of {shape(example)} differ from real events"
