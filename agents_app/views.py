@@ -5,6 +5,7 @@ import asyncio
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse
+from django.shortcuts import render
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
@@ -13,7 +14,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import services
+from . import providers, services
 from .api_errors import error_body
 from .models import Run
 from .registry import all_specs, get_spec
@@ -35,6 +36,10 @@ def spec_or_404(slug: str):
     if spec is None:
         raise services.NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
     return spec
+
+
+def index(request):
+    return render(request, "index.html", {"specs": all_specs(), "info": providers.provider_info()})
 
 
 def health(request):

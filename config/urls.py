@@ -20,6 +20,7 @@ urlpatterns = [
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     path("health", agent_views.health, name="health"),
+    path("", agent_views.index, name="index"),
     path("", include("research_app.urls")),
     *reference_urls,
 ]

@@ -45,8 +45,8 @@ class Command(BaseCommand):
                 [
                     "",
                     f"Django Agents Server demo — model provider: {info['provider']} ({info['model']})",
-                    f"  chat page:  {base}/            admin: {base}/admin/",
-                    f"  API docs:   {base}/docs          log in at {base}/accounts/login/",
+                    f"  home: {base}/   admin: {base}/admin/   API docs: {base}/docs",
+                    f"  log in at {base}/accounts/login/ with:",
                     *lines,
                     f'  try: curl -H "Authorization: Token <token>" {base}/api/agents/',
                     "",
