@@ -151,7 +151,7 @@ class AgentSocketConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(1.0)
             async with self.lock:
                 for run_id, cursor in list(self.cursors.items()):
-                    if not cursor.ended:
+                    if cursor.poll_due():
                         batch, ended = await cursor.poll()
                         await self._send_batch(run_id, batch, ended)
 

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agents import Runner
@@ -21,7 +22,7 @@ from agents.exceptions import (
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.utils import timezone
 
 from . import providers
@@ -52,6 +53,44 @@ def events_message(events: list[dict], texts: list[str]) -> dict:
     }
 
 
+# Event rows are written by one dedicated thread with its own connection, so bulk writes
+# neither queue behind request-path queries on Django's shared sync thread nor block them.
+_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-writer")
+
+
+def _insert_events(rows: list[tuple[Any, int, str, str]]) -> None:
+    """One multi-row INSERT of already-encoded events (the JSON text is stored as is)."""
+    connection = connections["default"]
+    if connection.connection is not None and not connection.is_usable():
+        connection.close()
+    table = RunEvent._meta.db_table
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    run_field = RunEvent._meta.get_field("run")
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    params = [
+        (run_field.get_db_prep_value(run_id, connection), seq, type_, text, now)
+        for run_id, seq, type_, text in rows
+    ]
+    sql = f"INSERT INTO {table} (run_id, seq, type, data, created_at) VALUES (%s, %s, %s, %s{cast}, %s)"
+    try:
+        with transaction.atomic(using="default"), connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+    except DatabaseError:
+        connection.close()
+        raise
+
+
+def _insert_events_per_run(rows: list[tuple[Any, int, str, str]]) -> None:
+    by_run: dict[Any, list] = {}
+    for row in rows:
+        by_run.setdefault(row[0], []).append(row)
+    for run_id, run_rows in by_run.items():
+        try:
+            _insert_events(run_rows)
+        except IntegrityError:
+            log.error("dropped %d events of run %s: integrity error", len(run_rows), run_id)
+
+
 class EventSink:
     """Collects the events of all runs of this process and writes them in one bulk insert per flush."""
 
@@ -66,9 +105,18 @@ class EventSink:
         self._pending.append((run_id, event, encode(event)))
         self._wake.set()
 
+    def close(self) -> None:
+        self._task.cancel()
+
     async def flush(self) -> None:
         """Wait until everything added so far is written and published."""
         if not self._pending:
+            return
+        if self._task.done():
+            # Closed (shutdown): write what is left ourselves.
+            batch, self._pending = self._pending, []
+            await self._write(batch)
+            await self._publish(batch)
             return
         done = self._done
         self._wake.set()
@@ -92,30 +140,21 @@ class EventSink:
                 done.set_result(None)
 
     async def _write(self, batch: list[tuple[Any, dict, str]]) -> None:
-        rows = [RunEvent(run_id=run_id, seq=ev["seq"], type=ev["type"], data=ev) for run_id, ev, _ in batch]
+        rows = [(run_id, ev["seq"], ev["type"], text) for run_id, ev, text in batch]
+        loop = asyncio.get_running_loop()
         for attempt in range(5):
             try:
-                await RunEvent.objects.abulk_create(rows)
+                await loop.run_in_executor(_writer, _insert_events, rows)
                 return
             except IntegrityError:
                 # One run's rows are bad (its run was deleted meanwhile): keep everyone else's.
-                await self._write_per_run(rows)
+                await loop.run_in_executor(_writer, _insert_events_per_run, rows)
                 return
             except DatabaseError:
                 if attempt == 4:
                     raise
                 log.warning("retrying event write after a database error", exc_info=True)
                 await asyncio.sleep(0.05 * (attempt + 1))
-
-    async def _write_per_run(self, rows: list[RunEvent]) -> None:
-        by_run: dict[Any, list[RunEvent]] = {}
-        for row in rows:
-            by_run.setdefault(row.run_id, []).append(row)
-        for run_id, run_rows in by_run.items():
-            try:
-                await RunEvent.objects.abulk_create(run_rows)
-            except IntegrityError:
-                log.error("dropped %d events of run %s: %s", len(run_rows), run_id, "integrity error")
 
     async def publish_one(self, run_id: Any, event: dict) -> None:
         await self._publish([(run_id, event, encode(event))])
@@ -269,13 +308,6 @@ class RunExecutor:
         run = ctx.run
         status, final, error, code = Run.Status.COMPLETED, None, "", ""
         try:
-            started = timezone.now()
-            await Run.objects.filter(pk=run.pk).aupdate(
-                status=Run.Status.RUNNING,
-                started_at=started,
-                heartbeat_at=started,
-                worker_channel=self.channel_name,
-            )
             ctx.emit(
                 {
                     "type": "run_started",
@@ -303,7 +335,11 @@ class RunExecutor:
         run = ctx.run
         session = None
         if ctx.spec.uses_memory and run.conversation_id:
-            session = DjangoSession(await Conversation.objects.aget(pk=run.conversation_id))
+            cached = Run.conversation.is_cached(run)
+            conversation = (
+                run.conversation if cached else await Conversation.objects.aget(pk=run.conversation_id)
+            )
+            session = DjangoSession(conversation)
         agent = ctx.spec.build(None)
         result = await ctx.stream_agent(agent, run.input, session=session, context=run.context or None)
         return result.final_output
@@ -361,6 +397,27 @@ class RunExecutor:
                 continue
             if message.get("type") == "run.cancel":
                 self.cancel_local(message.get("run_id"), message.get("mode") or "immediate")
+            elif message.get("type") == "executor.stop":
+                return
+
+    async def aclose(self) -> None:
+        """Stop the background tasks once runs are done (a CLI command's or a test's loop ends).
+
+        The control loop is stopped by a message, not cancelled: channels_redis's receive can
+        keep polling Redis after a cancel, which would hang the loop's shutdown.
+        """
+        await self.sink.flush()
+        self.sink.close()
+        if not self._started:
+            return
+        control, *others = self._background
+        for task in others:
+            task.cancel()
+        await self.layer.send(self.channel_name, {"type": "executor.stop"})
+        try:
+            await asyncio.wait_for(asyncio.shield(control), timeout=10)
+        except TimeoutError:
+            log.warning("executor control loop did not stop")
 
     async def _heartbeat_loop(self) -> None:
         """Keep our runs' heartbeats fresh, pick up cancel requests whose signal was lost, and
@@ -402,6 +459,13 @@ def _error_code(exc: Exception) -> str:
 
 
 _executors: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RunExecutor]" = weakref.WeakKeyDictionary()
+
+
+async def close_executor() -> None:
+    """Close the running loop's executor, if it has one."""
+    executor = _executors.pop(asyncio.get_running_loop(), None)
+    if executor is not None:
+        await executor.aclose()
 
 
 def get_executor() -> RunExecutor:

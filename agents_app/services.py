@@ -78,12 +78,14 @@ def _resolve_conversation(user, spec: AgentSpec, conversation_id, session_key, i
     return Conversation.objects.create(owner=user, agent=spec.slug, title=_title_from(input))
 
 
-def _create_run(user, spec, input, context, conversation_id, session_key, on_disconnect) -> Run:
+def _create_run(user, spec, input, context, conversation_id, session_key, on_disconnect, worker) -> Run:
     conversation = _resolve_conversation(user, spec, conversation_id, session_key, input)
     info = providers.provider_info()
+    now = timezone.now()
     for attempt in range(2):
         try:
             with transaction.atomic():
+                # Created already running: the executor of this process starts it right away.
                 return Run.objects.create(
                     owner=user,
                     agent=spec.slug,
@@ -93,6 +95,10 @@ def _create_run(user, spec, input, context, conversation_id, session_key, on_dis
                     provider=info["provider"],
                     model=info["model"],
                     on_disconnect=on_disconnect,
+                    status=Run.Status.RUNNING,
+                    started_at=now,
+                    heartbeat_at=now,
+                    worker_channel=worker,
                 )
         except IntegrityError:
             active = Run.objects.filter(conversation=conversation, status__in=Run.ACTIVE).first()
@@ -116,11 +122,13 @@ async def run_start(
     session_key: str | None = None,
     on_disconnect: str = "continue",
 ) -> tuple[Run, asyncio.Task]:
-    """Create a queued Run and hand it to this process's executor."""
+    """Create a Run and hand it to this process's executor."""
+    executor = get_executor()
+    await executor.ensure_started()
     run = await sync_to_async(_create_run)(
-        user, spec, input, context, conversation_id, session_key, on_disconnect
+        user, spec, input, context, conversation_id, session_key, on_disconnect, executor.channel_name
     )
-    task = await get_executor().start(run, spec)
+    task = await executor.start(run, spec)
     return run, task
 
 

@@ -104,21 +104,19 @@ class RunStreamConsumer(AsyncHttpConsumer):
             await self._close()
 
     async def _tick(self) -> None:
-        """Keep-alive comments when idle, and a DB poll in case a wake-up was lost."""
-        last_keepalive = time.monotonic()
+        """Keep-alive comments when idle, and a DB poll (backing off) in case a wake-up was lost."""
         while True:
             await asyncio.sleep(1.0)
             ended = False
             async with self.lock:
                 if self.cursor.ended:
                     return
-                if time.monotonic() - self.last_send >= 1.0:
+                if self.cursor.poll_due():
                     batch, ended = await self.cursor.poll()
                     if batch or ended:
                         await self._send(sse_frames(batch), ended)
-                    elif time.monotonic() - last_keepalive >= settings.SSE_KEEPALIVE_INTERVAL:
-                        await self._send(b": keep-alive\n\n", False)
-                        last_keepalive = time.monotonic()
+                if not ended and time.monotonic() - self.last_send >= settings.SSE_KEEPALIVE_INTERVAL:
+                    await self._send(b": keep-alive\n\n", False)
             if ended:
                 await self.channel_layer.send(self.channel_name, {"type": "stream.ended"})
                 return

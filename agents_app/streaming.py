@@ -6,11 +6,13 @@ channel, lost wake-up) costs latency, never data.
 """
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from .events import TERMINAL_TYPES
 from .executor import encode, run_group
@@ -19,17 +21,26 @@ from .services import run_refresh_liveness
 
 Batch = list[tuple[int, str]]
 DB_PAGE = 1000
+# How often an idle reader checks that its run's process is still alive (seconds).
+LIVENESS_EVERY = 10.0
 
 
 class RunCursor:
-    """Where one reader is in one run's stream; each method returns (new events, ended)."""
+    """Where one reader is in one run's stream; each method returns (new events, ended).
+
+    Idle readers poll the database with a back-off (1 s doubling up to
+    SSE_KEEPALIVE_INTERVAL), so thousands of idle streams cost a trickle of queries.
+    """
 
     def __init__(self, run_id: Any, after: int = 0) -> None:
         self.run_id = str(run_id)
         self.last = after
         self.ended = False
+        self._backoff = 1.0
+        self._next_poll = time.monotonic() + self._backoff
+        self._next_liveness = time.monotonic() + LIVENESS_EVERY
 
-    async def replay(self) -> tuple[Batch, bool]:
+    async def replay(self, check_terminal: bool = True) -> tuple[Batch, bool]:
         """Everything stored after `last` (call after subscribing to the group)."""
         batch: Batch = []
         while True:
@@ -44,7 +55,7 @@ class RunCursor:
                 self.ended = self.ended or type_ in TERMINAL_TYPES
             if len(page) < DB_PAGE or self.ended:
                 break
-        if not batch and not self.ended:
+        if check_terminal and not batch and not self.ended:
             # Nothing new: maybe the reader already has the terminal event (a reconnect after the end).
             terminal = RunEvent.objects.filter(
                 run_id=self.run_id, seq__lte=self.last, type__in=TERMINAL_TYPES
@@ -54,9 +65,10 @@ class RunCursor:
 
     async def on_message(self, message: dict) -> tuple[Batch, bool]:
         """A `run.events` group message: new events in order, gaps filled from the DB."""
+        self._active()
         seqs = message["seqs"]
         if seqs and seqs[0] > self.last + 1:
-            return await self.replay()
+            return await self.replay(check_terminal=False)
         batch = [(seq, text) for seq, text in zip(seqs, message["events"], strict=True) if seq > self.last]
         if batch:
             self.last = batch[-1][0]
@@ -64,11 +76,20 @@ class RunCursor:
             self.ended = True
         return batch, self.ended
 
+    def poll_due(self) -> bool:
+        return not self.ended and time.monotonic() >= self._next_poll
+
     async def poll(self) -> tuple[Batch, bool]:
         """When idle: pick up anything whose wake-up was lost; end if the run died silently."""
-        batch, ended = await self.replay()
+        batch, ended = await self.replay(check_terminal=False)
         if batch or ended:
+            self._active()
             return batch, ended
+        self._backoff = min(self._backoff * 2, settings.SSE_KEEPALIVE_INTERVAL)
+        self._next_poll = time.monotonic() + self._backoff
+        if time.monotonic() < self._next_liveness:
+            return [], False
+        self._next_liveness = time.monotonic() + LIVENESS_EVERY
         run = await Run.objects.filter(pk=self.run_id).afirst()
         if run is None:
             self.ended = True
@@ -79,6 +100,10 @@ class RunCursor:
                 return [], False
         # Not active: its terminal event is stored (possibly just now, by the stale sweep).
         return await self.replay()
+
+    def _active(self) -> None:
+        self._backoff = 1.0
+        self._next_poll = time.monotonic() + self._backoff
 
 
 class RunFollower:

@@ -12,6 +12,8 @@ from django.contrib.auth import get_user_model
 from django.test import AsyncClient
 from rest_framework.authtoken.models import Token
 
+from agents_app.executor import close_executor
+
 
 @pytest.fixture(autouse=True)
 def _offline_fast(settings):
@@ -28,6 +30,13 @@ def _fresh_channel_layer():
     channel_layers.backends = {}
     yield
     channel_layers.backends = {}
+
+
+@pytest.fixture(autouse=True)
+async def _close_executor():
+    """Stop the test loop's run executor so the loop closes cleanly (see RunExecutor.aclose)."""
+    yield
+    await close_executor()
 
 
 @pytest.fixture

@@ -173,9 +173,9 @@ async def test_tiny_channel_capacity_loses_nothing(alice, settings, monkeypatch)
     replays = []
     real_replay, real_send = RunCursor.replay, RunStreamConsumer._send
 
-    async def counting_replay(self):
+    async def counting_replay(self, check_terminal=True):
         replays.append(self.last)
-        return await real_replay(self)
+        return await real_replay(self, check_terminal)
 
     async def slow_send(self, data, ended):
         await asyncio.sleep(0.03)

@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from agents_app import services
+from agents_app.executor import close_executor
 from agents_app.registry import all_specs, get_spec
 from agents_app.serializers import validate_run_input
 from agents_app.streaming import RunFollower
@@ -41,6 +42,7 @@ class Command(BaseCommand):
             async for _seq, raw in follower.events():
                 status = self._show(json.loads(raw)) or status
         await task
+        await close_executor()
         return status
 
     def _show(self, event: dict) -> str | None:

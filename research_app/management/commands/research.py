@@ -4,6 +4,7 @@ import json
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from agents_app.executor import close_executor
 from agents_app.services import ServiceError
 from agents_app.streaming import RunFollower
 from research_app.models import ResearchReport
@@ -39,6 +40,7 @@ class Command(BaseCommand):
             async for _seq, raw in follower.events():
                 self._show(json.loads(raw))
         await asyncio.gather(task, return_exceptions=True)
+        await close_executor()
         return report.pk
 
     def _show(self, event: dict) -> None:
