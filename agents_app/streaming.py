@@ -15,14 +15,14 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from .events import TERMINAL_TYPES
-from .executor import encode, run_group
+from .executor import encode, get_executor, run_group
 from .models import Run, RunEvent
 from .services import run_refresh_liveness
 
 Batch = list[tuple[int, str]]
 DB_PAGE = 1000
 # How often an idle reader checks that its run's process is still alive (seconds).
-LIVENESS_EVERY = 10.0
+LIVENESS_EVERY = 30.0
 
 
 class RunCursor:
@@ -90,6 +90,8 @@ class RunCursor:
         if time.monotonic() < self._next_liveness:
             return [], False
         self._next_liveness = time.monotonic() + LIVENESS_EVERY
+        if self.run_id in get_executor().contexts:
+            return [], False  # this process runs it: alive by definition
         run = await Run.objects.filter(pk=self.run_id).afirst()
         if run is None:
             self.ended = True

@@ -211,6 +211,8 @@ if AGENTS_MODEL_PROVIDER and AGENTS_MODEL_PROVIDER not in ("offline", "openai"):
 AGENTS_DEFAULT_MODEL = env_str("AGENTS_DEFAULT_MODEL")
 # Responses API unless OPENAI_BASE_URL is set (then Chat Completions); true/false forces one.
 OPENAI_USE_RESPONSES = env_bool("OPENAI_USE_RESPONSES", None)
+# Upstream connections per process (one per concurrently streaming run).
+OPENAI_MAX_CONNECTIONS = env_int("OPENAI_MAX_CONNECTIONS", 10_000)
 # Seconds the offline model waits between streamed deltas (0 in tests).
 OFFLINE_MODEL_DELAY = env_float("OFFLINE_MODEL_DELAY", 0.02)
 # SDK trace export sends run data to OpenAI; only when asked for.

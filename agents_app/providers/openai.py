@@ -8,7 +8,8 @@ import functools
 from agents import OpenAIProvider
 from agents.models.interface import Model
 from django.conf import settings
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+from openai._constants import DEFAULT_CONNECTION_LIMITS
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 
@@ -35,6 +36,17 @@ def _provider(api_key: str | None, url: str | None, use_responses: bool) -> Open
     return PerLoopOpenAIProvider(api_key=api_key, base_url=url, use_responses=use_responses)
 
 
+def _http_client() -> DefaultAsyncHttpxClient:
+    """The SDK's HTTP client, with room for one upstream connection per concurrent run.
+
+    openai's default pool stops at 1,000 connections, so run 1,001 of a process would wait
+    silently for a free connection; OPENAI_MAX_CONNECTIONS sets the limit.
+    """
+    limit = getattr(settings, "OPENAI_MAX_CONNECTIONS", 10_000)
+    limits = type(DEFAULT_CONNECTION_LIMITS)(max_connections=limit, max_keepalive_connections=min(limit, 200))
+    return DefaultAsyncHttpxClient(limits=limits)
+
+
 class PerLoopOpenAIProvider(OpenAIProvider):
     """An OpenAIProvider with one HTTP client per event loop.
 
@@ -57,7 +69,7 @@ class PerLoopOpenAIProvider(OpenAIProvider):
             del self._by_loop[closed]
         provider = self._by_loop.get(loop)
         if provider is None:
-            client = AsyncOpenAI(**self._client_options)
+            client = AsyncOpenAI(**self._client_options, http_client=_http_client())
             provider = self._by_loop[loop] = OpenAIProvider(
                 openai_client=client, use_responses=self._responses
             )
