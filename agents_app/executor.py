@@ -98,6 +98,7 @@ class EventSink:
         self._pending: list[tuple[Any, dict, str]] = []
         self._wake = asyncio.Event()
         self._done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._in_flight: asyncio.Future | None = None
         self._task = asyncio.create_task(self._loop(), name="event-sink")
         self.layer = get_channel_layer()
 
@@ -111,6 +112,9 @@ class EventSink:
     async def flush(self) -> None:
         """Wait until everything added so far is written and published."""
         if not self._pending:
+            # Nothing queued, but a batch taken a moment ago may still be on its way to the DB.
+            if self._in_flight is not None:
+                await asyncio.shield(self._in_flight)
             return
         if self._task.done():
             # Closed (shutdown): write what is left ourselves.
@@ -131,12 +135,14 @@ class EventSink:
             self._wake.clear()
             batch, self._pending = self._pending, []
             done, self._done = self._done, asyncio.get_running_loop().create_future()
+            self._in_flight = done
             try:
                 await self._write(batch)
                 await self._publish(batch)
             except Exception:
                 log.exception("event sink failed to write %d events", len(batch))
             finally:
+                self._in_flight = None
                 done.set_result(None)
 
     async def _write(self, batch: list[tuple[Any, dict, str]]) -> None:

@@ -186,3 +186,24 @@ async def test_admin_cancel_action(alice, admin_client, settings):
     assert response.status_code == 302
     events = await client.read_all(timeout=3)
     assert events[-1]["status"] == "cancelled"
+
+
+async def test_flush_waits_for_the_batch_in_flight(alice):
+    """The terminal event is committed only after every earlier event, even one mid-write."""
+    from agents_app.executor import get_executor
+
+    sink = get_executor().sink
+    run = await Run.objects.acreate(owner=alice, agent="chat", input="x", status="running")
+    real_write = sink._write
+    writing = asyncio.Event()
+
+    async def slow_write(batch):
+        writing.set()
+        await asyncio.sleep(0.3)
+        await real_write(batch)
+
+    sink._write = slow_write
+    sink.add(run.pk, {"type": "run_started", "seq": 1, "run_id": str(run.pk)})
+    await writing.wait()  # the batch has left `_pending` and is being written
+    await sink.flush()
+    assert await RunEvent.objects.filter(run=run).acount() == 1
