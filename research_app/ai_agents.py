@@ -6,11 +6,11 @@ from typing import Any
 
 from agents import Agent, ModelSettings, RunContextWrapper, WebSearchTool, function_tool
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from pydantic import BaseModel, Field
 
 from agents_app import providers
 
-from .conf import setting
 from .search import documents_search
 
 PLANNER_INSTRUCTIONS = (
@@ -87,14 +87,14 @@ async def search_documents(ctx: RunContextWrapper[SearchContext], query: str) ->
 
 def search_backend() -> str:
     """ "web" (the SDK's hosted web search) only with OpenAI's own Responses API; "local" otherwise."""
-    configured = setting("RESEARCH_SEARCH_BACKEND")
+    configured = settings.RESEARCH_SEARCH_BACKEND
     if configured in ("local", "web"):
         return configured
     return "web" if providers.api_name() == "responses" else "local"
 
 
 def build_planner_agent(model: str | None = None) -> Agent:
-    max_searches = setting("RESEARCH_MAX_SEARCHES")
+    max_searches = settings.RESEARCH_MAX_SEARCHES
     return Agent(
         name="Research planner",
         instructions=PLANNER_INSTRUCTIONS.format(max_searches=max_searches),

@@ -11,9 +11,10 @@ import json
 import re
 from typing import Any
 
+from django.conf import settings
+
 from agents_app.providers import OfflineRequest
 
-from .conf import setting
 from .models import Document
 from .search import documents_search, keywords
 
@@ -36,7 +37,7 @@ def compose_plan(request: OfflineRequest) -> dict[str, Any]:
                 }
             ]
         }
-    limit = max(1, int(setting("RESEARCH_MAX_SEARCHES")))
+    limit = max(1, int(settings.RESEARCH_MAX_SEARCHES))
     searches = [
         {"query": " ".join(words), "reason": "Find the documents that address the question as a whole."}
     ]

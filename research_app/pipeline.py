@@ -27,7 +27,6 @@ from .ai_agents import (
     search_backend,
     writer_input,
 )
-from .conf import setting
 from .models import ResearchReport
 from .offline_composers import compose_plan, compose_report
 
@@ -106,15 +105,15 @@ async def research_pipeline(ctx: RunContext) -> dict[str, Any] | None:
     state = ResearchState(report=report, query=report.query)
     trace_id = gen_trace_id()
     await _save(report, status=ResearchReport.Status.RUNNING, trace_id=trace_id)
-    disabled = not getattr(settings, "AGENTS_TRACE_EXPORT", False)
+    disabled = not settings.AGENTS_TRACE_EXPORT
     try:
         with trace("Research", trace_id=trace_id, metadata={"run_id": str(ctx.run.pk)}, disabled=disabled):
             if not state.query:
                 raise ValueError("the research question is empty")
             # The generic agent endpoints allow longer inputs than a research question.
-            if len(state.query) > setting("RESEARCH_MAX_QUERY_CHARS"):
+            if len(state.query) > settings.RESEARCH_MAX_QUERY_CHARS:
                 raise ValueError(
-                    f"the research question is longer than {setting('RESEARCH_MAX_QUERY_CHARS')} characters"
+                    f"the research question is longer than {settings.RESEARCH_MAX_QUERY_CHARS} characters"
                 )
             await _plan(ctx, state)
             if not ctx.cancelled:
@@ -157,7 +156,7 @@ async def _plan(ctx: RunContext, state: ResearchState) -> None:
         if query and query.lower() not in seen:
             seen.add(query.lower())
             state.plan.append({"query": query, "reason": item.reason.strip()})
-    state.plan = state.plan[: max(1, setting("RESEARCH_MAX_SEARCHES"))]
+    state.plan = state.plan[: max(1, settings.RESEARCH_MAX_SEARCHES)]
     if not state.plan:
         state.plan = [
             {"query": state.query, "reason": "The planner proposed no searches; search the question."}
@@ -169,7 +168,7 @@ async def _search_all(ctx: RunContext, state: ResearchState) -> None:
     total = len(state.plan)
     state.results = [None] * total
     _progress(ctx, state, "searching", 0, total)
-    limit = asyncio.Semaphore(max(1, setting("RESEARCH_SEARCH_CONCURRENCY")))
+    limit = asyncio.Semaphore(max(1, settings.RESEARCH_SEARCH_CONCURRENCY))
     completed = 0
 
     async def run_one(index: int, item: dict[str, str]) -> None:
@@ -178,7 +177,7 @@ async def _search_all(ctx: RunContext, state: ResearchState) -> None:
             if ctx.cancelled:
                 return
             try:
-                result = await asyncio.wait_for(_search(ctx, item), setting("RESEARCH_SEARCH_TIMEOUT"))
+                result = await asyncio.wait_for(_search(ctx, item), settings.RESEARCH_SEARCH_TIMEOUT)
             except Exception as exc:
                 # One failed search costs its results, not the report.
                 message = str(exc) or type(exc).__name__
@@ -208,7 +207,7 @@ async def _search_all(ctx: RunContext, state: ResearchState) -> None:
 
 
 async def _search(ctx: RunContext, item: dict[str, str]) -> dict[str, Any]:
-    search_ctx = SearchContext(limit=setting("RESEARCH_SEARCH_RESULTS"))
+    search_ctx = SearchContext(limit=settings.RESEARCH_SEARCH_RESULTS)
     # The reason travels as a developer message so the user message is the search term alone.
     input = [
         {"role": "developer", "content": f"Reason for this search: {item['reason']}"},

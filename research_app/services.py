@@ -8,7 +8,6 @@ from django.db import transaction
 from agents_app.registry import get_spec
 from agents_app.services import ServiceError, run_start
 
-from .conf import setting
 from .models import Document
 from .pipeline import report_for_run
 
@@ -29,7 +28,7 @@ class UnsupportedFileType(ServiceError):
 def query_validate(query: object) -> str:
     if not isinstance(query, str) or not query.strip():
         raise ServiceError("query must be a non-empty string", field="query")
-    limit = setting("RESEARCH_MAX_QUERY_CHARS")
+    limit = settings.RESEARCH_MAX_QUERY_CHARS
     if len(query) > limit:
         raise ServiceError(f"query is longer than {limit} characters", field="query", max_chars=limit)
     return " ".join(query.split())
@@ -44,7 +43,7 @@ def title_from(body: str, fallback: str) -> str:
 
 
 def document_validate(title: str, body: str, source: str) -> tuple[str, str, str]:
-    limit = setting("RESEARCH_MAX_DOCUMENT_BYTES")
+    limit = settings.RESEARCH_MAX_DOCUMENT_BYTES
     size = len(body.encode("utf-8"))
     if size > limit:
         raise DocumentTooLarge(f"document is {size} bytes, more than the limit of {limit}", max_bytes=limit)
@@ -72,7 +71,7 @@ def document_from_file(name: str, data: bytes) -> tuple[str, str]:
             f"unsupported file type {Path(name).suffix or '(none)'!r}; use {', '.join(DOCUMENT_SUFFIXES)}",
             field="file",
         )
-    limit = setting("RESEARCH_MAX_DOCUMENT_BYTES")
+    limit = settings.RESEARCH_MAX_DOCUMENT_BYTES
     if len(data) > limit:
         raise DocumentTooLarge(f"file is {len(data)} bytes, more than the limit of {limit}", max_bytes=limit)
     try:

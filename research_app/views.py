@@ -4,7 +4,7 @@ import asyncio
 
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
-from django.core.exceptions import RequestDataTooBig
+from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 from rest_framework.exceptions import ValidationError
@@ -17,7 +17,6 @@ from agents_app import services as run_services
 from agents_app.api_errors import error_body
 
 from . import services
-from .conf import setting
 from .models import Document, ResearchReport
 from .search import documents_search
 from .selectors import reports_for
@@ -144,16 +143,13 @@ class DocumentCollectionView(APIView):
 
     @extend_schema(request=DocumentInputSerializer, responses={201: DocumentSerializer})
     def post(self, request):
-        limit = setting("RESEARCH_MAX_DOCUMENT_BYTES")
+        limit = settings.RESEARCH_MAX_DOCUMENT_BYTES
         # Refuse a huge body before reading it; the exact check happens on the decoded document.
         if int(request.META.get("CONTENT_LENGTH") or 0) > limit + UPLOAD_OVERHEAD:
             raise services.DocumentTooLarge(
                 f"request body is larger than the limit of {limit} bytes", max_bytes=limit
             )
-        try:
-            data = request.data
-        except RequestDataTooBig:
-            raise services.DocumentTooLarge(f"request body is too large (limit {limit} bytes)") from None
+        data = request.data  # a body over DATA_UPLOAD_MAX_MEMORY_SIZE is a 413 from the API error handler
         upload = request.FILES.get("file") if hasattr(request, "FILES") else None
         if upload is not None:
             if upload.size > limit:

@@ -35,15 +35,15 @@ _offline_provider = OfflineModelProvider()
 
 def provider_name() -> str:
     """ "offline" or "openai": AGENTS_MODEL_PROVIDER, else openai when an API key is set, else offline."""
-    configured = getattr(settings, "AGENTS_MODEL_PROVIDER", "")
+    configured = settings.AGENTS_MODEL_PROVIDER
     if configured:
         return configured
-    return "openai" if getattr(settings, "OPENAI_API_KEY", "") else "offline"
+    return "openai" if settings.OPENAI_API_KEY else "offline"
 
 
 def model_name() -> str:
     default = DEFAULT_OPENAI_MODEL if provider_name() == "openai" else DEFAULT_OFFLINE_MODEL
-    return getattr(settings, "AGENTS_DEFAULT_MODEL", "") or default
+    return settings.AGENTS_DEFAULT_MODEL or default
 
 
 def api_name() -> str:
@@ -62,7 +62,7 @@ def run_config(**overrides: Any) -> RunConfig:
     options: dict[str, Any] = {
         "model_provider": get_model_provider(),
         "model": model_name(),
-        "tracing_disabled": not getattr(settings, "AGENTS_TRACE_EXPORT", False),
+        "tracing_disabled": not settings.AGENTS_TRACE_EXPORT,
     }
     if api_name() == "chat_completions":
         # OpenAI-compatible servers only report streamed token usage when asked to.
@@ -74,9 +74,9 @@ def run_config(**overrides: Any) -> RunConfig:
 
 def configure_tracing() -> None:
     """Trace export sends run data to OpenAI, so it stays off unless AGENTS_TRACE_EXPORT is set."""
-    if getattr(settings, "AGENTS_TRACE_EXPORT", False):
+    if settings.AGENTS_TRACE_EXPORT:
         set_tracing_disabled(False)
-        if getattr(settings, "OPENAI_API_KEY", ""):
+        if settings.OPENAI_API_KEY:
             set_tracing_export_api_key(settings.OPENAI_API_KEY)
     else:
         set_tracing_disabled(True)

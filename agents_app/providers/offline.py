@@ -84,7 +84,7 @@ class OfflineModel(Model):
             response = await self._respond(
                 system_instructions, input, model_settings, tools, output_schema, handoffs
             )
-            delay = float(getattr(settings, "OFFLINE_MODEL_DELAY", 0.02))
+            delay = settings.OFFLINE_MODEL_DELAY
             for event in responses_stream.stream_events(response):
                 yield event
                 if event.type in ("response.output_text.delta", "response.function_call_arguments.delta"):

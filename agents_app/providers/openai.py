@@ -15,19 +15,19 @@ DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 
 
 def base_url() -> str | None:
-    return getattr(settings, "OPENAI_BASE_URL", "") or None
+    return settings.OPENAI_BASE_URL or None
 
 
 def uses_responses_api() -> bool:
     """Responses API for OpenAI itself; Chat Completions for a custom base URL unless told otherwise."""
-    explicit = getattr(settings, "OPENAI_USE_RESPONSES", None)
+    explicit = settings.OPENAI_USE_RESPONSES
     if explicit is not None:
         return bool(explicit)
     return base_url() is None
 
 
 def openai_provider() -> OpenAIProvider:
-    return _provider(getattr(settings, "OPENAI_API_KEY", "") or None, base_url(), uses_responses_api())
+    return _provider(settings.OPENAI_API_KEY or None, base_url(), uses_responses_api())
 
 
 # One provider per configuration, so runs share its clients and connection pools.
@@ -42,7 +42,7 @@ def _http_client() -> DefaultAsyncHttpxClient:
     openai's default pool stops at 1,000 connections, so run 1,001 of a process would wait
     silently for a free connection; OPENAI_MAX_CONNECTIONS sets the limit.
     """
-    limit = getattr(settings, "OPENAI_MAX_CONNECTIONS", 10_000)
+    limit = settings.OPENAI_MAX_CONNECTIONS
     limits = type(DEFAULT_CONNECTION_LIMITS)(max_connections=limit, max_keepalive_connections=min(limit, 200))
     return DefaultAsyncHttpxClient(limits=limits)
 

@@ -19,7 +19,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=int(getattr(settings, "PORT", 8000)))
+        parser.add_argument("--port", type=int, default=settings.PORT)
         parser.add_argument("--no-serve", action="store_true", help="prepare only, do not start the server")
 
     def handle(self, host, port, no_serve, **options):
