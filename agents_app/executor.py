@@ -61,8 +61,6 @@ _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-writer")
 def _insert_events(rows: list[tuple[Any, int, str, str]]) -> None:
     """One multi-row INSERT of already-encoded events (the JSON text is stored as is)."""
     connection = connections["default"]
-    if connection.connection is not None and not connection.is_usable():
-        connection.close()
     table = RunEvent._meta.db_table
     cast = "::jsonb" if connection.vendor == "postgresql" else ""
     run_field = RunEvent._meta.get_field("run")
@@ -76,6 +74,7 @@ def _insert_events(rows: list[tuple[Any, int, str, str]]) -> None:
         with transaction.atomic(using="default"), connection.cursor() as cursor:
             cursor.executemany(sql, params)
     except DatabaseError:
+        # The next batch reconnects if this error broke the connection.
         connection.close()
         raise
 
@@ -472,6 +471,12 @@ async def close_executor() -> None:
     executor = _executors.pop(asyncio.get_running_loop(), None)
     if executor is not None:
         await executor.aclose()
+
+
+def runs_here(run_id: Any) -> bool:
+    """True if the running loop's executor owns this run (without creating an executor)."""
+    executor = _executors.get(asyncio.get_running_loop())
+    return executor is not None and str(run_id) in executor.contexts
 
 
 def get_executor() -> RunExecutor:

@@ -15,7 +15,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from .events import TERMINAL_TYPES
-from .executor import encode, get_executor, run_group
+from .executor import encode, run_group, runs_here
 from .models import Run, RunEvent
 from .services import run_refresh_liveness
 
@@ -90,7 +90,7 @@ class RunCursor:
         if time.monotonic() < self._next_liveness:
             return [], False
         self._next_liveness = time.monotonic() + LIVENESS_EVERY
-        if self.run_id in get_executor().contexts:
+        if runs_here(self.run_id):
             return [], False  # this process runs it: alive by definition
         run = await Run.objects.filter(pk=self.run_id).afirst()
         if run is None:
