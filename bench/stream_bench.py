@@ -423,19 +423,13 @@ def fake_main(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT))
     import uvicorn
 
-    from tests.fake_openai import FakeOpenAI
+    from tests.fake_openai import FakeOpenAI, read_body
 
     fake = FakeOpenAI(deltas=args.deltas, delay=args.delay, record_limit=100)
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == "/bench/config":
-            body = b""
-            while True:
-                message = await receive()
-                body += message.get("body", b"")
-                if not message.get("more_body"):
-                    break
-            config = json.loads(body)
+            config = json.loads(await read_body(receive))
             fake.deltas = int(config["deltas"])
             fake.text = " ".join(f"word{i}" for i in range(fake.deltas))
             fake.delay = float(config["delay"])

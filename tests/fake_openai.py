@@ -65,6 +65,16 @@ class Reply:
     tool: tuple[str, dict[str, Any]] | None = None
 
 
+async def read_body(receive: Any) -> bytes:
+    """The whole body of an ASGI HTTP request."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 class FakeOpenAI:
     """ASGI app + background server. Reply text, pace, tool script and usage are per instance."""
 
@@ -138,12 +148,7 @@ class FakeOpenAI:
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         path = scope["path"]
         if scope["method"] != "POST" or path not in ("/v1/responses", "/v1/chat/completions"):
             await _json(

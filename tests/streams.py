@@ -1,9 +1,12 @@
 """Helpers for reading SSE responses and WebSocket events through Channels communicators."""
 
+import asyncio
 import json
+import time
 
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 
+from agents_app.models import Run
 from config.asgi import application
 
 
@@ -116,3 +119,14 @@ def text_of(events: list[dict]) -> str:
         for e in events
         if e["type"] == "raw_response" and e.get("event_type") == "response.output_text.delta"
     )
+
+
+async def wait_finished(run_id, timeout: float = 20) -> Run:
+    """The run once it is no longer active; fails if it still is after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = await Run.objects.aget(pk=run_id)
+        if not run.is_active:
+            return run
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} did not finish within {timeout} s")

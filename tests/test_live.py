@@ -18,6 +18,8 @@ from httpx_sse import aconnect_sse
 
 from agents_app.models import Run, RunEvent
 
+from .streams import text_of, wait_finished
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -99,20 +101,6 @@ async def read_sse(client, method, url, user, stop_after=None, **kwargs):
     return events
 
 
-def text(events) -> str:
-    return "".join(e["delta"] for e in events if e.get("event_type") == "response.output_text.delta")
-
-
-async def wait_finished(run_id, timeout=20) -> Run:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = await Run.objects.aget(pk=run_id)
-        if not run.is_active:
-            return run
-        await asyncio.sleep(0.1)
-    raise AssertionError("run did not finish")
-
-
 async def test_cut_and_resume_with_last_event_id(live_urls, alice):
     base = live_urls[0]
     async with httpx.AsyncClient(timeout=20) as client:
@@ -131,7 +119,7 @@ async def test_cut_and_resume_with_last_event_id(live_urls, alice):
         events = first + rest
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
         assert events[-1]["type"] == "stream_complete"
-        assert text(events) == events[-1]["final_output"]
+        assert text_of(events) == events[-1]["final_output"]
         gone = await client.get(
             f"{base}/api/runs/{run_id}/stream?last_event_id={events[-1]['seq']}", headers=auth(alice)
         )
@@ -154,7 +142,7 @@ async def test_run_continues_after_client_left(live_urls, alice):
     stored = [e.data async for e in RunEvent.objects.filter(run=run).order_by("seq")]
     assert [e["seq"] for e in stored] == list(range(1, run.last_seq + 1))
     assert stored[-1]["type"] == "stream_complete"
-    assert text(stored) == run.final_output
+    assert text_of(stored) == run.final_output
 
 
 async def test_cancel_from_second_connection_within_a_second(live_urls, alice):
@@ -200,7 +188,7 @@ async def test_websocket_run_drop_and_resume(live_urls, alice):
             rest.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
     events = first + rest
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert text(events) == events[-1]["final_output"]
+    assert text_of(events) == events[-1]["final_output"]
 
 
 async def test_websocket_rejects_unauthenticated(live_urls):

@@ -8,7 +8,7 @@ from agents_app.models import Run, RunEvent
 from agents_app.sse import RunStreamConsumer
 from agents_app.streaming import RunCursor
 
-from .streams import SSEClient, parse_sse, text_of
+from .streams import SSEClient, parse_sse, text_of, wait_finished
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -132,11 +132,7 @@ async def test_disconnect_noticed_fast_and_run_continues(alice, settings):
     await client.disconnect()
     await client.comm.wait(timeout=1)  # the consumer returns promptly once told
     assert asyncio.get_running_loop().time() - started < 1
-    for _ in range(200):
-        run = await Run.objects.aget(pk=run_id)
-        if not run.is_active:
-            break
-        await asyncio.sleep(0.05)
+    run = await wait_finished(run_id, timeout=10)
     assert run.status == "completed"
     types = [t async for t in RunEvent.objects.filter(run=run).order_by("seq").values_list("type", flat=True)]
     assert types[0] == "run_started" and types[-1] == "stream_complete"
@@ -152,11 +148,7 @@ async def test_on_disconnect_cancel(alice, settings):
     run_id = client.events()[0]["run_id"]
     await client.disconnect()
     await client.comm.wait(timeout=1)
-    for _ in range(40):
-        run = await Run.objects.aget(pk=run_id)
-        if not run.is_active:
-            break
-        await asyncio.sleep(0.05)
+    run = await wait_finished(run_id, timeout=2)
     assert run.status == "cancelled"
     last = await RunEvent.objects.filter(run=run).order_by("-seq").afirst()
     assert last.type == "stream_complete" and last.data["status"] == "cancelled"
