@@ -15,22 +15,29 @@ from rest_framework.exceptions import ValidationError
 from . import services
 from .api_errors import _first_message
 from .auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_UNAUTHENTICATED, WS_SUBPROTOCOL
-from .executor import run_group
 from .models import Run
 from .registry import all_specs, get_spec
 from .selectors import runs_for
 from .serializers import CancelRequestSerializer, RunRequestSerializer
-from .streaming import RunCursor
+from .streaming import Inbox, RunCursor, follow, unfollow
 
 MAX_MESSAGE_BYTES = 256 * 1024
+TICK = 1.0  # seconds between the pump's idle checks
 
 
 class AgentSocketConsumer(AsyncWebsocketConsumer):
+    """Live batches of every followed run reach one `Inbox`; a pump task writes them out."""
+
     async def connect(self):
         self.cursors: dict[str, RunCursor] = {}
+        self.local_runs: set[str] = set()  # runs whose batches our executor hands over directly
         self.cancel_on_disconnect: set[str] = set()
+        self.inbox = Inbox()
+        # Held while a cursor is read and its events are sent, so replays and live batches of
+        # one run never interleave.
         self.lock = asyncio.Lock()
-        self.ticker: asyncio.Task | None = None
+        self.pump: asyncio.Task | None = None
+        self.timer: asyncio.TimerHandle | None = None
         offered = self.scope.get("subprotocols", [])
         await self.accept(subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None)
         if not self.scope.get("origin_ok"):
@@ -40,14 +47,18 @@ class AgentSocketConsumer(AsyncWebsocketConsumer):
         else:
             self.user = self.scope["user"]
             self.slug = self.scope["url_route"]["kwargs"].get("slug")
-            self.ticker = asyncio.create_task(self._tick())
+            self.pump = asyncio.create_task(self._pump())
+            self._tick()
 
     async def disconnect(self, code):
-        if self.ticker is not None:
-            self.ticker.cancel()
-        for run_id in list(self.cursors):
-            await self.channel_layer.group_discard(run_group(run_id), self.channel_name)
-            if run_id in self.cancel_on_disconnect and not self.cursors[run_id].ended:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.pump is not None:
+            self.pump.cancel()
+        for run_id, cursor in list(self.cursors.items()):
+            if not cursor.ended:
+                await unfollow(run_id, self.inbox, self.channel_name, run_id in self.local_runs)
+            if run_id in self.cancel_on_disconnect and not cursor.ended:
                 run = await Run.objects.aget(pk=run_id)
                 if run.is_active:
                     await services.run_cancel(run)
@@ -93,10 +104,15 @@ class AgentSocketConsumer(AsyncWebsocketConsumer):
             conversation_id=data.get("conversation_id"),
             session_key=data.get("session_id"),
             on_disconnect=data["on_disconnect"],
+            reader=self.inbox,
         )
+        # Subscribed before its first event: nothing to replay.
+        run_id = str(run.pk)
+        cursor = self.cursors[run_id] = RunCursor(run_id, 0)
+        cursor.set_local(True)
+        self.local_runs.add(run_id)
         if data["on_disconnect"] == "cancel":
-            self.cancel_on_disconnect.add(str(run.pk))
-        await self._follow(str(run.pk), 0)
+            self.cancel_on_disconnect.add(run_id)
 
     async def _cancel(self, message: dict) -> None:
         run = await self._own_run(message.get("run_id"))
@@ -111,7 +127,7 @@ class AgentSocketConsumer(AsyncWebsocketConsumer):
             last = int(last)
         if not isinstance(last, int) or isinstance(last, bool) or last < 0:
             raise services.ServiceError("last_event_id must be a non-negative integer", field="last_event_id")
-        await self._follow(str(run.pk), last)
+        await self._follow(run, last)
 
     async def _own_run(self, run_id) -> Run:
         if not isinstance(run_id, str) or not run_id:
@@ -124,36 +140,58 @@ class AgentSocketConsumer(AsyncWebsocketConsumer):
             raise services.NotFound(f"run {run_id} not found", run_id=run_id)
         return run
 
-    async def _follow(self, run_id: str, after: int) -> None:
+    async def _follow(self, run: Run, after: int) -> None:
+        run_id = str(run.pk)
         async with self.lock:
+            old = self.cursors.get(run_id)
+            if old is not None and not old.ended:
+                # Resuming a run we already follow: start over from the requested point.
+                await unfollow(run_id, self.inbox, self.channel_name, run_id in self.local_runs)
             cursor = self.cursors[run_id] = RunCursor(run_id, after)
-            await self.channel_layer.group_add(run_group(run_id), self.channel_name)
+            local = await follow(run, self.inbox, self.channel_name)
+            cursor.set_local(local)
+            if local:
+                self.local_runs.add(run_id)
+            else:
+                self.local_runs.discard(run_id)
             batch, ended = await cursor.replay()
             await self._send_batch(run_id, batch, ended)
 
     async def run_events(self, message: dict) -> None:
-        cursor = self.cursors.get(message["run_id"])
-        if cursor is None or cursor.ended:
-            return
-        async with self.lock:
-            batch, ended = await cursor.on_message(message)
-            await self._send_batch(message["run_id"], batch, ended)
+        # A batch of a run in another process, through the channel layer.
+        self.inbox(message)
+
+    def _tick(self) -> None:
+        self.inbox.wake()
+        self.timer = asyncio.get_running_loop().call_later(TICK, self._tick)
+
+    async def _pump(self) -> None:
+        """Live batches as they come; gaps filled from the DB; DB polls of idle runs."""
+        while True:
+            await self.inbox.wait()
+            async with self.lock:
+                for message in self.inbox.take():
+                    run_id = message["run_id"]
+                    cursor = self.cursors.get(run_id)
+                    if cursor is not None and not cursor.ended:
+                        batch, ended = await cursor.on_message(message)
+                        await self._send_batch(run_id, batch, ended)
+                lost = self.inbox.take_lost()
+                for run_id, cursor in list(self.cursors.items()):
+                    if cursor.ended:
+                        continue
+                    if lost:
+                        batch, ended = await cursor.replay(check_terminal=False)
+                        await self._send_batch(run_id, batch, ended)
+                    elif cursor.poll_due():
+                        batch, ended = await cursor.poll()
+                        await self._send_batch(run_id, batch, ended)
 
     async def _send_batch(self, run_id: str, batch, ended: bool) -> None:
         for _seq, text in batch:
             await self.send(text_data=text)
         if ended:
-            await self.channel_layer.group_discard(run_group(run_id), self.channel_name)
-
-    async def _tick(self) -> None:
-        """Poll the database for followed runs in case a channel-layer wake-up was lost."""
-        while True:
-            await asyncio.sleep(1.0)
-            async with self.lock:
-                for run_id, cursor in list(self.cursors.items()):
-                    if cursor.poll_due():
-                        batch, ended = await cursor.poll()
-                        await self._send_batch(run_id, batch, ended)
+            await unfollow(run_id, self.inbox, self.channel_name, run_id in self.local_runs)
 
     async def _error(self, code: str, message: str, **extra) -> None:
         body = {"type": "error", "code": code, "message": message}

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,8 +39,11 @@ def run_group(run_id: Any) -> str:
     return f"run.{run_id}"
 
 
-def encode(event: dict) -> str:
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+# One encoder for every event: json.dumps with options builds a new encoder per call.
+encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+# A reader in this process: called with each `run.events` message of its run, must not block.
+Reader = Callable[[dict], None]
 
 
 def events_message(events: list[dict], texts: list[str]) -> dict:
@@ -58,21 +62,36 @@ def events_message(events: list[dict], texts: list[str]) -> dict:
 _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-writer")
 
 
+# Rows per INSERT statement: 5 parameters each stays well under every backend's limit (SQLite: 32,766).
+INSERT_ROWS = 500
+
+
 def _insert_events(rows: list[tuple[Any, int, str, str]]) -> None:
-    """One multi-row INSERT of already-encoded events (the JSON text is stored as is)."""
+    """Multi-row INSERTs of already-encoded events (the JSON text is stored as is).
+
+    One statement carries up to INSERT_ROWS rows: far fewer round trips into the driver than
+    `executemany`, which also means this thread takes the GIL back far less often.
+    """
     connection = connections["default"]
     table = RunEvent._meta.db_table
     cast = "::jsonb" if connection.vendor == "postgresql" else ""
     run_field = RunEvent._meta.get_field("run")
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    params = [
-        (run_field.get_db_prep_value(run_id, connection), seq, type_, text, now)
-        for run_id, seq, type_, text in rows
-    ]
-    sql = f"INSERT INTO {table} (run_id, seq, type, data, created_at) VALUES (%s, %s, %s, %s{cast}, %s)"
+    prepared: dict[Any, Any] = {}
+    params: list[Any] = []
+    for run_id, seq, type_, text in rows:
+        db_run_id = prepared.get(run_id)
+        if db_run_id is None:
+            db_run_id = prepared[run_id] = run_field.get_db_prep_value(run_id, connection)
+        params += (db_run_id, seq, type_, text, now)
+    row_sql = f"(%s, %s, %s, %s{cast}, %s)"
+    head = f"INSERT INTO {table} (run_id, seq, type, data, created_at) VALUES "
     try:
         with transaction.atomic(using="default"), connection.cursor() as cursor:
-            cursor.executemany(sql, params)
+            for start in range(0, len(rows), INSERT_ROWS):
+                count = min(INSERT_ROWS, len(rows) - start)
+                sql = head + ", ".join([row_sql] * count)
+                cursor.execute(sql, params[start * 5 : (start + count) * 5])
     except DatabaseError:
         # The next batch reconnects if this error broke the connection.
         connection.close()
@@ -93,7 +112,10 @@ def _insert_events_per_run(rows: list[tuple[Any, int, str, str]]) -> None:
 class EventSink:
     """Collects the events of all runs of this process and writes them in one bulk insert per flush."""
 
-    def __init__(self) -> None:
+    def __init__(self, deliver: Callable[[dict], bool]) -> None:
+        # deliver(message) hands a batch to this process's readers and says whether other
+        # processes' readers want it too (then it also goes to the channel-layer group).
+        self.deliver = deliver
         self._pending: list[tuple[Any, dict, str]] = []
         self._wake = asyncio.Event()
         self._done: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -169,10 +191,11 @@ class EventSink:
         for run_id, event, text in batch:
             by_run.setdefault(run_id, []).append((event, text))
         for run_id, pairs in by_run.items():
+            message = events_message([e for e, _ in pairs], [t for _, t in pairs])
+            if not self.deliver(message):
+                continue
             try:
-                await self.layer.group_send(
-                    run_group(run_id), events_message([e for e, _ in pairs], [t for _, t in pairs])
-                )
+                await self.layer.group_send(run_group(run_id), message)
             except Exception:
                 # Readers fall back to the database; a lost wake-up costs latency, not data.
                 log.warning("could not publish events of run %s", run_id, exc_info=True)
@@ -192,6 +215,7 @@ class RunContext:
     def __init__(self, executor: "RunExecutor", run: Run, spec: AgentSpec) -> None:
         self.executor = executor
         self.run = run
+        self.run_key = str(run.pk)
         self.spec = spec
         self.seq = 0
         self.cancel_mode: str | None = None
@@ -204,7 +228,7 @@ class RunContext:
 
     def emit(self, body: dict) -> dict:
         self.seq += 1
-        event = {"type": body["type"], "seq": self.seq, "run_id": str(self.run.pk)}
+        event = {"type": body["type"], "seq": self.seq, "run_id": self.run_key}
         event.update((k, v) for k, v in body.items() if k != "type")
         self.executor.sink.add(self.run.pk, event)
         return event
@@ -263,11 +287,15 @@ class RunExecutor:
     """One per event loop (one per process when served)."""
 
     def __init__(self) -> None:
-        self.sink = EventSink()
+        self.sink = EventSink(self.deliver)
         self.layer = self.sink.layer
         self.channel_name = ""
         self.contexts: dict[str, RunContext] = {}
         self.tasks: dict[str, asyncio.Task] = {}
+        # Readers of our runs in this process get batches handed over directly; the channel
+        # layer only carries a run's events once a reader in another process asked for them.
+        self.readers: dict[str, list[Reader]] = {}
+        self.watched: set[str] = set()
         self._started = False
         self._background: list[asyncio.Task] = []
 
@@ -284,15 +312,47 @@ class RunExecutor:
             asyncio.create_task(self._heartbeat_loop(), name="executor-heartbeat"),
         ]
 
-    async def start(self, run: Run, spec: AgentSpec) -> asyncio.Task:
+    async def start(self, run: Run, spec: AgentSpec, reader: Reader | None = None) -> asyncio.Task:
+        """Start a run; `reader` is subscribed before its first event, so it needs no replay."""
         await self.ensure_started()
         ctx = RunContext(self, run, spec)
         key = str(run.pk)
         self.contexts[key] = ctx
+        if reader is not None:
+            self.readers[key] = [reader]
         task = asyncio.create_task(self._execute(ctx), name=f"run-{key}")
         self.tasks[key] = task
-        task.add_done_callback(lambda _t: (self.contexts.pop(key, None), self.tasks.pop(key, None)))
+        task.add_done_callback(lambda _t: self._forget(key))
         return task
+
+    def _forget(self, key: str) -> None:
+        self.contexts.pop(key, None)
+        self.tasks.pop(key, None)
+        self.readers.pop(key, None)
+        self.watched.discard(key)
+
+    def subscribe(self, run_id: Any, reader: Reader) -> bool:
+        """Hand this run's future batches to `reader`; False if this executor does not run it."""
+        key = str(run_id)
+        if key not in self.contexts:
+            return False
+        self.readers.setdefault(key, []).append(reader)
+        return True
+
+    def unsubscribe(self, run_id: Any, reader: Reader) -> None:
+        readers = self.readers.get(str(run_id))
+        if readers and reader in readers:
+            readers.remove(reader)
+
+    def deliver(self, message: dict) -> bool:
+        """Give a batch to the local readers of its run; True if it must go to the group as well."""
+        key = message["run_id"]
+        for reader in tuple(self.readers.get(key, ())):
+            try:
+                reader(message)
+            except Exception:
+                log.exception("a reader of run %s failed", key)
+        return key in self.watched or key not in self.contexts
 
     def cancel_local(self, run_id: Any, mode: str) -> bool:
         """Cancel a run owned by this executor; False when it is not ours (or already over)."""
@@ -344,7 +404,8 @@ class RunExecutor:
             conversation = (
                 run.conversation if cached else await Conversation.objects.aget(pk=run.conversation_id)
             )
-            session = DjangoSession(conversation)
+            # A conversation created for this run has no items yet: no need to read them.
+            session = DjangoSession(conversation, empty=getattr(conversation, "created_now", False))
         agent = ctx.spec.build(None)
         result = await ctx.stream_agent(agent, run.input, session=session, context=run.context or None)
         return result.final_output
@@ -402,6 +463,10 @@ class RunExecutor:
                 continue
             if message.get("type") == "run.cancel":
                 self.cancel_local(message.get("run_id"), message.get("mode") or "immediate")
+            elif message.get("type") == "run.watch":
+                # A reader in another process follows one of our runs: publish it to the group.
+                if message.get("run_id") in self.contexts:
+                    self.watched.add(message["run_id"])
             elif message.get("type") == "executor.stop":
                 return
 
@@ -475,8 +540,13 @@ async def close_executor() -> None:
 
 def runs_here(run_id: Any) -> bool:
     """True if the running loop's executor owns this run (without creating an executor)."""
-    executor = _executors.get(asyncio.get_running_loop())
+    executor = current_executor()
     return executor is not None and str(run_id) in executor.contexts
+
+
+def current_executor() -> RunExecutor | None:
+    """The running loop's executor if it has one (never creates it)."""
+    return _executors.get(asyncio.get_running_loop())
 
 
 def get_executor() -> RunExecutor:

@@ -13,7 +13,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from . import providers
-from .executor import encode, events_message, get_executor, run_group
+from .executor import Reader, encode, events_message, get_executor, run_group
 from .models import Conversation, Run, RunEvent
 from .registry import AgentSpec
 
@@ -71,11 +71,15 @@ def _resolve_conversation(user, spec: AgentSpec, conversation_id, session_key, i
     if not spec.uses_memory and not session_key:
         return None
     if session_key:
-        conversation, _ = Conversation.objects.get_or_create(
+        conversation, created = Conversation.objects.get_or_create(
             owner=user, agent=spec.slug, session_key=session_key, defaults={"title": _title_from(input)}
         )
-        return conversation
-    return Conversation.objects.create(owner=user, agent=spec.slug, title=_title_from(input))
+    else:
+        conversation = Conversation.objects.create(owner=user, agent=spec.slug, title=_title_from(input))
+        created = True
+    # Read by the executor: a conversation created for this run has no memory to load.
+    conversation.created_now = created
+    return conversation
 
 
 def _create_run(user, spec, input, context, conversation_id, session_key, on_disconnect, worker) -> Run:
@@ -121,14 +125,15 @@ async def run_start(
     conversation_id: Any = None,
     session_key: str | None = None,
     on_disconnect: str = "continue",
+    reader: Reader | None = None,
 ) -> tuple[Run, asyncio.Task]:
-    """Create a Run and hand it to this process's executor."""
+    """Create a Run and hand it to this process's executor (`reader` gets every batch of it)."""
     executor = get_executor()
     await executor.ensure_started()
     run = await sync_to_async(_create_run)(
         user, spec, input, context, conversation_id, session_key, on_disconnect, executor.channel_name
     )
-    task = await executor.start(run, spec)
+    task = await executor.start(run, spec, reader)
     return run, task
 
 

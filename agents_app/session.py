@@ -10,11 +10,16 @@ from .models import Conversation, ConversationItem
 class DjangoSession(SessionABC):
     """Conversation memory stored as `ConversationItem` rows of one `Conversation`."""
 
-    def __init__(self, conversation: Conversation):
+    def __init__(self, conversation: Conversation, empty: bool = False):
+        """`empty=True` when the caller knows the conversation has no items yet (it was just
+        created): the first read then needs no query."""
         self.conversation = conversation
         self.session_id = str(conversation.pk)
+        self._empty = empty
 
     async def get_items(self, limit: int | None = None) -> list:
+        if self._empty:
+            return []
         qs = ConversationItem.objects.filter(conversation_id=self.conversation.pk)
         if limit is None:
             return [item.data async for item in qs.order_by("id").only("data")]
@@ -24,6 +29,7 @@ class DjangoSession(SessionABC):
     async def add_items(self, items: list) -> None:
         if not items:
             return
+        self._empty = False
         rows = [ConversationItem(conversation_id=self.conversation.pk, data=_plain(i)) for i in items]
         await ConversationItem.objects.abulk_create(rows)
 
@@ -31,6 +37,7 @@ class DjangoSession(SessionABC):
         return await sync_to_async(self._pop_item)()
 
     def _pop_item(self):
+        self._empty = False
         with transaction.atomic():
             item = (
                 ConversationItem.objects.select_for_update()

@@ -2,9 +2,10 @@
 
 The consumer never loops inside `handle()`: that would block its dispatch loop, and a client
 disconnect would only be seen when the server kills the consumer ~10 s later. Instead the
-response stays open while the dispatch loop keeps receiving: live events arrive as
-`run.events` group messages, `http.disconnect` arrives the moment the client leaves, and a
-small ticker task sends keep-alives and polls the database when the run is idle.
+response stays open while the dispatch loop keeps receiving (`http.disconnect` arrives the
+moment the client leaves), and a pump task writes the stream: live batches reach it through an
+`Inbox` (handed over by this process's executor, or by `run_events` for a run of another
+process), and once a second it wakes to poll an idle run and send keep-alives.
 """
 
 import asyncio
@@ -20,11 +21,10 @@ from rest_framework.exceptions import APIException, ValidationError
 from . import services
 from .api_errors import error_body
 from .auth import authenticate_http
-from .executor import run_group
 from .models import Run
 from .registry import all_specs, get_spec
 from .selectors import runs_for
-from .streaming import Batch, RunCursor
+from .streaming import Batch, Inbox, RunCursor, follow, unfollow
 from .views import parse_run_request
 
 SSE_HEADERS = [
@@ -32,6 +32,7 @@ SSE_HEADERS = [
     (b"Cache-Control", b"no-cache"),
     (b"X-Accel-Buffering", b"no"),
 ]
+TICK = 1.0  # seconds between the pump's idle checks
 
 
 def sse_frames(batch: Batch) -> bytes:
@@ -48,8 +49,11 @@ class RunStreamConsumer(AsyncHttpConsumer):
             self.body.append(message["body"])
         if message.get("more_body"):
             return
-        self.lock = asyncio.Lock()
-        self.ticker: asyncio.Task | None = None
+        self.inbox = Inbox()
+        self.local = False  # True when our executor hands us the run's batches directly
+        self.fresh = False  # True when we were subscribed before the run's first event
+        self.pump: asyncio.Task | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self.cursor: RunCursor | None = None
         if not await self._start(b"".join(self.body)):
             await self._close()
@@ -66,17 +70,22 @@ class RunStreamConsumer(AsyncHttpConsumer):
             await self._api_error(exc)
             return False
         self.cursor = RunCursor(self.run.pk, after)
-        await self.channel_layer.group_add(run_group(self.run.pk), self.channel_name)
-        batch, ended = await self.cursor.replay()
-        if ended and not batch:
-            # Reconnect after the terminal event: nothing more will ever come.
-            await self.send_response(204, b"", headers=SSE_HEADERS)
-            return False
+        if self.fresh:
+            batch, ended = [], False
+        else:
+            self.local = await follow(self.run, self.inbox, self.channel_name)
+            batch, ended = await self.cursor.replay()
+            if ended and not batch:
+                # Reconnect after the terminal event: nothing more will ever come.
+                await self.send_response(204, b"", headers=SSE_HEADERS)
+                return False
+        self.cursor.set_local(self.local)
         await self.send_headers(status=200, headers=SSE_HEADERS)
         await self._send(f"retry: {settings.SSE_RETRY_MS}\n\n".encode() + sse_frames(batch), ended)
         if ended:
             return False
-        self.ticker = asyncio.create_task(self._tick())
+        self.pump = asyncio.create_task(self._pump())
+        self._tick()
         return True
 
     async def open_run(self, request) -> tuple[Run, int]:
@@ -95,29 +104,38 @@ class RunStreamConsumer(AsyncHttpConsumer):
         return int(raw)
 
     async def run_events(self, message):
-        if self.cursor is None or self.cursor.ended:
-            return
-        async with self.lock:
-            batch, ended = await self.cursor.on_message(message)
-            await self._send(sse_frames(batch), ended)
-        if ended:
-            await self._close()
+        # A batch of a run in another process, through the channel layer.
+        self.inbox(message)
 
-    async def _tick(self) -> None:
-        """Keep-alive comments when idle, and a DB poll (backing off) in case a wake-up was lost."""
+    def _tick(self) -> None:
+        self.inbox.wake()
+        self.timer = asyncio.get_running_loop().call_later(TICK, self._tick)
+
+    async def _pump(self) -> None:
+        """The only writer once the stream is open: live batches, gaps and idle polls filled from
+        the DB, keep-alives."""
+        cursor = self.cursor
         while True:
-            await asyncio.sleep(1.0)
-            ended = False
-            async with self.lock:
-                if self.cursor.ended:
-                    return
-                if self.cursor.poll_due():
-                    batch, ended = await self.cursor.poll()
-                    if batch or ended:
-                        await self._send(sse_frames(batch), ended)
-                if not ended and time.monotonic() - self.last_send >= settings.SSE_KEEPALIVE_INTERVAL:
-                    await self._send(b": keep-alive\n\n", False)
+            await self.inbox.wait()
+            chunks, ended = [], False
+            for message in self.inbox.take():
+                batch, ended = await cursor.on_message(message)
+                chunks.append(sse_frames(batch))
+                if ended:
+                    break
+            if not ended and self.inbox.take_lost():
+                batch, ended = await cursor.replay(check_terminal=False)
+                chunks.append(sse_frames(batch))
+            if not ended and cursor.poll_due():
+                batch, ended = await cursor.poll()
+                chunks.append(sse_frames(batch))
+            data = b"".join(chunks)
+            idle = time.monotonic() - self.last_send
+            if not data and not ended and idle >= settings.SSE_KEEPALIVE_INTERVAL:
+                data = b": keep-alive\n\n"
+            await self._send(data, ended)
             if ended:
+                # Leave through the dispatch loop, which owns the consumer's life.
                 await self.channel_layer.send(self.channel_name, {"type": "stream.ended"})
                 return
 
@@ -125,8 +143,8 @@ class RunStreamConsumer(AsyncHttpConsumer):
         await self._close()
 
     async def _send(self, data: bytes, ended: bool) -> None:
-        self.last_send = time.monotonic()
         if data or ended:
+            self.last_send = time.monotonic()
             await self.send_body(data, more_body=not ended)
 
     async def _close(self) -> None:
@@ -134,10 +152,12 @@ class RunStreamConsumer(AsyncHttpConsumer):
         raise StopConsumer()
 
     async def _cleanup(self) -> None:
-        if self.ticker is not None and self.ticker is not asyncio.current_task():
-            self.ticker.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.pump is not None and self.pump is not asyncio.current_task():
+            self.pump.cancel()
         if self.cursor is not None:
-            await self.channel_layer.group_discard(run_group(self.run.pk), self.channel_name)
+            await unfollow(self.run.pk, self.inbox, self.channel_name, self.local)
 
     async def http_disconnect(self, message):
         if self.cursor is not None and not self.cursor.ended and self.run.on_disconnect == "cancel":
@@ -189,7 +209,9 @@ class AgentStreamConsumer(RunStreamConsumer):
             conversation_id=data.get("conversation_id"),
             session_key=data.get("session_id"),
             on_disconnect=on_disconnect or data["on_disconnect"],
+            reader=self.inbox,
         )
+        self.local = self.fresh = True
         return run, 0
 
 

@@ -1,11 +1,14 @@
-"""Reading a run's event stream: replay from the database, then follow the live group.
+"""Reading a run's event stream: replay from the database, then follow it live.
 
-Every reader (SSE, WebSocket, `run_agent`) keeps a `RunCursor`, which de-duplicates by
-seq and fills any gap from the database, so a dropped channel-layer message (full
-channel, lost wake-up) costs latency, never data.
+A reader in the process that runs the run gets its batches handed over by the executor
+(an `Inbox`, no channel layer); a reader elsewhere joins the run's channel-layer group and
+asks the owning executor to publish there (`follow`). Every reader (SSE, WebSocket,
+`run_agent`) keeps a `RunCursor`, which de-duplicates by seq and fills any gap from the
+database, so a dropped message (full inbox or channel, lost wake-up) costs latency, never data.
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,9 +18,11 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from .events import TERMINAL_TYPES
-from .executor import encode, run_group, runs_here
+from .executor import current_executor, encode, run_group, runs_here
 from .models import Run, RunEvent
 from .services import run_refresh_liveness
+
+log = logging.getLogger(__name__)
 
 Batch = list[tuple[int, str]]
 DB_PAGE = 1000
@@ -36,6 +41,7 @@ class RunCursor:
         self.run_id = str(run_id)
         self.last = after
         self.ended = False
+        self._first_poll = 1.0
         self._backoff = 1.0
         self._next_poll = time.monotonic() + self._backoff
         self._next_liveness = time.monotonic() + LIVENESS_EVERY
@@ -103,27 +109,118 @@ class RunCursor:
         # Not active: its terminal event is stored (possibly just now, by the stale sweep).
         return await self.replay()
 
+    def set_local(self, local: bool) -> None:
+        """A reader of a local run gets every batch handed over (and hears of lost ones), so its
+        polls are only a safety net: the first comes after SSE_KEEPALIVE_INTERVAL of silence."""
+        self._first_poll = settings.SSE_KEEPALIVE_INTERVAL if local else 1.0
+        self._active()
+
     def _active(self) -> None:
-        self._backoff = 1.0
+        self._backoff = self._first_poll
         self._next_poll = time.monotonic() + self._backoff
 
 
-class RunFollower:
-    """An async iterator over a run's events on a private channel (for in-process readers)."""
+class Inbox:
+    """`run.events` messages for one reader, handed over by the executor or its consumer.
 
-    def __init__(self, run_id: Any, after: int = 0, idle_poll: float = 1.0) -> None:
-        self.cursor = RunCursor(run_id, after)
+    Bounded like a channel (the layer's capacity): when the reader falls behind, further
+    messages are dropped and `lost` is set; the reader then fills the gap from the database.
+    """
+
+    def __init__(self) -> None:
+        self.capacity = getattr(get_channel_layer(), "capacity", 100)
+        self.lost = False
+        self._messages: list[dict] = []
+        self._waiter: asyncio.Future | None = None
+
+    def __call__(self, message: dict) -> None:
+        if len(self._messages) < self.capacity:
+            self._messages.append(message)
+        else:
+            self.lost = True
+        self.wake()
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until a message arrives or someone calls `wake()`."""
+        if self._messages:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def take(self) -> list[dict]:
+        messages, self._messages = self._messages, []
+        return messages
+
+    def take_lost(self) -> bool:
+        """True (once) if messages were dropped since the last call."""
+        lost, self.lost = self.lost, False
+        return lost
+
+
+async def follow(run: Run, inbox: Inbox, channel: str) -> bool:
+    """Start receiving a run's live batches: straight from this process's executor if it runs
+    the run (True), else through the run's group on `channel`, whose consumer passes them to
+    the inbox (False). Call before replaying from the database."""
+    executor = current_executor()
+    if executor is not None and executor.subscribe(run.pk, inbox):
+        return True
+    layer = get_channel_layer()
+    await layer.group_add(run_group(run.pk), channel)
+    if run.is_active and run.worker_channel:
+        try:
+            await layer.send(run.worker_channel, {"type": "run.watch", "run_id": str(run.pk)})
+        except Exception:
+            # Without the watch the owner does not publish to the group: the reader polls the DB.
+            log.warning("could not ask the owner of run %s to publish it", run.pk, exc_info=True)
+    return False
+
+
+async def unfollow(run_id: Any, inbox: Inbox, channel: str, local: bool) -> None:
+    if local:
+        executor = current_executor()
+        if executor is not None:
+            executor.unsubscribe(run_id, inbox)
+    else:
+        await get_channel_layer().group_discard(run_group(run_id), channel)
+
+
+class RunFollower:
+    """An async iterator over a run's events (for in-process readers such as commands)."""
+
+    def __init__(self, run: Run, after: int = 0, idle_poll: float = 1.0) -> None:
+        self.run = run
+        self.cursor = RunCursor(run.pk, after)
         self.idle_poll = idle_poll
+        self.inbox = Inbox()
         self.layer = get_channel_layer()
         self.channel = ""
+        self.local = False
+        self._receiver: asyncio.Task | None = None
 
     async def __aenter__(self) -> "RunFollower":
         self.channel = await self.layer.new_channel()
-        await self.layer.group_add(run_group(self.cursor.run_id), self.channel)
+        self.local = await follow(self.run, self.inbox, self.channel)
+        self.cursor.set_local(self.local)
+        if not self.local:
+            self._receiver = asyncio.create_task(self._receive())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.layer.group_discard(run_group(self.cursor.run_id), self.channel)
+        if self._receiver is not None:
+            self._receiver.cancel()
+        await unfollow(self.run.pk, self.inbox, self.channel, self.local)
+
+    async def _receive(self) -> None:
+        while True:
+            self.inbox(await self.layer.receive(self.channel))
 
     async def events(self) -> AsyncIterator[tuple[int, str]]:
         """(seq, json text) in seq order, each once, ending after the terminal event."""
@@ -134,8 +231,16 @@ class RunFollower:
             if ended:
                 return
             try:
-                message = await asyncio.wait_for(self.layer.receive(self.channel), timeout=self.idle_poll)
+                await asyncio.wait_for(self.inbox.wait(), timeout=self.idle_poll)
             except TimeoutError:
                 batch, ended = await self.cursor.poll()
                 continue
-            batch, ended = await self.cursor.on_message(message)
+            batch = []
+            for message in self.inbox.take():
+                more, ended = await self.cursor.on_message(message)
+                batch += more
+                if ended:
+                    break
+            if not ended and self.inbox.take_lost():
+                more, ended = await self.cursor.replay(check_terminal=False)
+                batch += more

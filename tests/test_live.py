@@ -1,6 +1,7 @@
 """Live server over real sockets: daphne on 127.0.0.1, httpx-sse and websockets clients."""
 
 import asyncio
+import itertools
 import json
 import os
 import socket
@@ -172,6 +173,35 @@ async def test_cancel_from_second_connection_within_a_second(live_urls, alice):
     assert events[-1]["type"] == "stream_complete" and events[-1]["status"] == "cancelled"
     assert elapsed < 1.0, f"cancel took {elapsed:.2f} s"
     assert (await Run.objects.aget(pk=events[0]["run_id"])).status == "cancelled"
+
+
+async def test_join_from_another_process_streams_live(live_urls, alice):
+    """A reader on the other server gets the run's events as they happen (the owner publishes to
+    the group once asked), not only at its database polls (1 s apart and backing off)."""
+    if len(live_urls) < 2:
+        pytest.skip("needs two server processes (Redis channel layer)")
+    owner, other = live_urls
+    async with httpx.AsyncClient(timeout=20) as client:
+        first = await read_sse(
+            client,
+            "POST",
+            f"{owner}/api/agents/chat/stream",
+            alice,
+            stop_after=2,
+            json={"input": "Tell me a long story about the sea"},
+        )
+        run_id = first[0]["run_id"]
+        events, arrivals = [], []
+        url = f"{other}/api/runs/{run_id}/stream"
+        async with aconnect_sse(client, "GET", url, headers=auth(alice)) as source:
+            async for sse in source.aiter_sse():
+                if sse.data:
+                    events.append(json.loads(sse.data))
+                    arrivals.append(time.monotonic())
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "stream_complete" and text_of(events) == events[-1]["final_output"]
+    live = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert len(live) > 10 and max(live) < 0.5, f"largest gap {max(live):.2f} s"
 
 
 async def test_websocket_run_drop_and_resume(live_urls, alice):

@@ -207,3 +207,35 @@ async def test_flush_waits_for_the_batch_in_flight(alice):
     await writing.wait()  # the batch has left `_pending` and is being written
     await sink.flush()
     assert await RunEvent.objects.filter(run=run).acount() == 1
+
+
+async def test_reader_in_another_process_gets_the_run_through_its_group(alice, settings, monkeypatch):
+    """A reader outside the owning process joins the run's group and sends `run.watch` to the
+    owner's control channel; from then on the owner publishes the run's batches to the group."""
+    from channels.layers import get_channel_layer
+
+    from agents_app import services, streaming
+    from agents_app.executor import get_executor
+    from agents_app.registry import get_spec
+
+    settings.OFFLINE_MODEL_DELAY = 0.05
+    run, task = await services.run_start(user=alice, spec=get_spec("chat"), input="Tell me a long story")
+    executor = get_executor()
+    assert run.worker_channel == executor.channel_name
+    assert str(run.pk) not in executor.watched
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    inbox = streaming.Inbox()
+    monkeypatch.setattr(streaming, "current_executor", lambda: None)  # as if in another process
+    assert await streaming.follow(run, inbox, channel) is False
+    follower = streaming.RunCursor(run.pk)
+    events = []
+    while not follower.ended:
+        message = await asyncio.wait_for(layer.receive(channel), timeout=5)
+        assert message["type"] == "run.events"
+        batch, _ended = await follower.on_message(message)
+        events += [seq for seq, _text in batch]
+    await task
+    assert str(run.pk) not in executor.watched  # forgotten once the run is over
+    stored = [seq async for seq in RunEvent.objects.filter(run=run).values_list("seq", flat=True)]
+    assert events == stored and len(events) > 10

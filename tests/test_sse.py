@@ -183,3 +183,43 @@ async def test_tiny_channel_capacity_loses_nothing(alice, settings, monkeypatch)
     assert events[-1]["type"] == "stream_complete"
     assert len(replays) > 1, "expected the reader to fill at least one gap from the database"
     assert await RunEvent.objects.filter(run_id=events[0]["run_id"]).acount() == len(events)
+
+
+def record_calls(monkeypatch, name: str) -> list:
+    """The first argument (the group) of every call of the channel layer's `name` method."""
+    from channels.layers import get_channel_layer
+
+    layer, calls = get_channel_layer(), []
+    real = getattr(layer, name)
+
+    async def recording(group, *args):
+        calls.append(group)
+        await real(group, *args)
+
+    monkeypatch.setattr(layer, name, recording)
+    return calls
+
+
+async def test_local_readers_bypass_the_channel_layer(alice, monkeypatch):
+    """A stream of a run of this process gets its batches from the executor: no group message."""
+    sent = record_calls(monkeypatch, "group_send")
+    _client, events = await stream_run(alice.token, {"input": "Write a detailed paragraph about the sea"})
+    assert events[-1]["type"] == "stream_complete" and len(events) > 10
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert sent == [], "nobody outside this process watched the run, so nothing went to its group"
+
+
+async def test_joining_a_local_run_needs_no_group(alice, settings, monkeypatch):
+    """A second reader of a live local run (join) is also served by the executor directly."""
+    settings.OFFLINE_MODEL_DELAY = 0.05
+    added = record_calls(monkeypatch, "group_add")
+    first = SSEClient("POST", "/api/agents/chat/stream", {"input": "Tell me a long story"}, alice.token)
+    await first.start()
+    await first.read_until(lambda e: e["type"] == "raw_response")
+    run_id = first.events()[0]["run_id"]
+    joiner = SSEClient("GET", f"/api/runs/{run_id}/stream", None, alice.token)
+    assert await joiner.start() == 200
+    joined = await joiner.read_all()
+    started = await first.read_all()
+    assert joined == started and joined[-1]["type"] == "stream_complete"
+    assert added == []

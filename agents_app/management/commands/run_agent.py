@@ -38,7 +38,7 @@ class Command(BaseCommand):
     async def _run(self, spec, text, owner, session) -> str:
         run, task = await services.run_start(user=owner, spec=spec, input=text, session_key=session)
         status = "failed"
-        async with RunFollower(run.pk) as follower:
+        async with RunFollower(run) as follower:
             async for _seq, raw in follower.events():
                 status = self._show(json.loads(raw)) or status
         await task

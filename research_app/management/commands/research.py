@@ -36,7 +36,7 @@ class Command(BaseCommand):
 
     async def _research(self, owner, question: str) -> int:
         run, report, task = await research_start(user=owner, query=question)
-        async with RunFollower(run.pk) as follower:
+        async with RunFollower(run) as follower:
             async for _seq, raw in follower.events():
                 self._show(json.loads(raw))
         await asyncio.gather(task, return_exceptions=True)
