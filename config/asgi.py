@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP (SSE consumers, then Django) and WebSocket routing."""
 
+import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -25,3 +26,7 @@ application = ProtocolTypeRouter(
         "websocket": WebsocketAuthStack(URLRouter(websocket_urlpatterns)),
     }
 )
+
+# Everything imported so far lives as long as the process: move it out of the collector's way,
+# so full collections scan only the objects of runs and requests (each was ~160 ms otherwise).
+gc.freeze()

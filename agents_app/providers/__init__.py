@@ -5,6 +5,7 @@ Settings are read at call time, so tests and admin changes take effect without a
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from agents import ModelSettings, RunConfig, set_tracing_disabled, set_tracing_export_api_key
@@ -59,12 +60,26 @@ def get_model_provider() -> ModelProvider:
 
 def run_config(**overrides: Any) -> RunConfig:
     """A RunConfig for the configured provider; keyword arguments override any field."""
-    options: dict[str, Any] = {
-        "model_provider": get_model_provider(),
-        "model": model_name(),
-        "tracing_disabled": not settings.AGENTS_TRACE_EXPORT,
-    }
-    if api_name() == "chat_completions":
+    provider, model = get_model_provider(), model_name()
+    tracing_disabled, chat = not settings.AGENTS_TRACE_EXPORT, api_name() == "chat_completions"
+    if not overrides:
+        # Building one costs ~2 ms (the SDK resolves type hints per instance); runs only read it.
+        return _shared_run_config(provider, model, tracing_disabled, chat)
+    return _build_run_config(provider, model, tracing_disabled, chat, overrides)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_run_config(provider: ModelProvider, model: str, tracing_disabled: bool, chat: bool) -> RunConfig:
+    return _build_run_config(provider, model, tracing_disabled, chat, {})
+
+
+def _build_run_config(
+    provider: ModelProvider, model: str, tracing_disabled: bool, chat: bool, overrides: dict[str, Any]
+) -> RunConfig:
+    options: dict[str, Any] = {"model_provider": provider, "model": model}
+    options["tracing_disabled"] = tracing_disabled
+    overrides = dict(overrides)
+    if chat:
         # OpenAI-compatible servers only report streamed token usage when asked to.
         base = ModelSettings(include_usage=True)
         options["model_settings"] = base.resolve(overrides.pop("model_settings", None))
