@@ -312,6 +312,7 @@ async def client_load(args: argparse.Namespace) -> dict:
     errors = [s.error or f"bad terminal {s.terminal}" for s in results if not s.ok]
     return {
         "streams": len(results),
+        "warmup": max(0, args.warmup),
         "ok": len(good),
         "errors": len(errors),
         "error_samples": errors[:3],
@@ -493,7 +494,7 @@ def floor_main(args: argparse.Namespace) -> None:
             await one()
         results: list[tuple[int, float | None, bool]] = []
         remaining = args.streams
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         deadline = start + args.timeout
 
         async def worker() -> None:
@@ -503,12 +504,13 @@ def floor_main(args: argparse.Namespace) -> None:
                 results.append(await one())
 
         await asyncio.gather(*(worker() for _ in range(min(args.concurrency, args.streams))))
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         good = [r for r in results if r[2]]
         return {
             "streams": len(results),
             "ok": len(good),
             "wall_s": wall,
+            "cpu_ms_per_stream": 1000 * cpu / max(1, len(good)),
             "streams_per_s": len(good) / wall if wall else 0.0,
             "sdk_events_per_stream": round(sum(r[0] for r in results) / max(1, len(results)), 1),
             "ttfd_s": [r[1] for r in good if r[1] is not None],
@@ -542,7 +544,8 @@ def sink_main(args: argparse.Namespace) -> None:
         runs = [
             await Run.objects.acreate(owner=user, agent=args.agent, input="sink") for _ in range(args.streams)
         ]
-        sink = EventSink()
+        # Every batch goes to the channel-layer group too, as when another process watches each run.
+        sink = EventSink(lambda message: True)
         total = args.streams * args.deltas
         start = time.perf_counter()
         for seq in range(1, args.deltas + 1):
@@ -810,6 +813,7 @@ class Bench:
             "ttfd_floor_p50_s": pct(ttfd_f, 50),
             "ttfd_floor_p99_s": pct(ttfd_f, 99),
             "server_cpu_pct": 100 * (cpu1[0] - cpu0[0]) / wall,
+            "server_cpu_ms_per_stream": 1000 * (cpu1[0] - cpu0[0]) / max(1, load["ok"] + load["warmup"]),
             "fake_cpu_pct": 100 * (cpu1[1] - cpu0[1]) / wall,
         }
 
@@ -981,6 +985,8 @@ class Bench:
             "inter_event_gap_p99_ms": ms(main["load"]["gap_p99_s"]),
             "inter_event_gap_p99_ms_at_ttfd_delay": ms(t["load"]["gap_p99_s"]),
             "server_cpu_pct": rnd(main["server_cpu_pct"], 0),
+            "server_cpu_ms_per_stream": rnd(main["server_cpu_ms_per_stream"], 1),
+            "floor_cpu_ms_per_stream": rnd(main["floor"]["cpu_ms_per_stream"], 1),
             "fake_cpu_pct": rnd(main["fake_cpu_pct"], 0),
             "client_cpu_pct": rnd(main["load"]["client_cpu_pct"], 0),
             "events_persisted_per_s": rnd(main["db"]["events_persisted_per_s"], 0),
