@@ -148,11 +148,17 @@ class EventSink:
         await asyncio.shield(done)
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_flush = 0.0
         while True:
             await self._wake.wait()
             if len(self._pending) < settings.RUN_EVENT_BATCH_SIZE:
-                # Let a few more events arrive so one insert carries many.
-                await asyncio.sleep(settings.RUN_EVENT_FLUSH_INTERVAL)
+                # At most one flush per interval, so one insert carries many events under load;
+                # after a quiet spell the first event goes out at once.
+                wait = last_flush + settings.RUN_EVENT_FLUSH_INTERVAL - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            last_flush = loop.time()
             self._wake.clear()
             batch, self._pending = self._pending, []
             done, self._done = self._done, asyncio.get_running_loop().create_future()

@@ -32,7 +32,7 @@ SSE_HEADERS = [
     (b"Cache-Control", b"no-cache"),
     (b"X-Accel-Buffering", b"no"),
 ]
-TICK = 1.0  # seconds between the pump's idle checks
+MIN_TICK = 0.05  # seconds: the soonest the pump's idle check comes back
 
 
 def sse_frames(batch: Batch) -> bytes:
@@ -108,8 +108,12 @@ class RunStreamConsumer(AsyncHttpConsumer):
         self.inbox(message)
 
     def _tick(self) -> None:
+        """Wake the pump for its idle duties, then again when the next one falls due (a poll or
+        a keep-alive): an idle stream of a local run wakes every SSE_KEEPALIVE_INTERVAL only."""
         self.inbox.wake()
-        self.timer = asyncio.get_running_loop().call_later(TICK, self._tick)
+        due = min(self.cursor.next_poll_at, self.last_send + settings.SSE_KEEPALIVE_INTERVAL)
+        delay = max(MIN_TICK, due - time.monotonic())
+        self.timer = asyncio.get_running_loop().call_later(delay, self._tick)
 
     async def _pump(self) -> None:
         """The only writer once the stream is open: live batches, gaps and idle polls filled from

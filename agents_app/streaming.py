@@ -85,6 +85,11 @@ class RunCursor:
     def poll_due(self) -> bool:
         return not self.ended and time.monotonic() >= self._next_poll
 
+    @property
+    def next_poll_at(self) -> float:
+        """When the next poll falls due (time.monotonic() clock)."""
+        return self._next_poll
+
     async def poll(self) -> tuple[Batch, bool]:
         """When idle: pick up anything whose wake-up was lost; end if the run died silently."""
         batch, ended = await self.replay(check_terminal=False)
