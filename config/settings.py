@@ -113,8 +113,15 @@ TEMPLATES = [
 
 (BASE_DIR / "var").mkdir(exist_ok=True)
 DATABASE_URL = env_str("DATABASE_URL")
+# Persistent connections: Channels closes "old" connections around every consumer message, and
+# with a max age of 0 that meant a new PostgreSQL backend (or a re-opened SQLite file) per
+# request. Few threads touch the database (Django's sync thread, the event writer), so a few
+# long-lived connections are all there is; health checks replace a broken one.
+DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 300)
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    DATABASES = {
+        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True)
+    }
 else:
     DATABASES = {
         "default": {
@@ -131,6 +138,8 @@ else:
             },
             # A file, not shared-cache memory: concurrent async tests need real WAL locking.
             "TEST": {"NAME": env_str("SQLITE_TEST_PATH", str(BASE_DIR / "var" / "test.sqlite3"))},
+            "CONN_MAX_AGE": DB_CONN_MAX_AGE,
+            "CONN_HEALTH_CHECKS": True,
         }
     }
 
