@@ -238,7 +238,7 @@ class RunFollower:
             try:
                 await asyncio.wait_for(self.inbox.wait(), timeout=self.idle_poll)
             except TimeoutError:
-                batch, ended = await self.cursor.poll()
+                batch, ended = await self.cursor.poll() if self.cursor.poll_due() else ([], False)
                 continue
             batch = []
             for message in self.inbox.take():
