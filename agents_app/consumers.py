@@ -19,13 +19,13 @@ from .models import Run
 from .registry import all_specs, get_spec
 from .selectors import runs_for
 from .serializers import CancelRequestSerializer, RunRequestSerializer
-from .streaming import Inbox, RunCursor, follow, unfollow
+from .streaming import Inbox, InternalDispatch, RunCursor, follow, unfollow
 
 MAX_MESSAGE_BYTES = 256 * 1024
 TICK = 1.0  # seconds between the pump's idle checks
 
 
-class AgentSocketConsumer(AsyncWebsocketConsumer):
+class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
     """Live batches of every followed run reach one `Inbox`; a pump task writes them out."""
 
     async def connect(self):

@@ -24,7 +24,7 @@ from .auth import authenticate_http
 from .models import Run
 from .registry import all_specs, get_spec
 from .selectors import runs_for
-from .streaming import Batch, Inbox, RunCursor, follow, unfollow
+from .streaming import Batch, Inbox, InternalDispatch, RunCursor, follow, unfollow
 from .views import parse_run_request
 
 SSE_HEADERS = [
@@ -39,7 +39,7 @@ def sse_frames(batch: Batch) -> bytes:
     return "".join(f"id: {seq}\ndata: {text}\n\n" for seq, text in batch).encode()
 
 
-class RunStreamConsumer(AsyncHttpConsumer):
+class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
     """Shared SSE machinery; subclasses decide which run to stream (`open_run`)."""
 
     method = "GET"

@@ -197,6 +197,21 @@ async def unfollow(run_id: Any, inbox: Inbox, channel: str, local: bool) -> None
         await get_channel_layer().group_discard(run_group(run_id), channel)
 
 
+class InternalDispatch:
+    """Consumer mixin: Channels closes stale database connections (a hop to Django's sync thread)
+    before every handler. The messages this project sends between its own tasks (`run.events`,
+    `stream.ended`) touch no connection, so they go to their handler directly."""
+
+    internal_handlers = {"run.events": "run_events", "stream.ended": "stream_ended"}
+
+    async def dispatch(self, message):
+        handler = getattr(self, self.internal_handlers.get(message.get("type"), ""), None)
+        if handler is not None:
+            await handler(message)
+        else:
+            await super().dispatch(message)
+
+
 class RunFollower:
     """An async iterator over a run's events (for in-process readers such as commands)."""
 

@@ -223,3 +223,40 @@ async def test_joining_a_local_run_needs_no_group(alice, settings, monkeypatch):
     started = await first.read_all()
     assert joined == started and joined[-1]["type"] == "stream_complete"
     assert added == []
+
+
+async def test_group_batches_skip_the_connection_cleanup_hop(alice, settings, monkeypatch):
+    """A reader in another process gets each batch as a `run.events` message; unlike client
+    messages, those are handled without Channels' close_old_connections trip to the sync thread."""
+    import channels.consumer
+
+    from agents_app import services, streaming
+    from agents_app.registry import get_spec
+
+    settings.OFFLINE_MODEL_DELAY = 0.02
+    cleanups = []
+    real_cleanup = channels.consumer.aclose_old_connections
+
+    async def counting_cleanup():
+        cleanups.append(1)
+        await real_cleanup()
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counting_cleanup)
+    run, task = await services.run_start(user=alice, spec=get_spec("chat"), input="Tell me a long story")
+    monkeypatch.setattr(streaming, "current_executor", lambda: None)  # join as if from another process
+    delivered = []
+    real_run_events = RunStreamConsumer.run_events
+
+    async def counting_run_events(self, message):
+        delivered.append(len(message["seqs"]))
+        await real_run_events(self, message)
+
+    monkeypatch.setattr(RunStreamConsumer, "run_events", counting_run_events)
+    joiner = SSEClient("GET", f"/api/runs/{run.pk}/stream", None, alice.token)
+    assert await joiner.start() == 200
+    events = await joiner.read_all()
+    await task
+    assert events[-1]["type"] == "stream_complete"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert len(delivered) > 5, "the batches came through the group"
+    assert len(cleanups) <= 2, f"{len(cleanups)} cleanup hops for {len(delivered)} group messages"
