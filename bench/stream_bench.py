@@ -1095,7 +1095,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--idle-timeout", type=float, default=300.0, help="upper bound (s) to open the idle streams"
     )
-    p.add_argument("--idle-cpu-window", type=float, default=3.0, help="seconds of server CPU sampled idle")
+    p.add_argument("--idle-cpu-window", type=float, default=10.0, help="seconds of server CPU sampled idle")
     p.add_argument("--open-concurrency", type=int, default=50, help="idle streams being opened at once")
     p.add_argument("--disconnect-reps", type=int, default=5, help="client-disconnect probes")
     p.add_argument("--agent", default="chat", help="agent slug (default chat)")
