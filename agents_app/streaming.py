@@ -41,6 +41,7 @@ class RunCursor:
         self.run_id = str(run_id)
         self.last = after
         self.ended = False
+        self.local = False
         self._first_poll = 1.0
         self._backoff = 1.0
         self._next_poll = time.monotonic() + self._backoff
@@ -92,6 +93,11 @@ class RunCursor:
 
     async def poll(self) -> tuple[Batch, bool]:
         """When idle: pick up anything whose wake-up was lost; end if the run died silently."""
+        if self.local and runs_here(self.run_id):
+            # Our executor hands over every batch of the runs it still owns (and flags dropped
+            # ones): nothing to read. Once the run has left it, the next poll reads the DB.
+            self._next_poll = time.monotonic() + self._backoff
+            return [], False
         batch, ended = await self.replay(check_terminal=False)
         if batch or ended:
             self._active()
@@ -116,7 +122,9 @@ class RunCursor:
 
     def set_local(self, local: bool) -> None:
         """A reader of a local run gets every batch handed over (and hears of lost ones), so its
-        polls are only a safety net: the first comes after SSE_KEEPALIVE_INTERVAL of silence."""
+        polls are only a safety net: the first comes after SSE_KEEPALIVE_INTERVAL of silence, and
+        it reads the DB only once the run has left this process's executor."""
+        self.local = local
         self._first_poll = settings.SSE_KEEPALIVE_INTERVAL if local else 1.0
         self._active()
 

@@ -260,3 +260,22 @@ async def test_group_batches_skip_the_connection_cleanup_hop(alice, settings, mo
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert len(delivered) > 5, "the batches came through the group"
     assert len(cleanups) <= 2, f"{len(cleanups)} cleanup hops for {len(delivered)} group messages"
+
+
+async def test_idle_local_stream_keeps_alive_without_reading_the_db(alice, settings, slow_model, monkeypatch):
+    """While the model thinks, the stream sends keep-alive comments; its polls read nothing from
+    the database, because this process's executor hands over every batch of the run."""
+    settings.SSE_KEEPALIVE_INTERVAL = 0.2
+    slow_model["seconds"] = 1.2
+    replays = []
+    real_replay = RunCursor.replay
+
+    async def counting_replay(self, check_terminal=True):
+        replays.append(self.last)
+        return await real_replay(self, check_terminal)
+
+    monkeypatch.setattr(RunCursor, "replay", counting_replay)
+    client, events = await stream_run(alice.token, {"input": "hello"})
+    assert events[-1]["type"] == "stream_complete" and events[-1]["final_output"] == "done"
+    assert client.raw.count(b": keep-alive\n\n") >= 3
+    assert replays == []
