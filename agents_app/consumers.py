@@ -19,7 +19,7 @@ from .models import Run
 from .registry import all_specs, get_spec
 from .selectors import runs_for
 from .serializers import CancelRequestSerializer, RunRequestSerializer
-from .streaming import Inbox, InternalDispatch, RunCursor, follow, unfollow
+from .streaming import Inbox, InternalDispatch, RunCursor
 
 MAX_MESSAGE_BYTES = 256 * 1024
 TICK = 1.0  # seconds between the pump's idle checks
@@ -30,7 +30,6 @@ class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
 
     async def connect(self):
         self.cursors: dict[str, RunCursor] = {}
-        self.local_runs: set[str] = set()  # runs whose batches our executor hands over directly
         self.cancel_on_disconnect: set[str] = set()
         self.inbox = Inbox()
         # Held while a cursor is read and its events are sent, so replays and live batches of
@@ -57,7 +56,7 @@ class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
             self.pump.cancel()
         for run_id, cursor in list(self.cursors.items()):
             if not cursor.ended:
-                await unfollow(run_id, self.inbox, self.channel_name, run_id in self.local_runs)
+                await cursor.unfollow(self.inbox, self.channel_name)
             if run_id in self.cancel_on_disconnect and not cursor.ended:
                 run = await Run.objects.aget(pk=run_id)
                 if run.is_active:
@@ -108,9 +107,8 @@ class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
         )
         # Subscribed before its first event: nothing to replay.
         run_id = str(run.pk)
-        cursor = self.cursors[run_id] = RunCursor(run_id, 0)
-        cursor.set_local(True)
-        self.local_runs.add(run_id)
+        self.cursors[run_id] = RunCursor(run_id, 0)
+        self.cursors[run_id].set_local(True)
         if data["on_disconnect"] == "cancel":
             self.cancel_on_disconnect.add(run_id)
 
@@ -146,16 +144,11 @@ class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
             old = self.cursors.get(run_id)
             if old is not None and not old.ended:
                 # Resuming a run we already follow: start over from the requested point.
-                await unfollow(run_id, self.inbox, self.channel_name, run_id in self.local_runs)
+                await old.unfollow(self.inbox, self.channel_name)
             cursor = self.cursors[run_id] = RunCursor(run_id, after)
-            local = await follow(run, self.inbox, self.channel_name)
-            cursor.set_local(local)
-            if local:
-                self.local_runs.add(run_id)
-            else:
-                self.local_runs.discard(run_id)
+            await cursor.follow(run, self.inbox, self.channel_name)
             batch, ended = await cursor.replay()
-            await self._send_batch(run_id, batch, ended)
+            await self._send_batch(cursor, batch, ended)
 
     async def run_events(self, message: dict) -> None:
         # A batch of a run in another process, through the channel layer.
@@ -170,28 +163,18 @@ class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
         while True:
             await self.inbox.wait()
             async with self.lock:
-                for message in self.inbox.take():
-                    run_id = message["run_id"]
-                    cursor = self.cursors.get(run_id)
-                    if cursor is not None and not cursor.ended:
-                        batch, ended = await cursor.on_message(message)
-                        await self._send_batch(run_id, batch, ended)
-                lost = self.inbox.take_lost()
+                messages, lost = self.inbox.take(), self.inbox.take_lost()
                 for run_id, cursor in list(self.cursors.items()):
-                    if cursor.ended:
-                        continue
-                    if lost:
-                        batch, ended = await cursor.replay(check_terminal=False)
-                        await self._send_batch(run_id, batch, ended)
-                    elif cursor.poll_due():
-                        batch, ended = await cursor.poll()
-                        await self._send_batch(run_id, batch, ended)
+                    if not cursor.ended:
+                        mine = [m for m in messages if m["run_id"] == run_id]
+                        batch, ended = await cursor.catch_up(mine, lost)
+                        await self._send_batch(cursor, batch, ended)
 
-    async def _send_batch(self, run_id: str, batch, ended: bool) -> None:
+    async def _send_batch(self, cursor: RunCursor, batch, ended: bool) -> None:
         for _seq, text in batch:
             await self.send(text_data=text)
         if ended:
-            await unfollow(run_id, self.inbox, self.channel_name, run_id in self.local_runs)
+            await cursor.unfollow(self.inbox, self.channel_name)
 
     async def _error(self, code: str, message: str, **extra) -> None:
         body = {"type": "error", "code": code, "message": message}

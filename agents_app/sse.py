@@ -24,7 +24,7 @@ from .auth import authenticate_http
 from .models import Run
 from .registry import all_specs, get_spec
 from .selectors import runs_for
-from .streaming import Batch, Inbox, InternalDispatch, RunCursor, follow, unfollow
+from .streaming import Batch, Inbox, InternalDispatch, RunCursor
 from .views import parse_run_request
 
 SSE_HEADERS = [
@@ -50,8 +50,7 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
         if message.get("more_body"):
             return
         self.inbox = Inbox()
-        self.local = False  # True when our executor hands us the run's batches directly
-        self.fresh = False  # True when we were subscribed before the run's first event
+        self.fresh = False  # True when our executor subscribed us before the run's first event
         self.pump: asyncio.Task | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.cursor: RunCursor | None = None
@@ -71,15 +70,15 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
             return False
         self.cursor = RunCursor(self.run.pk, after)
         if self.fresh:
+            self.cursor.set_local(True)
             batch, ended = [], False
         else:
-            self.local = await follow(self.run, self.inbox, self.channel_name)
+            await self.cursor.follow(self.run, self.inbox, self.channel_name)
             batch, ended = await self.cursor.replay()
             if ended and not batch:
                 # Reconnect after the terminal event: nothing more will ever come.
                 await self.send_response(204, b"", headers=SSE_HEADERS)
                 return False
-        self.cursor.set_local(self.local)
         await self.send_headers(status=200, headers=SSE_HEADERS)
         await self._send(f"retry: {settings.SSE_RETRY_MS}\n\n".encode() + sse_frames(batch), ended)
         if ended:
@@ -121,19 +120,8 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
         cursor = self.cursor
         while True:
             await self.inbox.wait()
-            chunks, ended = [], False
-            for message in self.inbox.take():
-                batch, ended = await cursor.on_message(message)
-                chunks.append(sse_frames(batch))
-                if ended:
-                    break
-            if not ended and self.inbox.take_lost():
-                batch, ended = await cursor.replay(check_terminal=False)
-                chunks.append(sse_frames(batch))
-            if not ended and cursor.poll_due():
-                batch, ended = await cursor.poll()
-                chunks.append(sse_frames(batch))
-            data = b"".join(chunks)
+            batch, ended = await cursor.catch_up(self.inbox.take(), self.inbox.take_lost())
+            data = sse_frames(batch)
             idle = time.monotonic() - self.last_send
             if not data and not ended and idle >= settings.SSE_KEEPALIVE_INTERVAL:
                 data = b": keep-alive\n\n"
@@ -161,7 +149,7 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
         if self.pump is not None and self.pump is not asyncio.current_task():
             self.pump.cancel()
         if self.cursor is not None:
-            await unfollow(self.run.pk, self.inbox, self.channel_name, self.local)
+            await self.cursor.unfollow(self.inbox, self.channel_name)
 
     async def http_disconnect(self, message):
         if self.cursor is not None and not self.cursor.ended and self.run.on_disconnect == "cancel":
@@ -215,7 +203,7 @@ class AgentStreamConsumer(RunStreamConsumer):
             on_disconnect=on_disconnect or data["on_disconnect"],
             reader=self.inbox,
         )
-        self.local = self.fresh = True
+        self.fresh = True
         return run, 0
 
 

@@ -8,6 +8,7 @@ database, so a dropped message (full inbox or channel, lost wake-up) costs laten
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -120,6 +121,49 @@ class RunCursor:
         # Not active: its terminal event is stored (possibly just now, by the stale sweep).
         return await self.replay()
 
+    async def follow(self, run: Run, inbox: "Inbox", channel: str) -> None:
+        """Start receiving the run's live batches (call before replaying from the database):
+        straight from this process's executor if it runs the run (`local`), else through the
+        run's group on `channel`, whose consumer passes them to the inbox."""
+        executor = current_executor()
+        if executor is not None and executor.subscribe(run.pk, inbox):
+            self.set_local(True)
+            return
+        self.set_local(False)
+        layer = get_channel_layer()
+        await layer.group_add(run_group(run.pk), channel)
+        if run.is_active and run.worker_channel:
+            try:
+                await layer.send(run.worker_channel, {"type": "run.watch", "run_id": str(run.pk)})
+            except Exception:
+                # Without the watch the owner does not publish to the group: the reader polls the DB.
+                log.warning("could not ask the owner of run %s to publish it", run.pk, exc_info=True)
+
+    async def unfollow(self, inbox: "Inbox", channel: str) -> None:
+        if self.local:
+            executor = current_executor()
+            if executor is not None:
+                executor.unsubscribe(self.run_id, inbox)
+        else:
+            await get_channel_layer().group_discard(run_group(self.run_id), channel)
+
+    async def catch_up(self, messages: list[dict], lost: bool) -> tuple[Batch, bool]:
+        """Everything new since the last call: the inbox's messages of this run, the database
+        when some were dropped (`lost`), and an idle poll when one is due."""
+        batch: Batch = []
+        for message in messages:
+            more, _ended = await self.on_message(message)
+            batch += more
+            if self.ended:
+                return batch, True
+        if lost:
+            more, _ended = await self.replay(check_terminal=False)
+            batch += more
+        if self.poll_due():
+            more, _ended = await self.poll()
+            batch += more
+        return batch, self.ended
+
     def set_local(self, local: bool) -> None:
         """A reader of a local run gets every batch handed over (and hears of lost ones), so its
         polls are only a safety net: the first comes after SSE_KEEPALIVE_INTERVAL of silence, and
@@ -178,33 +222,6 @@ class Inbox:
         return lost
 
 
-async def follow(run: Run, inbox: Inbox, channel: str) -> bool:
-    """Start receiving a run's live batches: straight from this process's executor if it runs
-    the run (True), else through the run's group on `channel`, whose consumer passes them to
-    the inbox (False). Call before replaying from the database."""
-    executor = current_executor()
-    if executor is not None and executor.subscribe(run.pk, inbox):
-        return True
-    layer = get_channel_layer()
-    await layer.group_add(run_group(run.pk), channel)
-    if run.is_active and run.worker_channel:
-        try:
-            await layer.send(run.worker_channel, {"type": "run.watch", "run_id": str(run.pk)})
-        except Exception:
-            # Without the watch the owner does not publish to the group: the reader polls the DB.
-            log.warning("could not ask the owner of run %s to publish it", run.pk, exc_info=True)
-    return False
-
-
-async def unfollow(run_id: Any, inbox: Inbox, channel: str, local: bool) -> None:
-    if local:
-        executor = current_executor()
-        if executor is not None:
-            executor.unsubscribe(run_id, inbox)
-    else:
-        await get_channel_layer().group_discard(run_group(run_id), channel)
-
-
 class InternalDispatch:
     """Consumer mixin: Channels closes stale database connections (a hop to Django's sync thread)
     before every handler. The messages this project sends between its own tasks (`run.events`,
@@ -230,21 +247,19 @@ class RunFollower:
         self.inbox = Inbox()
         self.layer = get_channel_layer()
         self.channel = ""
-        self.local = False
         self._receiver: asyncio.Task | None = None
 
     async def __aenter__(self) -> "RunFollower":
         self.channel = await self.layer.new_channel()
-        self.local = await follow(self.run, self.inbox, self.channel)
-        self.cursor.set_local(self.local)
-        if not self.local:
+        await self.cursor.follow(self.run, self.inbox, self.channel)
+        if not self.cursor.local:
             self._receiver = asyncio.create_task(self._receive())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._receiver is not None:
             self._receiver.cancel()
-        await unfollow(self.run.pk, self.inbox, self.channel, self.local)
+        await self.cursor.unfollow(self.inbox, self.channel)
 
     async def _receive(self) -> None:
         while True:
@@ -258,17 +273,6 @@ class RunFollower:
                 yield item
             if ended:
                 return
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.inbox.wait(), timeout=self.idle_poll)
-            except TimeoutError:
-                batch, ended = await self.cursor.poll() if self.cursor.poll_due() else ([], False)
-                continue
-            batch = []
-            for message in self.inbox.take():
-                more, ended = await self.cursor.on_message(message)
-                batch += more
-                if ended:
-                    break
-            if not ended and self.inbox.take_lost():
-                more, ended = await self.cursor.replay(check_terminal=False)
-                batch += more
+            batch, ended = await self.cursor.catch_up(self.inbox.take(), self.inbox.take_lost())

@@ -227,8 +227,9 @@ async def test_reader_in_another_process_gets_the_run_through_its_group(alice, s
     channel = await layer.new_channel()
     inbox = streaming.Inbox()
     monkeypatch.setattr(streaming, "current_executor", lambda: None)  # as if in another process
-    assert await streaming.follow(run, inbox, channel) is False
     follower = streaming.RunCursor(run.pk)
+    await follower.follow(run, inbox, channel)
+    assert follower.local is False
     events = []
     while not follower.ended:
         message = await asyncio.wait_for(layer.receive(channel), timeout=5)
