@@ -325,7 +325,7 @@ class RunExecutor:
         key = str(run.pk)
         self.contexts[key] = ctx
         if reader is not None:
-            self.readers[key] = [reader]
+            self.subscribe(key, reader)
         task = asyncio.create_task(self._execute(ctx), name=f"run-{key}")
         self.tasks[key] = task
         task.add_done_callback(lambda _t: self._forget(key))
