@@ -102,17 +102,17 @@ async def read_sse(client, method, url, user, stop_after=None, **kwargs):
     return events
 
 
+async def start_story(client, base, user, stop_after, text="Tell me a story"):
+    """Start a chat run with an SSE stream and leave it after `stop_after` text deltas."""
+    return await read_sse(
+        client, "POST", f"{base}/api/agents/chat/stream", user, stop_after=stop_after, json={"input": text}
+    )
+
+
 async def test_cut_and_resume_with_last_event_id(live_urls, alice):
     base = live_urls[0]
     async with httpx.AsyncClient(timeout=20) as client:
-        first = await read_sse(
-            client,
-            "POST",
-            f"{base}/api/agents/chat/stream",
-            alice,
-            stop_after=5,
-            json={"input": "Tell me a story"},
-        )
+        first = await start_story(client, base, alice, stop_after=5)
         run_id, last = first[0]["run_id"], first[-1]["seq"]
         headers = {**auth(alice), "Last-Event-ID": str(last)}
         async with aconnect_sse(client, "GET", f"{base}/api/runs/{run_id}/stream", headers=headers) as source:
@@ -130,14 +130,7 @@ async def test_cut_and_resume_with_last_event_id(live_urls, alice):
 async def test_run_continues_after_client_left(live_urls, alice):
     base = live_urls[0]
     async with httpx.AsyncClient(timeout=20) as client:
-        seen = await read_sse(
-            client,
-            "POST",
-            f"{base}/api/agents/chat/stream",
-            alice,
-            stop_after=2,
-            json={"input": "Tell me a story"},
-        )
+        seen = await start_story(client, base, alice, stop_after=2)
     run = await wait_finished(seen[0]["run_id"])
     assert run.status == "completed"
     stored = [e.data async for e in RunEvent.objects.filter(run=run).order_by("seq")]
@@ -182,14 +175,7 @@ async def test_join_from_another_process_streams_live(live_urls, alice):
         pytest.skip("needs two server processes (Redis channel layer)")
     owner, other = live_urls
     async with httpx.AsyncClient(timeout=20) as client:
-        first = await read_sse(
-            client,
-            "POST",
-            f"{owner}/api/agents/chat/stream",
-            alice,
-            stop_after=2,
-            json={"input": "Tell me a long story about the sea"},
-        )
+        first = await start_story(client, owner, alice, 2, text="Tell me a long story about the sea")
         run_id = first[0]["run_id"]
         events, arrivals = [], []
         url = f"{other}/api/runs/{run_id}/stream"
