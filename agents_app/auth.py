@@ -8,7 +8,6 @@ token (`Authorization` header or a `token.<key>` subprotocol); never a query-str
 import io
 from urllib.parse import urlparse
 
-from asgiref.sync import sync_to_async
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -43,17 +42,16 @@ def _drf_request(scope: dict, body: bytes) -> Request:
     )
 
 
-def _authenticate(scope: dict, body: bytes) -> Request:
+def authenticated_request(scope: dict, body: bytes) -> Request:
+    """A DRF Request for an HTTP consumer's scope, authenticated or raising a DRF APIException.
+
+    Sync (it may query the database): consumers call it inside their one hop to the sync thread.
+    """
     request = _drf_request(scope, body)
     # Touching .user runs the authenticators (and CSRF for session auth); failures raise.
     if request.user is None or not request.user.is_authenticated:
         raise NotAuthenticated()
     return request
-
-
-async def authenticate_http(scope: dict, body: bytes) -> Request:
-    """A DRF Request for an HTTP consumer's scope, authenticated or raising a DRF APIException."""
-    return await sync_to_async(_authenticate)(scope, body)
 
 
 def _header(scope: dict, name: bytes) -> str | None:

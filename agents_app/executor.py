@@ -302,13 +302,19 @@ class RunExecutor:
         # layer only carries a run's events once a reader in another process asked for them.
         self.readers: dict[str, list[Reader]] = {}
         self.watched: set[str] = set()
-        self._started = False
+        self._starting: asyncio.Future | None = None
         self._background: list[asyncio.Task] = []
 
-    async def ensure_started(self) -> None:
-        if self._started:
-            return
-        self._started = True
+    async def ensure_started(self) -> str:
+        """Start the control and heartbeat loops once; returns the control channel's name."""
+        if not self.channel_name:
+            if self._starting is None:
+                self._starting = asyncio.ensure_future(self._start_up())
+            # Callers arriving meanwhile wait for the same start-up: none sees an empty name.
+            await asyncio.shield(self._starting)
+        return self.channel_name
+
+    async def _start_up(self) -> None:
         providers.configure_tracing()
         # Default prefix on purpose: channels_redis has one receive loop per process for all
         # process-local channels, and it only reads the list of the prefix its holder uses.
@@ -484,7 +490,7 @@ class RunExecutor:
         """
         await self.sink.flush()
         self.sink.close()
-        if not self._started:
+        if not self._background:
             return
         control, *others = self._background
         for task in others:

@@ -116,6 +116,29 @@ def _create_run(user, spec, input, context, conversation_id, session_key, on_dis
     raise AssertionError("unreachable")
 
 
+def create_run(
+    *,
+    user,
+    spec: AgentSpec,
+    input: Any,
+    worker: str,
+    context: dict | None = None,
+    conversation_id: Any = None,
+    session_key: str | None = None,
+    on_disconnect: str = "continue",
+) -> Run:
+    """The database half of starting a run (sync), for callers already in the sync thread, so
+    that checks, auth and run creation share one hop. `worker` is the control channel of the
+    executor that will run it (`await get_executor().ensure_started()`); `launch_run` then
+    hands the run over."""
+    return _create_run(user, spec, input, context, conversation_id, session_key, on_disconnect, worker)
+
+
+async def launch_run(run: Run, spec: AgentSpec, reader: Reader | None = None) -> asyncio.Task:
+    """Hand a run made by `create_run` to this process's executor."""
+    return await get_executor().start(run, spec, reader)
+
+
 async def run_start(
     *,
     user,
@@ -128,13 +151,18 @@ async def run_start(
     reader: Reader | None = None,
 ) -> tuple[Run, asyncio.Task]:
     """Create a Run and hand it to this process's executor (`reader` gets every batch of it)."""
-    executor = get_executor()
-    await executor.ensure_started()
-    run = await sync_to_async(_create_run)(
-        user, spec, input, context, conversation_id, session_key, on_disconnect, executor.channel_name
+    worker = await get_executor().ensure_started()
+    run = await sync_to_async(create_run)(
+        worker=worker,
+        user=user,
+        spec=spec,
+        input=input,
+        context=context,
+        conversation_id=conversation_id,
+        session_key=session_key,
+        on_disconnect=on_disconnect,
     )
-    task = await executor.start(run, spec, reader)
-    return run, task
+    return run, await launch_run(run, spec, reader)
 
 
 async def run_cancel(run: Run, mode: str = "immediate") -> Run:

@@ -13,16 +13,19 @@ import json
 import time
 from urllib.parse import parse_qs
 
+from asgiref.sync import sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
+from django.db import close_old_connections
 from rest_framework.exceptions import APIException, ValidationError
 
 from . import services
 from .api_errors import error_body
-from .auth import authenticate_http
+from .auth import authenticated_request
+from .executor import get_executor
 from .models import Run
-from .registry import all_specs, get_spec
+from .registry import AgentSpec, all_specs, get_spec
 from .selectors import runs_for
 from .streaming import Batch, Inbox, InternalDispatch, RunCursor
 from .views import parse_run_request
@@ -43,6 +46,10 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
     """Shared SSE machinery; subclasses decide which run to stream (`open_run`)."""
 
     method = "GET"
+    # The request's database work (stale-connection check, auth, opening the run) is done in
+    # one hop to the sync thread by `_open`, not in a separate hop before the handler: under
+    # load every hop waits a full turn of a busy event loop.
+    internal_handlers = {**InternalDispatch.internal_handlers, "http.request": "http_request"}
 
     async def http_request(self, message):
         if "body" in message:
@@ -63,8 +70,9 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
             await self._json(405, error_body("method_not_allowed", f"use {self.method}"))
             return False
         try:
-            request = await authenticate_http(self.scope, body)
-            self.run, after = await self.open_run(request)
+            await self.prepare()
+            self.run, after = await sync_to_async(self._open)(body)
+            await self.launch()
         except (APIException, services.ServiceError) as exc:
             await self._api_error(exc)
             return False
@@ -87,8 +95,19 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
         self._tick()
         return True
 
-    async def open_run(self, request) -> tuple[Run, int]:
+    def _open(self, body: bytes) -> tuple[Run, int]:
+        close_old_connections()
+        return self.open_run(authenticated_request(self.scope, body))
+
+    async def prepare(self) -> None:
+        """Before the sync hop (subclasses: anything async the hop relies on)."""
+
+    def open_run(self, request) -> tuple[Run, int]:
+        """In the sync thread: the run to stream and the seq to resume after."""
         raise NotImplementedError
+
+    async def launch(self) -> None:
+        """After the sync hop (subclasses: start the run that `open_run` created)."""
 
     def last_event_id(self) -> int:
         headers = dict(self.scope["headers"])
@@ -184,7 +203,11 @@ class AgentStreamConsumer(RunStreamConsumer):
         super().__init__(**kwargs)
         self.slug = slug
 
-    async def open_run(self, request):
+    async def prepare(self) -> None:
+        # The run row names the executor's control channel: it must exist before the hop.
+        self.worker = await get_executor().ensure_started()
+
+    def open_run(self, request):
         slug = self.slug or self.scope["url_route"]["kwargs"]["slug"]
         spec = get_spec(slug)
         if spec is None:
@@ -193,27 +216,31 @@ class AgentStreamConsumer(RunStreamConsumer):
         on_disconnect = parse_qs(self.scope["query_string"].decode()).get("on_disconnect", [None])[0]
         if on_disconnect not in (None, "continue", "cancel"):
             raise ValidationError({"on_disconnect": ["must be 'continue' or 'cancel'"]})
-        run, _task = await services.run_start(
+        run = services.create_run(
             user=request.user,
             spec=spec,
+            worker=self.worker,
             input=data["input"],
             context=data.get("context"),
             conversation_id=data.get("conversation_id"),
             session_key=data.get("session_id"),
             on_disconnect=on_disconnect or data["on_disconnect"],
-            reader=self.inbox,
         )
-        self.fresh = True
+        self.spec: AgentSpec = spec
         return run, 0
+
+    async def launch(self) -> None:
+        await services.launch_run(self.run, self.spec, reader=self.inbox)
+        self.fresh = True
 
 
 class RunJoinConsumer(RunStreamConsumer):
     """GET /api/runs/<id>/stream: replay and follow any run of the caller's, live or finished."""
 
-    async def open_run(self, request):
+    def open_run(self, request):
         after = self.last_event_id()
         run_id = self.scope["url_route"]["kwargs"]["run_id"]
-        run = await runs_for(request.user).filter(pk=run_id).afirst()
+        run = runs_for(request.user).filter(pk=run_id).first()
         if run is None:
             raise services.NotFound(f"run {run_id} not found")
         # Joining never cancels on disconnect: only the request that started a run may ask that.

@@ -225,6 +225,32 @@ async def test_joining_a_local_run_needs_no_group(alice, settings, monkeypatch):
     assert added == []
 
 
+async def test_starting_a_stream_takes_one_sync_hop(alice, monkeypatch):
+    """Connection check, auth and run creation share one trip to the sync thread: under load
+    every trip waits a full turn of a busy event loop, and this path is the time to first delta."""
+    from asgiref.sync import SyncToAsync
+
+    from agents_app import services
+
+    hops, at_launch = [], []
+    real_handler, real_launch = SyncToAsync.thread_handler, services.launch_run
+
+    def counting_handler(self, *args, **kwargs):
+        hops.append(getattr(self.func, "__name__", repr(self.func)))
+        return real_handler(self, *args, **kwargs)
+
+    async def recording_launch(*args, **kwargs):
+        at_launch.extend(hops)
+        return await real_launch(*args, **kwargs)
+
+    monkeypatch.setattr(SyncToAsync, "thread_handler", counting_handler)
+    monkeypatch.setattr(services, "launch_run", recording_launch)
+    _client, events = await stream_run(alice.token, {"input": "What is 17 * 23?"})
+    assert events[-1]["type"] == "stream_complete", events[-1]
+    # (The executor's start-up sweep of stale runs is its own background work, not the request's.)
+    assert [hop for hop in at_launch if hop != "runs_sweep_stale"] == ["_open"], at_launch
+
+
 async def test_group_batches_skip_the_connection_cleanup_hop(alice, settings, monkeypatch):
     """A reader in another process gets each batch as a `run.events` message; unlike client
     messages, those are handled without Channels' close_old_connections trip to the sync thread."""
