@@ -1,0 +1,120 @@
+"""Diagnostic probes for the benchmark's processes (not used by the server or the tests).
+
+Put this directory first on PYTHONPATH and Python imports it at start-up in every process the
+benchmark spawns (server, floor, client):
+
+    PYTHONPATH=bench/probes LOOP_PROBE=1 .venv/bin/python bench/stream_bench.py ...
+        Every ~2 s each process prints to its stderr (the bench's *.log files with --keep) how
+        many event-loop iterations ran, the p50/p99/max time each spent running callbacks (the
+        wait in select() excluded) and the mean number of ready callbacks. Under saturation a
+        few iterations take up to seconds, and an await on a request's path can cost one each.
+
+    PYTHONPATH=bench/probes TM_PROBE=8 TM_STREAMS=300 .venv/bin/python bench/stream_bench.py ...
+        In the daphne server only: the first SIGUSR1 starts tracemalloc (8 frames) and takes a
+        snapshot, the second one writes what was allocated in between, per stream, by package
+        and by line, to /tmp/tm_report.txt. Send the first once the idle phase's warm-up is done
+        and the second while its streams are open.
+"""
+
+import os
+import sys
+import time
+
+_LOOP_PROBE = os.environ.get("LOOP_PROBE")
+_TM_PROBE = os.environ.get("TM_PROBE")
+
+
+def _install_loop_probe() -> None:
+    import asyncio.base_events
+
+    run_once = asyncio.base_events.BaseEventLoop._run_once
+    durations: list[float] = []
+    ready_counts: list[int] = []
+    window = {"start": time.monotonic()}
+
+    waited = {"s": 0.0}
+
+    def probed_run_once(self) -> None:
+        selector = self._selector
+        if not getattr(selector, "_probed", False):
+            select = selector.select
+
+            def timed_select(timeout=None):
+                started = time.perf_counter()
+                try:
+                    return select(timeout)
+                finally:
+                    waited["s"] += time.perf_counter() - started
+
+            selector.select, selector._probed = timed_select, True
+        ready_counts.append(len(self._ready))
+        waited["s"] = 0.0
+        started = time.perf_counter()
+        run_once(self)
+        # Only the time spent running callbacks: the wait in select() is not work.
+        durations.append(time.perf_counter() - started - waited["s"])
+        now = time.monotonic()
+        if now - window["start"] < 2.0:
+            return
+        ds = sorted(durations)
+        print(
+            f"LOOP pid={os.getpid()} iterations={len(ds)} p50={1000 * ds[len(ds) // 2]:.1f}ms "
+            f"p99={1000 * ds[int(len(ds) * 0.99)]:.1f}ms max={1000 * ds[-1]:.0f}ms "
+            f"ready_mean={sum(ready_counts) / len(ready_counts):.0f}",
+            file=sys.stderr,
+            flush=True,
+        )
+        durations.clear()
+        ready_counts.clear()
+        window["start"] = now
+
+    asyncio.base_events.BaseEventLoop._run_once = probed_run_once
+
+
+def _package(filename: str) -> str:
+    if "site-packages/" in filename:
+        return filename.split("site-packages/", 1)[1].split("/", 1)[0]
+    if "/agents_app/" in filename or "/research_app/" in filename:
+        return "this project"
+    return "stdlib " + os.path.basename(filename)
+
+
+def _install_tracemalloc_probe() -> None:
+    import collections
+    import signal
+    import tracemalloc
+
+    streams = int(os.environ.get("TM_STREAMS", "1"))
+    snapshots = []
+
+    def on_signal(_signum, _frame) -> None:
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(int(_TM_PROBE))
+        snapshots.append(tracemalloc.take_snapshot())
+        if len(snapshots) < 2:
+            return
+        before, after = snapshots[-2:]
+        by_package: collections.Counter = collections.Counter()
+        for stat in after.compare_to(before, "traceback"):
+            by_package[_package(stat.traceback[-1].filename)] += stat.size_diff
+        total = sum(by_package.values())
+        with open("/tmp/tm_report.txt", "w") as out:
+            print(f"total {total / 1024:.0f} KB, per stream {total / 1024 / streams:.1f} KB", file=out)
+            for name, size in by_package.most_common(30):
+                print(f"{size / 1024 / streams:8.2f} KB per stream  allocated in {name}", file=out)
+            print("--- by line", file=out)
+            for stat in after.compare_to(before, "lineno")[:40]:
+                frame = stat.traceback[0]
+                print(
+                    f"{stat.size_diff / 1024 / streams:8.2f} KB {stat.count_diff / streams:6.1f} objects "
+                    f"{frame.filename.split('site-packages/')[-1]}:{frame.lineno}",
+                    file=out,
+                )
+
+    signal.signal(signal.SIGUSR1, on_signal)
+
+
+if _LOOP_PROBE:
+    _install_loop_probe()
+if _TM_PROBE and "daphne" in " ".join(sys.argv):
+    _install_tracemalloc_probe()
