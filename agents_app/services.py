@@ -82,7 +82,21 @@ def _resolve_conversation(user, spec: AgentSpec, conversation_id, session_key, i
     return conversation
 
 
-def _create_run(user, spec, input, context, conversation_id, session_key, on_disconnect, worker) -> Run:
+def create_run(
+    *,
+    user,
+    spec: AgentSpec,
+    input: Any,
+    worker: str,
+    context: dict | None = None,
+    conversation_id: Any = None,
+    session_key: str | None = None,
+    on_disconnect: str = "continue",
+) -> Run:
+    """The database half of starting a run (sync), for callers already in the sync thread, so
+    that checks, auth and run creation share one hop. `worker` is the control channel of the
+    executor that will run it (`await get_executor().ensure_started()`); `launch_run` then
+    hands the run over."""
     conversation = _resolve_conversation(user, spec, conversation_id, session_key, input)
     info = providers.provider_info()
     now = timezone.now()
@@ -114,24 +128,6 @@ def _create_run(user, spec, input, context, conversation_id, session_key, on_dis
                 conversation_id=str(conversation.pk) if conversation else None,
             ) from None
     raise AssertionError("unreachable")
-
-
-def create_run(
-    *,
-    user,
-    spec: AgentSpec,
-    input: Any,
-    worker: str,
-    context: dict | None = None,
-    conversation_id: Any = None,
-    session_key: str | None = None,
-    on_disconnect: str = "continue",
-) -> Run:
-    """The database half of starting a run (sync), for callers already in the sync thread, so
-    that checks, auth and run creation share one hop. `worker` is the control channel of the
-    executor that will run it (`await get_executor().ensure_started()`); `launch_run` then
-    hands the run over."""
-    return _create_run(user, spec, input, context, conversation_id, session_key, on_disconnect, worker)
 
 
 async def launch_run(run: Run, spec: AgentSpec, reader: Reader | None = None) -> asyncio.Task:
