@@ -1133,19 +1133,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.role == "client":
-        client_main(args)
-        return 0
-    if args.role == "floor":
-        raise_nofile()
-        floor_main(args)
-        return 0
-    if args.role == "sink":
-        sink_main(args)
-        return 0
-    if args.role == "fake":
-        raise_nofile()
-        fake_main(args)
+    # Helper roles run in their own processes: (entry point, needs the raised file limit).
+    roles = {
+        "client": (client_main, False),
+        "floor": (floor_main, True),
+        "sink": (sink_main, False),
+        "fake": (fake_main, True),
+    }
+    if args.role in roles:
+        entry, many_files = roles[args.role]
+        if many_files:
+            raise_nofile()
+        entry(args)
         return 0
     raise_nofile()
     bench = Bench(args)
