@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from . import providers
 from .events import TERMINAL_TYPES, TEXT_DELTA, final_output_json, translate
-from .models import Conversation, Run, RunEvent
+from .models import Conversation, ConversationItem, Run, RunEvent
 from .registry import AgentSpec
 from .session import DjangoSession
 
@@ -207,10 +207,14 @@ class EventSink:
                 log.warning("could not publish events of run %s", run_id, exc_info=True)
 
 
-def _commit_final(run: Run, fields: dict, event: dict) -> None:
+def _commit_final(run: Run, fields: dict, event: dict, items: list[ConversationItem]) -> None:
+    """The run's end, its terminal event and the memory it added, in one transaction: the
+    conversation's next run (possible once this one is no longer active) sees all of it."""
     with transaction.atomic():
         Run.objects.filter(pk=run.pk).update(**fields)
         RunEvent.objects.create(run_id=run.pk, seq=event["seq"], type=event["type"], data=event)
+        if items:
+            ConversationItem.objects.bulk_create(items)
         if run.conversation_id:
             Conversation.objects.filter(pk=run.conversation_id).update(updated_at=timezone.now())
 
@@ -228,6 +232,7 @@ class RunContext:
         self.text: list[str] = []
         self.response_id = ""
         self.current_turn = 0
+        self.session: DjangoSession | None = None  # its deferred items are written at the end
         self.usage = {"requests": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
         self._results: list = []
         self._tool_names: dict[str, str] = {}
@@ -417,7 +422,8 @@ class RunExecutor:
                 run.conversation if cached else await Conversation.objects.aget(pk=run.conversation_id)
             )
             # A conversation created for this run has no items yet: no need to read them.
-            session = DjangoSession(conversation, empty=getattr(conversation, "created_now", False))
+            created_now = getattr(conversation, "created_now", False)
+            session = ctx.session = DjangoSession(conversation, empty=created_now, deferred=True)
         agent = ctx.spec.build(None)
         result = await ctx.stream_agent(agent, run.input, session=session, context=run.context or None)
         return result.final_output
@@ -457,8 +463,9 @@ class RunExecutor:
         ctx.seq += 1
         event = {"type": terminal["type"], "seq": ctx.seq, "run_id": str(run.pk)}
         event.update((k, v) for k, v in terminal.items() if k != "type")
+        items = ctx.session.take_rows() if ctx.session is not None else []
         try:
-            await sync_to_async(_commit_final)(run, fields, event)
+            await sync_to_async(_commit_final)(run, fields, event, items)
         except Exception:
             log.exception("could not record the end of run %s", run.pk)
         await self.sink.publish_one(run.pk, event)

@@ -8,18 +8,30 @@ from .models import Conversation, ConversationItem
 
 
 class DjangoSession(SessionABC):
-    """Conversation memory stored as `ConversationItem` rows of one `Conversation`."""
+    """Conversation memory stored as `ConversationItem` rows of one `Conversation`.
 
-    def __init__(self, conversation: Conversation, empty: bool = False):
+    `deferred=True` (the executor's runs): added items stay in memory until the run's final
+    commit writes them (`take_rows`), in the transaction that ends the run. The SDK saves a
+    run's input before its first model call, so writing it then put a database round trip on
+    the way to the first token; and a run that never ends leaves no half-written memory.
+    """
+
+    def __init__(self, conversation: Conversation, empty: bool = False, deferred: bool = False):
         """`empty=True` when the caller knows the conversation has no items yet (it was just
         created): the first read then needs no query."""
         self.conversation = conversation
         self.session_id = str(conversation.pk)
         self._empty = empty
+        self._pending: list | None = [] if deferred else None
 
     async def get_items(self, limit: int | None = None) -> list:
-        if self._empty:
-            return []
+        stored = [] if self._empty else await self._stored(limit)
+        items = stored + (self._pending or [])
+        if limit is None:
+            return items
+        return items[-limit:] if limit > 0 else []
+
+    async def _stored(self, limit: int | None) -> list:
         qs = ConversationItem.objects.filter(conversation_id=self.conversation.pk)
         if limit is None:
             return [item.data async for item in qs.order_by("id").only("data")]
@@ -29,11 +41,23 @@ class DjangoSession(SessionABC):
     async def add_items(self, items: list) -> None:
         if not items:
             return
+        if self._pending is not None:
+            self._pending.extend(_plain(i) for i in items)
+            return
         self._empty = False
-        rows = [ConversationItem(conversation_id=self.conversation.pk, data=_plain(i)) for i in items]
-        await ConversationItem.objects.abulk_create(rows)
+        await ConversationItem.objects.abulk_create(self._rows([_plain(i) for i in items]))
+
+    def take_rows(self) -> list[ConversationItem]:
+        """The deferred items as unsaved rows, in order; they are no longer pending."""
+        pending, self._pending = self._pending or [], []
+        return self._rows(pending)
+
+    def _rows(self, items: list) -> list[ConversationItem]:
+        return [ConversationItem(conversation_id=self.conversation.pk, data=item) for item in items]
 
     async def pop_item(self):
+        if self._pending:
+            return self._pending.pop()
         return await sync_to_async(self._pop_item)()
 
     def _pop_item(self):
@@ -51,6 +75,8 @@ class DjangoSession(SessionABC):
             return item.data
 
     async def clear_session(self) -> None:
+        if self._pending:
+            self._pending.clear()
         await ConversationItem.objects.filter(conversation_id=self.conversation.pk).adelete()
 
 

@@ -2,8 +2,10 @@
 
 import pytest
 
-from agents_app.models import Conversation, ConversationItem
+from agents_app.models import Conversation, ConversationItem, Run
 from agents_app.session import DjangoSession
+
+from .streams import SSEClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,6 +22,37 @@ async def test_session_protocol_methods(alice):
     assert len(await session.get_items()) == 3
     await session.clear_session()
     assert await session.get_items() == []
+
+
+async def test_deferred_session_keeps_items_until_taken(alice):
+    conversation = await Conversation.objects.acreate(owner=alice, agent="chat")
+    await ConversationItem.objects.acreate(conversation=conversation, data={"role": "user", "content": "m0"})
+    session = DjangoSession(conversation, deferred=True)
+    await session.add_items([{"role": "user", "content": f"m{i}"} for i in (1, 2, 3)])
+    assert await ConversationItem.objects.acount() == 1
+    assert [i["content"] for i in await session.get_items()] == ["m0", "m1", "m2", "m3"]
+    assert [i["content"] for i in await session.get_items(limit=3)] == ["m1", "m2", "m3"]
+    assert (await session.pop_item())["content"] == "m3"
+    rows = session.take_rows()
+    assert [r.data["content"] for r in rows] == ["m1", "m2"] and session.take_rows() == []
+    await ConversationItem.objects.abulk_create(rows)
+    assert [i["content"] for i in await DjangoSession(conversation).get_items()] == ["m0", "m1", "m2"]
+
+
+async def test_a_run_writes_its_memory_with_its_end(alice, settings):
+    # The SDK saves the input before its first model call: that write must not sit on the
+    # way to the first token. The memory is written in the transaction that ends the run.
+    settings.OFFLINE_MODEL_DELAY = 0.05
+    client = SSEClient("POST", "/api/agents/chat/stream", {"input": "Tell me about forests"}, alice.token)
+    assert await client.start() == 200
+    await client.read_until(lambda e: e.get("event_type") == "response.output_text.delta")
+    run = await Run.objects.aget(pk=client.events()[0]["run_id"])
+    assert run.status == "running"
+    assert await ConversationItem.objects.filter(conversation_id=run.conversation_id).acount() == 0
+    await client.read_all()
+    items = [i.data async for i in ConversationItem.objects.filter(conversation_id=run.conversation_id)]
+    assert [i.get("role") for i in items] == ["user", "assistant"]
+    assert items[0]["content"] == "Tell me about forests"
 
 
 async def test_memory_across_two_runs(api_for, alice):
