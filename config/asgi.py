@@ -2,6 +2,7 @@
 
 import gc
 import os
+import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -17,6 +18,9 @@ from django.urls import re_path  # noqa: E402
 
 from agents_app.auth import WebsocketAuthStack  # noqa: E402
 from agents_app.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
+
+if settings.GIL_SWITCH_INTERVAL > 0:
+    sys.setswitchinterval(settings.GIL_SWITCH_INTERVAL)
 
 django_http = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 

@@ -231,6 +231,11 @@ AGENTS_MAX_INPUT_CHARS = env_int("AGENTS_MAX_INPUT_CHARS", 32_000)
 # Event persistence batching: flush after this many events or this many seconds.
 RUN_EVENT_BATCH_SIZE = env_int("RUN_EVENT_BATCH_SIZE", 64)
 RUN_EVENT_FLUSH_INTERVAL = env_float("RUN_EVENT_FLUSH_INTERVAL", 0.01)
+# Under load the event loop's thread holds the GIL nearly all the time, and Django's sync thread
+# (auth, run rows) and the event writer need it back after every database round trip: with
+# Python's default 5 ms switch interval that wait dominated each request's database work.
+# Seconds; config/asgi.py applies it to the serving process. 0 leaves Python's default.
+GIL_SWITCH_INTERVAL = env_float("GIL_SWITCH_INTERVAL", 0.001)
 # A running run whose heartbeat is older than this is considered dead.
 RUN_HEARTBEAT_INTERVAL = env_float("RUN_HEARTBEAT_INTERVAL", 5.0)
 RUN_STALE_AFTER = env_float("RUN_STALE_AFTER", 30.0)

@@ -251,6 +251,17 @@ async def test_starting_a_stream_takes_one_sync_hop(alice, monkeypatch):
     assert [hop for hop in at_launch if hop != "runs_sweep_stale"] == ["_open"], at_launch
 
 
+def test_serving_process_hands_the_gil_over_quickly(settings):
+    """The sync thread waits for the GIL after each database round trip; the server shortens
+    Python's 5 ms switch interval so that wait does not dominate a request's database work."""
+    import sys
+
+    import config.asgi  # noqa: F401  (applies the setting when the server loads it)
+
+    assert settings.GIL_SWITCH_INTERVAL == 0.001
+    assert sys.getswitchinterval() == pytest.approx(settings.GIL_SWITCH_INTERVAL)
+
+
 async def test_group_batches_skip_the_connection_cleanup_hop(alice, settings, monkeypatch):
     """A reader in another process gets each batch as a `run.events` message; unlike client
     messages, those are handled without Channels' close_old_connections trip to the sync thread."""
