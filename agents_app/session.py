@@ -48,8 +48,11 @@ class DjangoSession(SessionABC):
         await ConversationItem.objects.abulk_create(self._rows([_plain(i) for i in items]))
 
     def take_rows(self) -> list[ConversationItem]:
-        """The deferred items as unsaved rows, in order; they are no longer pending."""
-        pending, self._pending = self._pending or [], []
+        """The deferred items as unsaved rows, in order, for the caller to save."""
+        if not self._pending:
+            return []
+        pending, self._pending = self._pending, []
+        self._empty = False
         return self._rows(pending)
 
     def _rows(self, items: list) -> list[ConversationItem]:
