@@ -492,8 +492,8 @@ class RunExecutor:
     async def aclose(self) -> None:
         """Stop the background tasks once runs are done (a CLI command's or a test's loop ends).
 
-        The control loop is stopped by a message, not cancelled: channels_redis's receive can
-        keep polling Redis after a cancel, which would hang the loop's shutdown.
+        The control loop is stopped by a message, not cancelled: a cancel that lands inside
+        redis-py can be noticed only after the blocking pop it was in (up to 5 s, see layers.py).
         """
         await self.sink.flush()
         self.sink.close()

@@ -144,12 +144,18 @@ else:
     }
 
 REDIS_URL = env_str("REDIS_URL")
+# Seconds a read from Redis may take. channels_redis waits for messages with a blocking pop of
+# 5 s; redis-py's default read timeout is also 5 s, so every receive on a channel that stayed
+# idle for 5 s failed with "Timeout reading from ..." (a consumer died mid-stream, the executor's
+# control channel dropped out). It must stay above 5. A `socket_timeout` in REDIS_URL wins.
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 15.0)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels_redis's layer, made to honour a cancelled receive (see agents_app/layers.py).
+            "BACKEND": "agents_app.layers.CancelSafeRedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT}],
                 "capacity": env_int("CHANNEL_CAPACITY", 1000),
                 "expiry": 60,
                 "prefix": env_str("CHANNEL_PREFIX", "asgi"),

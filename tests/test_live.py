@@ -68,7 +68,7 @@ def _start_server(port: int) -> subprocess.Popen:
 def live_urls(django_db_setup, django_db_blocker):
     procs, urls = [], []
     # Two processes when Redis connects them, to prove any process can cancel any run.
-    for _ in range(2 if settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis") else 1):
+    for _ in range(2 if settings.REDIS_URL else 1):
         port = _free_port()
         procs.append(_start_server(port))
         urls.append(f"http://127.0.0.1:{port}")
@@ -213,3 +213,17 @@ async def test_websocket_rejects_unauthenticated(live_urls):
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await ws.recv()
     assert closed.value.rcvd.code == 4401
+
+
+async def test_a_quiet_socket_still_serves_after_the_layers_blocking_receive(live_urls, alice):
+    """A consumer's channel-layer receive blocks 5 s at a time on Redis. With the read timeout
+    equal to it, every consumer idle that long lost its dispatch loop: a WebSocket went deaf, an
+    SSE stream stopped noticing its client leave. Quiet for longer than that, it must still work."""
+    ws_url = live_urls[0].replace("http://", "ws://") + "/ws/agents/chat/"
+    async with websockets.connect(ws_url, additional_headers=auth(alice)) as ws:
+        await asyncio.sleep(6.5)
+        await ws.send(json.dumps({"type": "run", "input": "What is 6 * 7?"}))
+        events = []
+        while not events or events[-1]["type"] not in ("stream_complete", "error"):
+            events.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+    assert events[-1]["type"] == "stream_complete" and "42" in events[-1]["final_output"]
