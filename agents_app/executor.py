@@ -504,7 +504,8 @@ class RunExecutor:
             task.cancel()
         await self.layer.send(self.channel_name, {"type": "executor.stop"})
         try:
-            await asyncio.wait_for(asyncio.shield(control), timeout=10)
+            async with asyncio.timeout(10):
+                await asyncio.shield(control)
         except TimeoutError:
             log.warning("executor control loop did not stop")
 

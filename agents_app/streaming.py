@@ -273,6 +273,9 @@ class RunFollower:
                 yield item
             if ended:
                 return
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # lands as the wait ends, and a reader whose client left would go on reading.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.inbox.wait(), timeout=self.idle_poll)
+                async with asyncio.timeout(self.idle_poll):
+                    await self.inbox.wait()
             batch, ended = await self.cursor.catch_up(self.inbox.take(), self.inbox.take_lost())

@@ -177,7 +177,9 @@ async def _search_all(ctx: RunContext, state: ResearchState) -> None:
             if ctx.cancelled:
                 return
             try:
-                result = await asyncio.wait_for(_search(ctx, item), settings.RESEARCH_SEARCH_TIMEOUT)
+                # Not wait_for: on Python 3.11 it swallows a cancel that lands as the search ends.
+                async with asyncio.timeout(settings.RESEARCH_SEARCH_TIMEOUT):
+                    result = await _search(ctx, item)
             except Exception as exc:
                 # One failed search costs its results, not the report.
                 message = str(exc) or type(exc).__name__

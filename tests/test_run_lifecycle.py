@@ -240,3 +240,32 @@ async def test_reader_in_another_process_gets_the_run_through_its_group(alice, s
     assert str(run.pk) not in executor.watched  # forgotten once the run is over
     stored = [seq async for seq in RunEvent.objects.filter(run=run).values_list("seq", flat=True)]
     assert events == stored and len(events) > 10
+
+
+async def test_a_follower_cancelled_as_new_events_arrive_stops(alice):
+    """A RunFollower (the commands' reader) waited for new events with `asyncio.wait_for`,
+    which on Python 3.11 swallows a cancel that lands just as the wait ends: the reader then
+    went on following the run. The cancel is walked across the loop turns after a wake-up."""
+    from agents_app.streaming import RunFollower
+
+    run = await Run.objects.acreate(owner=alice, agent="chat", input="x", status="running")
+
+    async def read(follower):
+        async for _ in follower.events():
+            pass
+
+    stuck = []
+    for turns in range(8):
+        async with RunFollower(run, idle_poll=30) as follower:
+            reader = asyncio.create_task(read(follower))
+            await asyncio.sleep(0.05)  # replayed nothing, now waiting for events
+            follower.inbox.wake()
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            reader.cancel()
+            await asyncio.wait([reader], timeout=0.5)
+            if not reader.done():
+                stuck.append(turns)
+                reader.cancel()
+                await asyncio.wait([reader], timeout=1)
+    assert stuck == [], f"readers cancelled after these loop turns kept reading: {stuck}"
