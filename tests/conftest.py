@@ -15,6 +15,21 @@ from rest_framework.authtoken.models import Token
 from agents_app.executor import close_executor
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_worker_thread_connections(django_db_setup):
+    """The event writer and asgiref's sync thread keep their database connections (persistent
+    connections); close them before the test database is dropped, which PostgreSQL refuses
+    while other sessions use it."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    from agents_app.executor import _writer
+
+    for pool in (_writer, SyncToAsync.single_thread_executor):
+        pool.submit(connections.close_all).result(timeout=30)
+
+
 @pytest.fixture(autouse=True)
 def _offline_fast(settings):
     """Tests never reach a network model and never wait for the demo pace."""

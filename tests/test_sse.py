@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+from asgiref.sync import sync_to_async
 
 from agents_app.models import Run, RunEvent
 from agents_app.sse import RunStreamConsumer
@@ -98,7 +99,8 @@ async def test_stream_auth_and_validation(alice, bob):
 
 
 async def test_session_auth_needs_csrf(alice, client):
-    await asyncio.to_thread(client.force_login, alice)
+    # On the sync thread, whose connection the session fixture closes (a pool thread's would stay open).
+    await sync_to_async(client.force_login)(alice)
     cookie = client.cookies["sessionid"].value
     headers = [(b"cookie", f"sessionid={cookie}".encode())]
     no_csrf = SSEClient("POST", "/api/agents/chat/stream", {"input": "hi"}, headers=headers)

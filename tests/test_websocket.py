@@ -1,8 +1,7 @@
 """WebSocket consumer through the real ASGI application: auth, run, cancel, resume, bad messages."""
 
-import asyncio
-
 import pytest
+from asgiref.sync import sync_to_async
 
 from agents_app.auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_UNAUTHENTICATED
 from agents_app.models import Run, RunEvent
@@ -58,7 +57,8 @@ async def test_subprotocol_token_and_session_origin(alice, client):
     assert (await ws_events_until_terminal(ws))[-1]["type"] == "stream_complete"
     await ws.disconnect()
 
-    await asyncio.to_thread(client.force_login, alice)
+    # On the sync thread, whose connection the session fixture closes (a pool thread's would stay open).
+    await sync_to_async(client.force_login)(alice)
     cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
     good = ws_client("chat", headers=[cookie, (b"origin", b"http://localhost:8000")])
     await good.connect()
