@@ -34,3 +34,5 @@ application = ProtocolTypeRouter(
 # Everything imported so far lives as long as the process: move it out of the collector's way,
 # so full collections scan only the objects of runs and requests (each was ~160 ms otherwise).
 gc.freeze()
+if settings.GC_GEN0_THRESHOLD > 0:
+    gc.set_threshold(settings.GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
