@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import orjson
 from agents import Runner
 from agents.exceptions import (
     InputGuardrailTripwireTriggered,
@@ -39,8 +40,22 @@ def run_group(run_id: Any) -> str:
     return f"run.{run_id}"
 
 
-# One encoder for every event: json.dumps with options builds a new encoder per call.
-encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# The fallback encoder, built once: json.dumps with options builds a new encoder per call.
+_encode_std = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def encode(event: dict) -> str:
+    """Compact JSON text of one event, as stored and as sent.
+
+    orjson does it ten times faster than the standard encoder (every event of every run passes
+    here) and writes strict JSON (NaN and infinities become null, which browsers can parse).
+    What orjson refuses (keys that are not strings, integers beyond 64 bits, lone surrogates)
+    goes to the standard encoder."""
+    try:
+        return orjson.dumps(event).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _encode_std(event)
+
 
 # A reader in this process: called with each `run.events` message of its run, must not block.
 Reader = Callable[[dict], None]

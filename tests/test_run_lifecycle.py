@@ -242,6 +242,20 @@ async def test_reader_in_another_process_gets_the_run_through_its_group(alice, s
     assert events == stored and len(events) > 10
 
 
+def test_event_json_is_compact_strict_and_never_refused():
+    """Every event is encoded once (orjson): compact, non-ASCII kept as is, NaN as null (strict
+    JSON a browser can parse); what orjson refuses falls back to the standard encoder."""
+    import json
+
+    from agents_app.executor import encode
+
+    event = {"type": "raw_response", "seq": 3, "delta": "héllo ✓", "output_index": 0}
+    assert encode(event) == '{"type":"raw_response","seq":3,"delta":"héllo ✓","output_index":0}'
+    assert json.loads(encode({"score": float("nan"), "big": float("inf")})) == {"score": None, "big": None}
+    # Keys that are not strings and integers beyond 64 bits: the standard encoder's output.
+    assert encode({"counts": {1: 2}, "n": 2**70}) == '{"counts":{"1":2},"n":1180591620717411303424}'
+
+
 async def test_a_follower_cancelled_as_new_events_arrive_stops(alice):
     """A RunFollower (the commands' reader) waited for new events with `asyncio.wait_for`,
     which on Python 3.11 swallows a cancel that lands just as the wait ends: the reader then
