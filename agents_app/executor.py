@@ -81,15 +81,26 @@ _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-writer")
 INSERT_ROWS = 500
 
 
-def _insert_events(rows: list[tuple[Any, int, str, str]]) -> None:
-    """Multi-row INSERTs of already-encoded events (the JSON text is stored as is).
+EVENT_COLUMNS = "(run_id, seq, type, data, created_at)"
 
-    One statement carries up to INSERT_ROWS rows: far fewer round trips into the driver than
-    `executemany`, which also means this thread takes the GIL back far less often.
-    """
+
+def _insert_events(rows: list[tuple[Any, int, str, str]]) -> None:
+    """Already-encoded events (the JSON text is stored as is) in one transaction: one COPY on
+    PostgreSQL, multi-row INSERTs elsewhere."""
     connection = connections["default"]
-    table = RunEvent._meta.db_table
-    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    write = _copy_rows if connection.vendor == "postgresql" else _insert_rows
+    try:
+        with transaction.atomic(using="default"), connection.cursor() as cursor:
+            write(connection, cursor, rows)
+    except DatabaseError:
+        # The next batch reconnects if this error broke the connection.
+        connection.close()
+        raise
+
+
+def _insert_rows(connection: Any, cursor: Any, rows: list[tuple[Any, int, str, str]]) -> None:
+    """Multi-row INSERTs: one statement carries up to INSERT_ROWS rows, far fewer round trips
+    into the driver than `executemany`, so this thread takes the GIL back far less often."""
     run_field = RunEvent._meta.get_field("run")
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     prepared: dict[Any, Any] = {}
@@ -99,18 +110,22 @@ def _insert_events(rows: list[tuple[Any, int, str, str]]) -> None:
         if db_run_id is None:
             db_run_id = prepared[run_id] = run_field.get_db_prep_value(run_id, connection)
         params += (db_run_id, seq, type_, text, now)
-    row_sql = f"(%s, %s, %s, %s{cast}, %s)"
-    head = f"INSERT INTO {table} (run_id, seq, type, data, created_at) VALUES "
-    try:
-        with transaction.atomic(using="default"), connection.cursor() as cursor:
-            for start in range(0, len(rows), INSERT_ROWS):
-                count = min(INSERT_ROWS, len(rows) - start)
-                sql = head + ", ".join([row_sql] * count)
-                cursor.execute(sql, params[start * 5 : (start + count) * 5])
-    except DatabaseError:
-        # The next batch reconnects if this error broke the connection.
-        connection.close()
-        raise
+    head = f"INSERT INTO {RunEvent._meta.db_table} {EVENT_COLUMNS} VALUES "
+    for start in range(0, len(rows), INSERT_ROWS):
+        count = min(INSERT_ROWS, len(rows) - start)
+        sql = head + ", ".join(["(%s, %s, %s, %s, %s)"] * count)
+        cursor.execute(sql, params[start * 5 : (start + count) * 5])
+
+
+def _copy_rows(connection: Any, cursor: Any, rows: list[tuple[Any, int, str, str]]) -> None:
+    """PostgreSQL: one COPY. It costs this thread (and the GIL) less than multi-row INSERTs
+    with five bound parameters per row, and the server parses no statement."""
+    now = timezone.now()
+    # The driver's own cursor, so its errors are wrapped here as Django's would be.
+    with connection.wrap_database_errors:
+        with cursor.cursor.copy(f"COPY {RunEvent._meta.db_table} {EVENT_COLUMNS} FROM STDIN") as copy:
+            for run_id, seq, type_, text in rows:
+                copy.write_row((run_id, seq, type_, text, now))
 
 
 def _insert_events_per_run(rows: list[tuple[Any, int, str, str]]) -> None:

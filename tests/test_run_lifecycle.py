@@ -209,6 +209,31 @@ async def test_flush_waits_for_the_batch_in_flight(alice):
     assert await RunEvent.objects.filter(run=run).acount() == 1
 
 
+async def test_events_of_a_deleted_run_do_not_cost_other_runs_theirs(alice, caplog):
+    """One batch carries the events of many runs: when one run's rows cannot be stored (the run
+    was deleted meanwhile, or a seq is already taken), the others' rows still are, and the drop
+    is logged."""
+    from agents_app.executor import get_executor
+
+    sink = get_executor().sink
+    kept = await Run.objects.acreate(owner=alice, agent="chat", input="x", status="running")
+    gone = await Run.objects.acreate(owner=alice, agent="chat", input="y", status="running")
+    taken = await Run.objects.acreate(owner=alice, agent="chat", input="z", status="running")
+    await RunEvent.objects.acreate(run=taken, seq=1, type="run_started", data={"type": "run_started"})
+    gone_pk = gone.pk
+    await gone.adelete()
+    for seq in (1, 2):
+        for run_pk in (kept.pk, gone_pk, taken.pk):
+            sink.add(run_pk, {"type": "raw_response", "seq": seq, "run_id": str(run_pk), "delta": "é"})
+    await sink.flush()
+    assert [e.seq async for e in RunEvent.objects.filter(run=kept).order_by("seq")] == [1, 2]
+    assert [e.data["delta"] async for e in RunEvent.objects.filter(run=kept)] == ["é", "é"]
+    assert not await RunEvent.objects.filter(run_id=gone_pk).aexists()
+    assert [e.type async for e in RunEvent.objects.filter(run=taken)] == ["run_started"]
+    assert f"dropped 2 events of run {gone_pk}" in caplog.text
+    assert f"dropped 2 events of run {taken.pk}" in caplog.text
+
+
 async def test_reader_in_another_process_gets_the_run_through_its_group(alice, settings, monkeypatch):
     """A reader outside the owning process joins the run's group and sends `run.watch` to the
     owner's control channel; from then on the owner publishes the run's batches to the group."""
