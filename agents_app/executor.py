@@ -255,6 +255,7 @@ class RunContext:
     def __init__(self, executor: "RunExecutor", run: Run, spec: AgentSpec) -> None:
         self.executor = executor
         self.run = run
+        self.run_pk = run.pk
         self.run_key = str(run.pk)
         self.spec = spec
         self.seq = 0
@@ -267,11 +268,15 @@ class RunContext:
         self._results: list = []
         self._tool_names: dict[str, str] = {}
 
-    def emit(self, body: dict) -> dict:
+    def next_event(self, body: dict) -> dict:
+        """`body` as this run's next event: numbered, with the run's id."""
         self.seq += 1
-        event = {"type": body["type"], "seq": self.seq, "run_id": self.run_key}
-        event.update((k, v) for k, v in body.items() if k != "type")
-        self.executor.sink.add(self.run.pk, event)
+        # `type` first, as on the wire; `**body` sets it again to the same value, in place.
+        return {"type": body["type"], "seq": self.seq, "run_id": self.run_key, **body}
+
+    def emit(self, body: dict) -> dict:
+        event = self.next_event(body)
+        self.executor.sink.add(self.run_pk, event)
         return event
 
     async def stream_agent(self, agent: Any, input: Any, **kwargs: Any) -> Any:
@@ -490,9 +495,7 @@ class RunExecutor:
         """Everything before the terminal event is stored first; then the run's final state and its
         terminal event are committed together, so no reader ever sees one without the other."""
         await self.sink.flush()
-        ctx.seq += 1
-        event = {"type": terminal["type"], "seq": ctx.seq, "run_id": str(run.pk)}
-        event.update((k, v) for k, v in terminal.items() if k != "type")
+        event = ctx.next_event(terminal)
         items = ctx.session.take_rows() if ctx.session is not None else []
         try:
             await sync_to_async(_commit_final)(run, fields, event, items)
