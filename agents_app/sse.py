@@ -146,12 +146,13 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
                 data = b": keep-alive\n\n"
             await self._send(data, ended)
             if ended:
-                # Leave through the dispatch loop, which owns the consumer's life.
-                await self.channel_layer.send(self.channel_name, {"type": "stream.ended"})
+                # The response is complete. The server now delivers `http.disconnect` (ASGI: to
+                # a receive pending once the response is sent; daphne and uvicorn both do), and
+                # the consumer leaves through the dispatch loop, which owns its life. No message
+                # through the channel layer (a Redis round trip per stream otherwise).
+                if self.timer is not None:
+                    self.timer.cancel()
                 return
-
-    async def stream_ended(self, message):
-        await self._close()
 
     async def _send(self, data: bytes, ended: bool) -> None:
         if data or ended:

@@ -224,10 +224,10 @@ class Inbox:
 
 class InternalDispatch:
     """Consumer mixin: Channels closes stale database connections (a hop to Django's sync thread)
-    before every handler. The messages this project sends between its own tasks (`run.events`,
-    `stream.ended`) touch no connection, so they go to their handler directly."""
+    before every handler. The messages this project sends between its own tasks (`run.events`:
+    a run's batches) touch no connection, so they go to their handler directly."""
 
-    internal_handlers = {"run.events": "run_events", "stream.ended": "stream_ended"}
+    internal_handlers = {"run.events": "run_events"}
 
     async def dispatch(self, message):
         handler = getattr(self, self.internal_handlers.get(message.get("type"), ""), None)

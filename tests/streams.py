@@ -71,6 +71,9 @@ class SSEClient:
         self.raw += message.get("body", b"")
         if not message.get("more_body"):
             self.done = True
+            # As ASGI servers do once the response is complete (daphne, uvicorn): the consumer
+            # then leaves its dispatch loop.
+            await self.comm.send_input({"type": "http.disconnect"})
         return message.get("body", b"")
 
     async def read_all(self, timeout: float = 10) -> list[dict]:

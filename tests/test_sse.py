@@ -329,3 +329,25 @@ async def test_idle_local_stream_keeps_alive_without_reading_the_db(alice, setti
     assert events[-1]["type"] == "stream_complete" and events[-1]["final_output"] == "done"
     assert client.raw.count(b": keep-alive\n\n") >= 3
     assert replays == []
+
+
+async def test_a_finished_stream_ends_without_a_channel_layer_message(alice, monkeypatch):
+    """Once the response is complete the server delivers `http.disconnect` and the consumer
+    leaves on it; ending a stream costs no channel-layer message (a Redis round trip)."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    sent = []
+    real_send = layer.send
+
+    async def recording_send(channel, message):
+        sent.append((channel, message.get("type")))
+        await real_send(channel, message)
+
+    monkeypatch.setattr(layer, "send", recording_send)
+    client = SSEClient("POST", "/api/agents/chat/stream", {"input": "What is 17 * 23?"}, alice.token)
+    assert await client.start() == 200
+    events = await client.read_all()  # ends with the http.disconnect a server sends
+    assert events[-1]["type"] == "stream_complete"
+    await client.comm.wait(timeout=1)  # the consumer has returned
+    assert sent == []
