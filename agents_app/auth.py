@@ -26,6 +26,7 @@ TOKEN_SUBPROTOCOL_PREFIX = "token."
 # Close codes sent by the WebSocket consumer (documented in docs/events.md).
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
+CLOSE_NOT_FOUND = 4404  # a conversation socket for a conversation that is not the caller's
 
 
 def _drf_request(scope: dict, body: bytes) -> Request:

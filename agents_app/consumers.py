@@ -4,6 +4,10 @@ Client -> server: {"type": "run", "input", "conversation_id"?, "session_id"?, "a
 {"type": "cancel", "run_id", "mode"?}, {"type": "resume", "run_id", "last_event_id"?}.
 Server -> client: the run events of docs/events.md. A bad message gets an `error` event
 and the socket stays open.
+
+`/ws/agents/<slug>/` serves any run of the caller; `/ws/conversations/<id>/` is bound to one
+conversation: its runs continue that conversation, and on connect it streams the
+conversation's active run, if any, from its first event.
 """
 
 import asyncio
@@ -14,8 +18,8 @@ from rest_framework.exceptions import ValidationError
 
 from . import services
 from .api_errors import _first_message
-from .auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_UNAUTHENTICATED, WS_SUBPROTOCOL
-from .models import Run
+from .auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, WS_SUBPROTOCOL
+from .models import Conversation, Run
 from .registry import all_specs, get_spec
 from .selectors import runs_for
 from .serializers import CancelRequestSerializer, RunRequestSerializer
@@ -43,11 +47,15 @@ class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN_ORIGIN)
         elif not self.scope.get("auth"):
             await self.close(code=CLOSE_UNAUTHENTICATED)
-        else:
+        elif await self.bind(self.scope["user"]):
             self.user = self.scope["user"]
-            self.slug = self.scope["url_route"]["kwargs"].get("slug")
             self.pump = asyncio.create_task(self._pump())
             self._tick()
+
+    async def bind(self, user) -> bool:
+        """After authentication: what this socket serves. False: it has been closed."""
+        self.slug = self.scope["url_route"]["kwargs"].get("slug")
+        return True
 
     async def disconnect(self, code):
         if self.timer is not None:
@@ -180,3 +188,49 @@ class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
         body = {"type": "error", "code": code, "message": message}
         body.update((k, v) for k, v in extra.items() if v is not None)
         await self.send(text_data=json.dumps(body))
+
+
+class ConversationSocketConsumer(AgentSocketConsumer):
+    """`/ws/conversations/<id>/`: a socket bound to one of the caller's conversations.
+
+    `run` messages continue this conversation with its agent (`conversation_id` and `agent` may
+    be left out; if given they must match); `cancel` and `resume` take runs of this conversation
+    only. On connect the conversation's active run, if any, is streamed from its first event, so
+    a client that comes back mid-answer sees the whole answer so far and then the rest live."""
+
+    async def bind(self, user) -> bool:
+        conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
+        self.conversation = await Conversation.objects.filter(owner=user, pk=conversation_id).afirst()
+        if self.conversation is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return False
+        self.slug = self.conversation.agent
+        active = await (
+            Run.objects.filter(conversation=self.conversation, status__in=Run.ACTIVE)
+            .order_by("-created_at")
+            .afirst()
+        )
+        if active is not None:
+            await self._follow(active, 0)
+        return True
+
+    async def _run(self, message: dict) -> None:
+        bound = {"conversation_id": str(self.conversation.pk), "agent": self.slug}
+        for field, value in bound.items():
+            if message.get(field) not in (None, value):
+                raise services.ServiceError(
+                    f"this socket is bound to conversation {bound['conversation_id']} "
+                    f"(agent {self.slug!r}): leave {field} out or send {value!r}",
+                    field=field,
+                )
+        if message.get("session_id") is not None:
+            raise services.ServiceError(
+                "session_id names a conversation: not accepted on a conversation socket", field="session_id"
+            )
+        await super()._run({**message, **bound})
+
+    async def _own_run(self, run_id) -> Run:
+        run = await super()._own_run(run_id)
+        if run.conversation_id != self.conversation.pk:
+            raise services.NotFound(f"run {run_id} is not a run of this conversation", run_id=run_id)
+        return run

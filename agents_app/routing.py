@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .consumers import AgentSocketConsumer
+from .consumers import AgentSocketConsumer, ConversationSocketConsumer
 from .sse import AgentStreamConsumer, RunJoinConsumer
 
 http_urlpatterns = [
@@ -15,4 +15,5 @@ http_urlpatterns = [
 
 websocket_urlpatterns = [
     path("ws/agents/<slug:slug>/", AgentSocketConsumer.as_asgi()),
+    path("ws/conversations/<uuid:conversation_id>/", ConversationSocketConsumer.as_asgi()),
 ]

@@ -2,9 +2,11 @@
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
 
-from agents_app.auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_UNAUTHENTICATED
-from agents_app.models import Run, RunEvent
+from agents_app.auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+from agents_app.models import Conversation, Run, RunEvent
+from config.asgi import application
 
 from .streams import text_of, ws_client, ws_events_until_terminal
 
@@ -128,3 +130,104 @@ async def test_other_users_run_is_invisible(alice, bob):
         assert (await spy.receive_json_from(2))["code"] == "not_found"
     await ws.disconnect()
     await spy.disconnect()
+
+
+def conversation_socket(conversation_id, token) -> WebsocketCommunicator:
+    headers = [(b"authorization", f"Token {token}".encode())] if token else []
+    return WebsocketCommunicator(application, f"/ws/conversations/{conversation_id}/", headers=headers)
+
+
+async def first_conversation(token) -> Conversation:
+    """A conversation of the token's user, made by one finished run on the agent socket."""
+    ws = await connected(token)
+    await ws.send_json_to({"type": "run", "input": "What is 6 * 7?"})
+    events = await ws_events_until_terminal(ws)
+    await ws.disconnect()
+    return await Conversation.objects.aget(pk=events[0]["conversation_id"])
+
+
+async def test_conversation_socket_runs_continue_its_conversation(alice):
+    conversation = await first_conversation(alice.token)
+    ws = conversation_socket(conversation.pk, alice.token)
+    assert (await ws.connect())[0]
+    assert await ws.receive_nothing(0.2)  # no active run: nothing to stream on connect
+    await ws.send_json_to({"type": "run", "input": "And 7 * 8?"})
+    events = await ws_events_until_terminal(ws)
+    assert events[0]["conversation_id"] == str(conversation.pk)
+    assert events[-1]["type"] == "stream_complete" and "56" in events[-1]["final_output"]
+    assert await Run.objects.filter(conversation=conversation).acount() == 2
+    # Matching fields are accepted; a different conversation, agent or a session_id is not.
+    await ws.send_json_to({"type": "run", "input": "1 + 1?", "conversation_id": str(conversation.pk)})
+    assert (await ws_events_until_terminal(ws))[-1]["type"] == "stream_complete"
+    for wrong in (
+        {"conversation_id": "00000000-0000-0000-0000-000000000000"},
+        {"agent": "research"},
+        {"session_id": "123"},
+    ):
+        await ws.send_json_to({"type": "run", "input": "x", **wrong})
+        error = await ws.receive_json_from(2)
+        assert error["type"] == "error" and error["code"] == "invalid", error
+        assert error["field"] == next(iter(wrong)), error
+    assert await Run.objects.filter(conversation=conversation).acount() == 3
+    await ws.disconnect()
+
+
+async def test_conversation_socket_streams_the_active_run_on_connect(alice, settings):
+    settings.OFFLINE_MODEL_DELAY = 0.05
+    conversation = await first_conversation(alice.token)
+    starter = await connected(alice.token)
+    await starter.send_json_to(
+        {"type": "run", "input": "Tell me a long story about rivers", "conversation_id": str(conversation.pk)}
+    )
+    run_id = (await starter.receive_json_from(2))["run_id"]
+    await starter.receive_json_from(2)  # the run is under way
+    ws = conversation_socket(conversation.pk, alice.token)
+    assert (await ws.connect())[0]
+    events = await ws_events_until_terminal(ws, run_id, timeout=10)
+    # From its first event, every seq once, to the end; the text is the whole answer.
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "stream_complete" and events[-1]["status"] == "completed"
+    assert text_of(events).endswith(events[-1]["final_output"])
+    await starter.disconnect()
+    await ws.disconnect()
+
+
+async def test_conversation_socket_refuses_a_second_run_while_busy(alice, settings):
+    """As REST's 409 does: an `error` event naming the active run; the socket stays usable."""
+    settings.OFFLINE_MODEL_DELAY = 0.2
+    conversation = await first_conversation(alice.token)
+    ws = conversation_socket(conversation.pk, alice.token)
+    assert (await ws.connect())[0]
+    await ws.send_json_to({"type": "run", "input": "Tell me a long story about mountains"})
+    run_id = (await ws.receive_json_from(2))["run_id"]
+    await ws.send_json_to({"type": "run", "input": "and another"})
+    busy = await ws_events_until_terminal(ws, timeout=5)
+    error = next(e for e in busy if e["type"] == "error")
+    assert error["code"] == "conversation_busy" and error["active_run_id"] == run_id
+    await ws.send_json_to({"type": "cancel", "run_id": run_id})
+    assert (await ws_events_until_terminal(ws, run_id, timeout=5))[-1]["status"] == "cancelled"
+    await ws.disconnect()
+
+
+async def test_conversation_socket_is_only_for_its_owner_and_its_runs(alice, bob):
+    conversation = await first_conversation(alice.token)
+    for token in (bob.token, alice.token):
+        target = conversation.pk if token == bob.token else "00000000-0000-0000-0000-000000000000"
+        ws = conversation_socket(target, token)
+        await ws.connect()
+        assert (await ws.receive_output(1)) == {"type": "websocket.close", "code": CLOSE_NOT_FOUND}
+    anonymous = conversation_socket(conversation.pk, None)
+    await anonymous.connect()
+    assert (await anonymous.receive_output(1))["code"] == CLOSE_UNAUTHENTICATED
+    # cancel and resume only take runs of this conversation.
+    other = await first_conversation(alice.token)
+    other_run = await Run.objects.filter(conversation=other).afirst()
+    ws = conversation_socket(conversation.pk, alice.token)
+    assert (await ws.connect())[0]
+    for message in (
+        {"type": "resume", "run_id": str(other_run.pk)},
+        {"type": "cancel", "run_id": str(other_run.pk)},
+    ):
+        await ws.send_json_to(message)
+        assert (await ws.receive_json_from(2))["code"] == "not_found"
+    await ws.disconnect()
