@@ -18,8 +18,10 @@ PostgreSQL database with --postgres) is migrated in this process, which also doe
   2. server: `--streams` SSE streams at `--concurrency` against one daphne process, at --delay-ms (streams/s,
      events/s, gaps) and at --ttfd-delay-ms (server-added time to first delta = client TTFD - floor TTFD,
      percentile by percentile); afterwards every streamed event is checked against the RunEvent table.
-  3. idle: a fresh daphne; the fake sends one delta and then waits `--idle-hold` s; `--idle-streams` SSE
-     streams are opened (bounded by --idle-timeout) and held; server RSS from /proc before/after. Then
+  3. idle: the fake sends one delta and then waits `--idle-hold` s. First the floor: `--idle-streams`
+     in-process runs wait on the model, RSS per run (the SDK's own share). Then a fresh daphne:
+     `--idle-streams` SSE streams are opened (bounded by --idle-timeout) and held; server RSS from /proc
+     before/after (RSS added by the server = per stream - the floor's per run). Then
      client disconnects are timed, with the idle streams open and on a quiet server: a stream started with
      `?on_disconnect=cancel` is closed after its first delta; notice = Run.cancel_requested_at - close time.
 
@@ -516,6 +518,49 @@ def floor_main(args: argparse.Namespace) -> None:
             "ttfd_s": [r[1] for r in good if r[1] is not None],
         }
 
+    async def idle() -> dict:
+        """`--streams` runs that each got their first delta and now wait on the model (the fake is
+        configured to hold): RSS growth per run is the SDK's own share of an idle server stream."""
+
+        async def held(first: asyncio.Semaphore) -> None:
+            agent = spec.build(None)
+            result = Runner.run_streamed(agent, "Tell me something long.", run_config=providers.run_config())
+            try:
+                async for event in result.stream_events():
+                    if isinstance(event, RawResponsesStreamEvent) and event.data.type == TEXT_DELTA.decode():
+                        first.release()
+            finally:
+                result.cancel()
+
+        async def open_runs(count: int, tasks: list[asyncio.Task]) -> None:
+            first = asyncio.Semaphore(0)
+            tasks += [asyncio.create_task(held(first)) for _ in range(count)]
+            for _ in range(count):
+                await asyncio.wait_for(first.acquire(), timeout=args.timeout)
+
+        async def close(tasks: list[asyncio.Task]) -> None:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        warm: list[asyncio.Task] = []  # the server's idle phase warms up the same way
+        await open_runs(min(20, max(2, args.streams // 100)), warm)
+        await close(warm)
+        await asyncio.sleep(1.0)
+        rss0 = rss_kb(os.getpid())
+        tasks: list[asyncio.Task] = []
+        try:
+            for start in range(0, args.streams, args.concurrency):
+                await open_runs(min(args.concurrency, args.streams - start), tasks)
+            await asyncio.sleep(2.0)  # as in the server's measurement
+            rss1 = rss_kb(os.getpid())
+        finally:
+            await close(tasks)
+        return {"runs": len(tasks), "rss_per_run_kb": (rss1 - rss0) / max(1, len(tasks))}
+
+    if args.mode == "idle":
+        print(json.dumps(asyncio.run(idle())), flush=True)
+        return
     out = {}
     for delay_ms in args.delays:
         configure_fake(args.fake_port, args.deltas, delay_ms / 1000)
@@ -705,8 +750,12 @@ class Bench:
     def start_server(self, fake_port: int, wait: bool = True) -> tuple[subprocess.Popen, int]:
         port = free_port()
         env = dict(self.env, OPENAI_BASE_URL=f"http://{HOST}:{fake_port}/v1")
-        daphne = str(Path(self.python).parent / "daphne")
-        cmd = [daphne, "-b", HOST, "-p", str(port), "config.asgi:application"]
+        if self.args.server == "uvicorn":
+            cmd = [self.python, "-m", "uvicorn", "config.asgi:application", "--host", HOST]
+            cmd += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+        else:
+            daphne = str(Path(self.python).parent / "daphne")
+            cmd = [daphne, "-b", HOST, "-p", str(port), "config.asgi:application"]
         proc = self.spawn(cmd, "server.log", env=env)
         if wait:
             self.wait_port(port, proc, "daphne")
@@ -777,6 +826,12 @@ class Bench:
         low = None
         if a.ttfd_delay_ms is not None and a.ttfd_low_concurrency > 0:
             low = self.ttfd_low(fake_port, port, token, server)
+        sweep = {}
+        for conc in a.ttfd_sweep if a.ttfd_delay_ms is not None else []:
+            # Where between C=2 and C=--concurrency the server-added TTFD leaves its budget.
+            level = self.ttfd_low(fake_port, port, token, server, conc=conc, streams=max(4 * conc, 40))
+            level["db"] = self.db_check(level.pop("run_events"))
+            sweep[conc] = level
         if not a.smoke:
             self.stop(server)
         say(f"persistence capacity: EventSink alone, {a.streams} runs x {a.deltas} events")
@@ -789,11 +844,17 @@ class Bench:
         if a.idle_streams > 0:
             configure_fake(fake_port, 2, a.idle_hold)
             try:
+                floor_idle = self.floor_idle(fake_port)
+            except Exception as exc:
+                say(f"idle floor failed: {exc}")
+                floor_idle = {"error": str(exc)}
+            try:
                 # Smoke: reuse the server (saves a start-up; its RSS figure is then only indicative).
                 idle = self.idle_scenario(token, fake_port, server=(server, port) if a.smoke else None)
             except Exception as exc:  # report the other figures anyway
                 say(f"idle phase failed: {exc}")
                 idle = {"error": str(exc)}
+            idle["floor"] = floor_idle
         self.stop(server)
         self.stop(fake)
         main = scenarios[a.delay_ms]
@@ -801,15 +862,34 @@ class Bench:
         main["sink"] = sink
         if low is not None:
             low["db"] = self.db_check(low.pop("run_events"))
-        return self.summary(main, ttfd, idle, time.monotonic() - t_start, low)
+        return self.summary(main, ttfd, idle, time.monotonic() - t_start, low, sweep)
 
-    def ttfd_low(self, fake_port: int, port: int, token: str, server: subprocess.Popen) -> dict:
-        """Time to first delta below saturation: --ttfd-low-concurrency streams at --ttfd-delay-ms,
-        where neither the floor nor the server queues, so the difference is the server's own."""
+    def floor_idle(self, fake_port: int) -> dict:
+        """RSS per idle run of the SDK alone, in-process (the fake must be holding its answers)."""
         a = self.args
-        conc, delay_ms = a.ttfd_low_concurrency, a.ttfd_delay_ms
-        streams = max(conc, a.streams // 2)
-        say(f"ttfd below saturation: floor and server, {streams} streams, C={conc}, {delay_ms} ms/delta")
+        say(f"idle floor: {a.idle_streams} in-process runs waiting on the model")
+        extra = ["--mode", "idle", "--fake-port", str(fake_port), "--agent", a.agent]
+        extra += ["--streams", str(a.idle_streams), "--concurrency", str(a.open_concurrency)]
+        extra += ["--timeout", str(a.idle_timeout)]
+        env = dict(self.env, OPENAI_BASE_URL=f"http://{HOST}:{fake_port}/v1")
+        return self.role("floor", extra, env=env, timeout=a.idle_timeout + 60)
+
+    def ttfd_low(
+        self,
+        fake_port: int,
+        port: int,
+        token: str,
+        server: subprocess.Popen,
+        conc: int | None = None,
+        streams: int | None = None,
+    ) -> dict:
+        """Time to first delta below saturation: --ttfd-low-concurrency streams at --ttfd-delay-ms,
+        where neither the floor nor the server queues, so the difference is the server's own
+        (or at `conc`, for the sweep)."""
+        a = self.args
+        conc, delay_ms = conc or a.ttfd_low_concurrency, a.ttfd_delay_ms
+        streams = streams or max(conc, a.streams // 2)
+        say(f"ttfd at C={conc}: floor and server, {streams} streams, {delay_ms} ms/delta")
         floor_args = ["--fake-port", str(fake_port), "--delays", str(delay_ms), "--agent", a.agent]
         floor_args += ["--streams", str(streams), "--concurrency", str(conc), "--deltas", str(a.deltas)]
         floor_args += ["--warmup", str(a.warmup), "--timeout", str(a.timeout)]
@@ -920,8 +1000,14 @@ class Bench:
                 say("disconnect probes with the idle streams open")
                 result["disconnect_loaded"] = self.disconnect_probes(port, token)
 
+            since = self.db_now()
             opened = self.hold_streams(port, token, a.idle_streams, measure, limit=a.idle_timeout)
             result.update(rss_before_kb=rss0, opened=opened)
+            # The idle streams asked for on_disconnect=cancel and were held for seconds (longer
+            # than the channel layer's blocking receive): closing them must cancel every run.
+            # Each close is a cancel through Django's one sync thread: allow 50 ms per stream.
+            limit = max(20.0, 0.05 * opened["ready"])
+            result["left_running"], result["all_ended_after_close_s"] = self.active_runs_since(since, limit)
             result["rss_per_stream_kb"] = (result["rss_after_kb"] - rss0) / max(1, opened["ready"])
             result["quiet_after_close_s"] = wait_quiet(server.pid, limit=120)
             say("disconnect probes on a quiet server")
@@ -929,6 +1015,32 @@ class Bench:
         finally:
             self.stop(server)
         return result
+
+    @staticmethod
+    def db_now() -> Any:
+        from django.utils import timezone
+
+        return timezone.now()
+
+    @staticmethod
+    def active_runs_since(since: Any, limit: float = 20.0) -> tuple[int, float | None]:
+        """(runs created since `since` still active after up to `limit` s, seconds until none was)."""
+        from django.db import connections
+
+        from agents_app.models import Run
+
+        started = time.monotonic()
+        try:
+            while True:
+                active = Run.objects.filter(created_at__gte=since, status__in=Run.ACTIVE).count()
+                waited = time.monotonic() - started
+                if active == 0:
+                    return 0, waited
+                if waited >= limit:
+                    return active, None
+                time.sleep(0.2)
+        finally:
+            connections.close_all()
 
     def hold_streams(self, port: int, token: str, count: int, while_open, limit: float = 120) -> dict:
         """Open `count` idle streams in a client process, call `while_open()`, then close them."""
@@ -970,7 +1082,13 @@ class Bench:
         return None
 
     def summary(
-        self, main: dict, ttfd: dict | None, idle: dict | None, elapsed: float, low: dict | None = None
+        self,
+        main: dict,
+        ttfd: dict | None,
+        idle: dict | None,
+        elapsed: float,
+        low: dict | None = None,
+        sweep: dict | None = None,
     ) -> dict:
         a = self.args
         t = ttfd or main
@@ -988,8 +1106,26 @@ class Bench:
             return low[f"ttfd_client_{q}_s"] - low[f"ttfd_floor_{q}_s"]
 
         disc = (idle or {}).get("disconnect", {})
+        idle_rss = (idle or {}).get("rss_per_stream_kb")
+        floor_rss = (idle or {}).get("floor", {}).get("rss_per_run_kb")
         disc_loaded = (idle or {}).get("disconnect_loaded", {})
-        both = [main] + ([ttfd] if ttfd else []) + ([low] if low else [])
+        both = [main] + ([ttfd] if ttfd else []) + ([low] if low else []) + list((sweep or {}).values())
+
+        def level(r: dict) -> dict:
+            def added_at(q: str) -> float | None:
+                c, f = r[f"ttfd_client_{q}_s"], r[f"ttfd_floor_{q}_s"]
+                return None if c is None or f is None else c - f
+
+            return {
+                "p50_ms": ms(added_at("p50")),
+                "p99_ms": ms(added_at("p99")),
+                "client_p99_ms": ms(r["ttfd_client_p99_s"]),
+                "floor_p99_ms": ms(r["ttfd_floor_p99_s"]),
+                "streams_per_s": rnd(r["load"]["streams_per_s"]),
+                "floor_streams_per_s": rnd(r["floor"]["streams_per_s"]),
+                "server_cpu_pct": rnd(r["server_cpu_pct"], 0),
+            }
+
         out: dict[str, Any] = {
             "bench": "stream_bench",
             "smoke": a.smoke,
@@ -1018,6 +1154,8 @@ class Bench:
             "ttfd_low_p99_ms": ms(added_low("p99")),
             "ttfd_low_client_p99_ms": ms(low["ttfd_client_p99_s"]) if low else None,
             "ttfd_low_floor_p99_ms": ms(low["ttfd_floor_p99_s"]) if low else None,
+            # Server-added TTFD by concurrency at --ttfd-delay-ms (--ttfd-sweep).
+            "ttfd_sweep": {str(c): level(r) for c, r in (sweep or {}).items()} or None,
             "inter_event_gap_p99_ms": ms(main["load"]["gap_p99_s"]),
             "inter_event_gap_p99_ms_at_ttfd_delay": ms(t["load"]["gap_p99_s"]),
             "server_cpu_pct": rnd(main["server_cpu_pct"], 0),
@@ -1033,6 +1171,10 @@ class Bench:
             "stream_errors": sum(s["load"]["errors"] for s in both),
             "idle_streams": (idle or {}).get("opened", {}).get("ready"),
             "rss_per_idle_stream_kb": rnd((idle or {}).get("rss_per_stream_kb"), 1),
+            "floor_rss_per_idle_run_kb": rnd(floor_rss, 1),
+            "rss_added_per_idle_stream_kb": rnd(
+                None if floor_rss is None or idle_rss is None else idle_rss - floor_rss, 1
+            ),
             "idle_server_cpu_pct": rnd((idle or {}).get("idle_server_cpu_pct"), 1),
             "disconnect_notice_ms": ms(pct(disc.get("notice_s", []), 50)),
             "disconnect_notice_max_ms": ms(worst(disc.get("notice_s"))),
@@ -1040,6 +1182,10 @@ class Bench:
             "disconnect_misses": disc.get("misses"),
             "disconnect_notice_max_ms_with_idle_streams": ms(worst(disc_loaded.get("notice_s"))),
             "disconnect_misses_with_idle_streams": disc_loaded.get("misses"),
+            # Idle streams (on_disconnect=cancel) closed by the client: runs still active after
+            # max(20 s, 50 ms per stream).
+            "idle_runs_left_running_after_close": (idle or {}).get("left_running"),
+            "idle_runs_all_ended_after_close_s": rnd((idle or {}).get("all_ended_after_close_s"), 2),
             "elapsed_s": round(elapsed, 1),
         }
         out["targets"] = {
@@ -1050,6 +1196,9 @@ class Bench:
             "disconnect<=1000ms": None
             if idle is None
             else bool(_met(out["disconnect_notice_max_ms"], 1000, ge=False) and not disc.get("misses")),
+            "idle_streams_cancelled_on_close": None
+            if idle is None or "left_running" not in idle
+            else idle["left_running"] == 0,
             "events_persisted>=5000/s": _met(out["events_persisted_per_s"], 5000, ge=True),
             "sink_capacity>=5000/s": _met(out["sink_events_per_s"], 5000, ge=True),
             "all_events_persisted": out["all_events_persisted"],
@@ -1090,6 +1239,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2,
         help="also measure TTFD at this concurrency, below saturation (0: skip; default 2)",
     )
+    p.add_argument(
+        "--ttfd-sweep",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also measure the server-added TTFD at each of these concurrencies (e.g. 5 10 20)",
+    )
     p.add_argument("--idle-streams", type=int, default=2000, help="idle open streams for RSS (0: skip)")
     p.add_argument("--idle-hold", type=float, default=600.0, help="upper bound (s) idle streams stay open")
     p.add_argument(
@@ -1102,6 +1258,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=5, help="untimed streams before each timed load")
     p.add_argument("--timeout", type=float, default=300.0, help="upper bound (s) for each timed phase")
     p.add_argument("--stream-timeout", type=float, default=120.0, help="upper bound (s) for one stream")
+    p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne", help="ASGI server")
     p.add_argument("--postgres", action="store_true", help="PostgreSQL on 127.0.0.1:5432 (temp database)")
     p.add_argument("--redis", action="store_true", help="Redis channel layer on 127.0.0.1:6379/0")
     p.add_argument("--run-event-batch-size", type=int, help="server RUN_EVENT_BATCH_SIZE override")

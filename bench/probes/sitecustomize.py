@@ -14,6 +14,10 @@ benchmark spawns (server, floor, client):
         snapshot, the second one writes what was allocated in between, per stream, by package
         and by line, to /tmp/tm_report.txt. Send the first once the idle phase's warm-up is done
         and the second while its streams are open.
+
+    PYTHONPATH=bench/probes GC_PROBE=1 .venv/bin/python bench/stream_bench.py ... --keep
+        Every ~2 s (and at exit) each process prints the garbage collections per generation, the
+        time they took and their share of the process's CPU time.
 """
 
 import os
@@ -102,6 +106,16 @@ def _install_tracemalloc_probe() -> None:
             print(f"total {total / 1024:.0f} KB, per stream {total / 1024 / streams:.1f} KB", file=out)
             for name, size in by_package.most_common(30):
                 print(f"{size / 1024 / streams:8.2f} KB per stream  allocated in {name}", file=out)
+            # Who asked for it: the innermost frame outside the standard library (needs TM_PROBE > 1).
+            by_caller: collections.Counter = collections.Counter()
+            for stat in after.compare_to(before, "traceback"):
+                frames = [f for f in reversed(stat.traceback) if "/lib/python3" not in f.filename]
+                where = frames[0] if frames else stat.traceback[-1]
+                site = where.filename.split("site-packages/")[-1].replace(os.getcwd() + "/", "")
+                by_caller[f"{site}:{where.lineno}"] += stat.size_diff
+            print("--- by caller outside the standard library", file=out)
+            for name, size in by_caller.most_common(40):
+                print(f"{size / 1024 / streams:8.2f} KB per stream  {name}", file=out)
             print("--- by line", file=out)
             for stat in after.compare_to(before, "lineno")[:40]:
                 frame = stat.traceback[0]
@@ -114,7 +128,44 @@ def _install_tracemalloc_probe() -> None:
     signal.signal(signal.SIGUSR1, on_signal)
 
 
+def _install_gc_probe() -> None:
+    import atexit
+    import gc
+
+    spent = {"s": 0.0, "n": [0, 0, 0], "t0": 0.0, "by_gen": [0.0, 0.0, 0.0]}
+    window = {"start": time.monotonic(), "cpu": time.process_time()}
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            spent["t0"] = time.perf_counter()
+            return
+        took = time.perf_counter() - spent["t0"]
+        spent["s"] += took
+        spent["n"][info["generation"]] += 1
+        spent["by_gen"][info["generation"]] += took
+        now = time.monotonic()
+        if now - window["start"] >= 2.0:
+            report()
+
+    def report() -> None:
+        now, cpu = time.monotonic(), time.process_time()
+        print(
+            f"GC pid={os.getpid()} collections(gen0,1,2)={spent['n']} "
+            f"ms(gen0,1,2)={[round(1000 * x) for x in spent['by_gen']]} "
+            f"gc_share_of_cpu={100 * spent['s'] / max(1e-9, cpu - window['cpu']):.1f}%",
+            file=sys.stderr,
+            flush=True,
+        )
+        spent.update(s=0.0, n=[0, 0, 0], by_gen=[0.0, 0.0, 0.0])
+        window.update(start=now, cpu=cpu)
+
+    gc.callbacks.append(callback)
+    atexit.register(report)
+
+
 if _LOOP_PROBE:
     _install_loop_probe()
+if os.environ.get("GC_PROBE"):
+    _install_gc_probe()
 if _TM_PROBE and "daphne" in " ".join(sys.argv):
     _install_tracemalloc_probe()
