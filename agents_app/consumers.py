@@ -32,6 +32,10 @@ TICK = 1.0  # seconds between the pump's idle checks
 class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
     """Live batches of every followed run reach one `Inbox`; a pump task writes them out."""
 
+    # A client leaving needs no stale-connection check first (a hop to the sync thread): runs
+    # of this process with `on_disconnect=cancel` are cancelled at once.
+    internal_handlers = {**InternalDispatch.internal_handlers, "websocket.disconnect": "websocket_disconnect"}
+
     async def connect(self):
         self.cursors: dict[str, RunCursor] = {}
         self.cancel_on_disconnect: set[str] = set()
@@ -65,7 +69,9 @@ class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
         for run_id, cursor in list(self.cursors.items()):
             if not cursor.ended:
                 await cursor.unfollow(self.inbox, self.channel_name)
-            if run_id in self.cancel_on_disconnect and not cursor.ended:
+            if run_id not in self.cancel_on_disconnect or cursor.ended:
+                continue
+            if not services.run_cancel_here(run_id):
                 run = await Run.objects.aget(pk=run_id)
                 if run.is_active:
                     await services.run_cancel(run)

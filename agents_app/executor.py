@@ -11,6 +11,7 @@ import logging
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -260,6 +261,8 @@ class RunContext:
         self.spec = spec
         self.seq = 0
         self.cancel_mode: str | None = None
+        # A cancel request the database does not hold yet: the run's end records it.
+        self.unrecorded_cancel_at: datetime | None = None
         self.text: list[str] = []
         self.response_id = ""
         self.current_turn = 0
@@ -406,14 +409,19 @@ class RunExecutor:
                 log.exception("a reader of run %s failed", key)
         return key in self.watched or key not in self.contexts
 
-    def cancel_local(self, run_id: Any, mode: str) -> bool:
-        """Cancel a run owned by this executor; False when it is not ours (or already over)."""
+    def cancel_local(self, run_id: Any, mode: str, unrecorded_at: datetime | None = None) -> bool:
+        """Cancel a run owned by this executor; False when it is not ours (or already over).
+
+        `unrecorded_at`: the time of a request the caller did not write to the database; the
+        run's end records it, in the same update as its status (one round trip fewer)."""
         key = str(run_id)
         ctx, task = self.contexts.get(key), self.tasks.get(key)
         if ctx is None or task is None or task.done():
             return False
         if ctx.cancelled and mode != "immediate":
             return True
+        if unrecorded_at is not None and not ctx.cancelled:
+            ctx.unrecorded_cancel_at = unrecorded_at
         if mode == "immediate":
             ctx.cancel_mode = "immediate"
             task.cancel()
@@ -476,6 +484,8 @@ class RunExecutor:
             last_seq=ctx.seq + 1,  # the terminal event's seq
             **ctx.usage,
         )
+        if ctx.unrecorded_cancel_at is not None:
+            fields.update(cancel_requested_at=ctx.unrecorded_cancel_at, cancel_mode=ctx.cancel_mode)
         if status in (Run.Status.COMPLETED, Run.Status.CANCELLED):
             terminal = {
                 "type": "stream_complete",

@@ -49,7 +49,13 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
     # The request's database work (stale-connection check, auth, opening the run) is done in
     # one hop to the sync thread by `_open`, not in a separate hop before the handler: under
     # load every hop waits a full turn of a busy event loop.
-    internal_handlers = {**InternalDispatch.internal_handlers, "http.request": "http_request"}
+    # A client leaving is handled without that hop too: with `on_disconnect=cancel` a run of
+    # this process is cancelled at once, even when many streams drop together.
+    internal_handlers = {
+        **InternalDispatch.internal_handlers,
+        "http.request": "http_request",
+        "http.disconnect": "http_disconnect",
+    }
 
     async def http_request(self, message):
         if "body" in message:
@@ -173,9 +179,10 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
 
     async def http_disconnect(self, message):
         if self.cursor is not None and not self.cursor.ended and self.run.on_disconnect == "cancel":
-            run = await Run.objects.aget(pk=self.run.pk)
-            if run.is_active:
-                await services.run_cancel(run)
+            if not services.run_cancel_here(self.run.pk):
+                run = await Run.objects.aget(pk=self.run.pk)
+                if run.is_active:
+                    await services.run_cancel(run)
         await self._cleanup()
         raise StopConsumer()
 

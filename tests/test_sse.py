@@ -122,14 +122,20 @@ async def test_session_auth_needs_csrf(alice, client):
     assert events[-1]["type"] == "stream_complete"
 
 
-async def test_disconnect_noticed_fast_and_run_continues(alice, settings):
-    settings.OFFLINE_MODEL_DELAY = 0.05
-    client = SSEClient(
-        "POST", "/api/agents/chat/stream", {"input": "Tell me a long story about rivers"}, alice.token
-    )
+CANCELS_ON_DISCONNECT = "/api/agents/chat/stream?on_disconnect=cancel"
+
+
+async def stream_until_first_response(token, text, path="/api/agents/chat/stream"):
+    """An SSE stream that starts a run, read up to the model's first response event."""
+    client = SSEClient("POST", path, {"input": text}, token)
     await client.start()
     await client.read_until(lambda e: e["type"] == "raw_response")
-    run_id = client.events()[0]["run_id"]
+    return client, client.events()[0]["run_id"]
+
+
+async def test_disconnect_noticed_fast_and_run_continues(alice, settings):
+    settings.OFFLINE_MODEL_DELAY = 0.05
+    client, run_id = await stream_until_first_response(alice.token, "Tell me a long story about rivers")
     started = asyncio.get_running_loop().time()
     await client.disconnect()
     await client.comm.wait(timeout=1)  # the consumer returns promptly once told
@@ -142,18 +148,36 @@ async def test_disconnect_noticed_fast_and_run_continues(alice, settings):
 
 async def test_on_disconnect_cancel(alice, settings):
     settings.OFFLINE_MODEL_DELAY = 0.2
-    client = SSEClient(
-        "POST", "/api/agents/chat/stream?on_disconnect=cancel", {"input": "Tell me a long story"}, alice.token
-    )
-    await client.start()
-    await client.read_until(lambda e: e["type"] == "raw_response")
-    run_id = client.events()[0]["run_id"]
+    client, run_id = await stream_until_first_response(alice.token, "A long story", CANCELS_ON_DISCONNECT)
     await client.disconnect()
     await client.comm.wait(timeout=1)
     run = await wait_finished(run_id, timeout=2)
     assert run.status == "cancelled"
     last = await RunEvent.objects.filter(run=run).order_by("-seq").afirst()
     assert last.type == "stream_complete" and last.data["status"] == "cancelled"
+
+
+async def test_on_disconnect_cancel_does_not_queue_behind_the_sync_thread(alice, settings):
+    """When many streams drop at once, each disconnect used to queue three trips on Django's one
+    sync thread (stale-connection check, reading the run, recording the request) before its run
+    stopped: 2,000 of them took 10-25 s to stop, spending model tokens meanwhile. A run of this
+    process is now cancelled at once; its end records the request with its status."""
+    import time
+
+    from agents_app.executor import get_executor
+
+    settings.OFFLINE_MODEL_DELAY = 0.2
+    client, run_id = await stream_until_first_response(alice.token, "A long story", CANCELS_ON_DISCONNECT)
+    ctx = get_executor().contexts[run_id]
+    busy = asyncio.ensure_future(sync_to_async(time.sleep)(1.5))  # the sync thread is taken
+    await asyncio.sleep(0.05)
+    await client.disconnect()
+    await asyncio.sleep(0.3)
+    assert ctx.cancel_mode == "immediate" and not busy.done()
+    await busy
+    run = await wait_finished(run_id, timeout=3)
+    assert run.status == "cancelled" and run.cancel_mode == "immediate"
+    assert run.cancel_requested_at is not None and run.cancel_requested_at <= run.finished_at
 
 
 async def test_tiny_channel_capacity_loses_nothing(alice, settings, monkeypatch):

@@ -8,7 +8,7 @@ from agents_app.auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_NOT_FOUND, CLOSE_UNAUT
 from agents_app.models import Conversation, Run, RunEvent
 from config.asgi import application
 
-from .streams import text_of, ws_client, ws_events_until_terminal
+from .streams import text_of, wait_finished, ws_client, ws_events_until_terminal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -118,6 +118,28 @@ async def test_cancel_from_second_socket_and_resume(alice, settings):
     assert await RunEvent.objects.filter(run_id=run_id).acount() == len(events)
     await first.disconnect()
     await second.disconnect()
+
+
+async def test_on_disconnect_cancel_over_a_socket_does_not_wait_for_the_sync_thread(alice, settings):
+    """As for SSE: a socket that leaves cancels its `on_disconnect=cancel` runs of this process
+    at once, without a trip to the sync thread first; the run's end records the request."""
+    import asyncio
+    import time
+
+    from agents_app.executor import get_executor
+
+    settings.OFFLINE_MODEL_DELAY = 0.2
+    ws = await connected(alice.token)
+    await ws.send_json_to({"type": "run", "input": "Tell me a long story", "on_disconnect": "cancel"})
+    run_id = (await ws.receive_json_from(2))["run_id"]
+    ctx = get_executor().contexts[run_id]
+    busy = asyncio.ensure_future(sync_to_async(time.sleep)(1.5))
+    await asyncio.sleep(0.05)
+    await ws.disconnect()
+    assert ctx.cancel_mode == "immediate" and not busy.done()
+    await busy
+    run = await wait_finished(run_id, timeout=3)
+    assert run.status == "cancelled" and run.cancel_requested_at is not None
 
 
 async def test_other_users_run_is_invisible(alice, bob):
