@@ -238,16 +238,82 @@ class EventSink:
                 log.warning("could not publish events of run %s", run_id, exc_info=True)
 
 
-def _commit_final(run: Run, fields: dict, event: dict, items: list[ConversationItem]) -> None:
-    """The run's end, its terminal event and the memory it added, in one transaction: the
-    conversation's next run (possible once this one is no longer active) sees all of it."""
-    with transaction.atomic():
-        Run.objects.filter(pk=run.pk).update(**fields)
-        RunEvent.objects.create(run_id=run.pk, seq=event["seq"], type=event["type"], data=event)
-        if items:
-            ConversationItem.objects.bulk_create(items)
-        if run.conversation_id:
-            Conversation.objects.filter(pk=run.conversation_id).update(updated_at=timezone.now())
+# The end of one run: the run, its final fields, its terminal event, the memory it added.
+RunEnd = tuple[Run, dict, dict, list[ConversationItem]]
+
+
+def _commit_ends(ends: list[RunEnd]) -> list[Exception | None]:
+    """Each run's end, terminal event and added memory are committed together: the
+    conversation's next run (possible once this one is no longer active) sees all of it.
+
+    Ends that arrived together share one transaction (one commit instead of one per run when
+    many runs stop at once); if it fails, each end is retried in its own, so one bad end
+    costs no other its record. Returns each end's error, or None."""
+    try:
+        with transaction.atomic():
+            for run, fields, _event, _items in ends:
+                Run.objects.filter(pk=run.pk).update(**fields)
+            RunEvent.objects.bulk_create(
+                RunEvent(run_id=run.pk, seq=event["seq"], type=event["type"], data=event)
+                for run, _fields, event, _items in ends
+            )
+            items = [item for *_, end_items in ends for item in end_items]
+            if items:
+                ConversationItem.objects.bulk_create(items)
+            conversations = {run.conversation_id for run, *_ in ends if run.conversation_id}
+            if conversations:
+                Conversation.objects.filter(pk__in=conversations).update(updated_at=timezone.now())
+        return [None] * len(ends)
+    except Exception:
+        if len(ends) == 1:
+            raise
+    return [_commit_alone(end) for end in ends]
+
+
+def _commit_alone(end: RunEnd) -> Exception | None:
+    try:
+        _commit_ends([end])
+    except Exception as exc:
+        return exc
+    return None
+
+
+class EndWriter:
+    """Commits the ends of runs on Django's sync thread. Ends that arrive while a commit is on
+    its way go together in the next one: at one end at a time nothing changes, and when
+    thousands of runs stop at once (a mass disconnect) they do not queue one trip each."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[RunEnd, asyncio.Future]] = []
+        self._drain: asyncio.Task | None = None
+
+    async def commit(self, end: RunEnd) -> None:
+        """Until this end is committed; raises its error if it could not be."""
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((end, done))
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.create_task(self._commit_pending(), name="run-ends")
+        await done
+
+    async def _commit_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                errors = await sync_to_async(_commit_ends)([end for end, _ in batch])
+            except asyncio.CancelledError:
+                # The loop is shutting down: nobody may wait for ever.
+                for _end, done in batch + self._pending:
+                    done.cancel()
+                raise
+            except Exception as exc:
+                errors = [exc] * len(batch)
+            for (_end, done), error in zip(batch, errors, strict=True):
+                if done.done():
+                    continue
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
 
 
 class RunContext:
@@ -337,6 +403,7 @@ class RunExecutor:
 
     def __init__(self) -> None:
         self.sink = EventSink(self.deliver)
+        self.ends = EndWriter()
         self.layer = self.sink.layer
         self.channel_name = ""
         self.contexts: dict[str, RunContext] = {}
@@ -508,7 +575,7 @@ class RunExecutor:
         event = ctx.next_event(terminal)
         items = ctx.session.take_rows() if ctx.session is not None else []
         try:
-            await sync_to_async(_commit_final)(run, fields, event, items)
+            await self.ends.commit((run, fields, event, items))
         except Exception:
             log.exception("could not record the end of run %s", run.pk)
         await self.sink.publish_one(run.pk, event)

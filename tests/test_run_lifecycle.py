@@ -308,3 +308,61 @@ async def test_a_follower_cancelled_as_new_events_arrive_stops(alice):
                 reader.cancel()
                 await asyncio.wait([reader], timeout=1)
     assert stuck == [], f"readers cancelled after these loop turns kept reading: {stuck}"
+
+
+async def test_runs_that_stop_together_share_their_final_commits(alice, slow_model, monkeypatch):
+    """A mass disconnect stops thousands of runs at once; their ends (status, terminal event,
+    memory) went to the sync thread one transaction each. Ends that arrive while a commit is
+    on its way now share the next one, and every run still gets its full record."""
+    from agents_app import executor as executor_module
+    from agents_app import services
+    from agents_app.registry import get_spec
+
+    batches = []
+    real_commit = executor_module._commit_ends
+
+    def counting_commit(ends):
+        batches.append(len(ends))
+        return real_commit(ends)
+
+    monkeypatch.setattr(executor_module, "_commit_ends", counting_commit)
+    slow_model["seconds"] = 30
+    chat = get_spec("chat")
+    started = [
+        await services.run_start(user=alice, spec=chat, input=f"question {i}", session_key=f"s{i}")
+        for i in range(20)
+    ]
+    await asyncio.sleep(0.2)  # all waiting on the model
+    assert all(services.run_cancel_here(run.pk) for run, _ in started)
+    await asyncio.wait([task for _, task in started], timeout=10)
+    assert sum(batches) == 20 and len(batches) < 20, batches
+    for run, _ in started:
+        await run.arefresh_from_db()
+        assert run.status == "cancelled" and run.cancel_mode == "immediate" and run.finished_at
+        last = await RunEvent.objects.filter(run=run).order_by("-seq").afirst()
+        assert last.seq == run.last_seq and last.type == "stream_complete"
+    memory = await Conversation.objects.filter(items__isnull=False).distinct().acount()
+    assert memory == 20  # each run's input reached its conversation's memory
+
+
+async def test_a_bad_end_in_a_shared_commit_costs_the_others_nothing(alice, caplog):
+    """One transaction for many ends: if one cannot be stored (its run was deleted meanwhile),
+    the others are committed on their own and only the bad one fails."""
+    from agents_app.executor import _commit_ends
+
+    runs = [
+        await Run.objects.acreate(owner=alice, agent="chat", input="x", status="running") for _ in range(3)
+    ]
+    ends = [
+        (run, {"status": "completed", "last_seq": 1}, {"type": "stream_complete", "seq": 1}, [])
+        for run in runs
+    ]
+    gone_pk = runs[1].pk
+    await Run.objects.filter(pk=gone_pk).adelete()
+    errors = await sync_to_async(_commit_ends)(ends)
+    assert [e is None for e in errors] == [True, False, True]
+    for run in (runs[0], runs[2]):
+        await run.arefresh_from_db()
+        assert run.status == "completed"
+        assert await RunEvent.objects.filter(run=run, seq=1, type="stream_complete").aexists()
+    assert not await RunEvent.objects.filter(run_id=gone_pk).aexists()
