@@ -69,12 +69,8 @@ class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
         for run_id, cursor in list(self.cursors.items()):
             if not cursor.ended:
                 await cursor.unfollow(self.inbox, self.channel_name)
-            if run_id not in self.cancel_on_disconnect or cursor.ended:
-                continue
-            if not services.run_cancel_here(run_id):
-                run = await Run.objects.aget(pk=run_id)
-                if run.is_active:
-                    await services.run_cancel(run)
+            if run_id in self.cancel_on_disconnect and not cursor.ended:
+                await services.run_cancel_on_disconnect(run_id)
 
     async def receive(self, text_data=None, bytes_data=None):
         if not getattr(self, "user", None):

@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -161,14 +161,26 @@ async def run_start(
     return run, await launch_run(run, spec, reader)
 
 
-def run_cancel_here(run_id: Any) -> bool:
+def run_cancel_here(run_id: Any, requested_at: datetime | None = None) -> bool:
     """Cancel a run at once if this process runs it; False if it does not (or it is over).
 
     No database round trip before the cancel: the run's end records the request together
     with its status. When many streams with `on_disconnect=cancel` drop at once, their runs
     stop without queueing two trips each on Django's one sync thread first."""
     executor = current_executor()
-    return executor is not None and executor.cancel_local(run_id, "immediate", unrecorded_at=timezone.now())
+    return executor is not None and executor.cancel_local(
+        run_id, "immediate", unrecorded_at=requested_at or timezone.now()
+    )
+
+
+async def run_cancel_on_disconnect(run_id: Any) -> None:
+    """A stream or socket with `on_disconnect=cancel` lost its client: cancel the run, from
+    memory when this process runs it, else through the database and the owner's channel."""
+    if run_cancel_here(run_id):
+        return
+    run = await Run.objects.aget(pk=run_id)
+    if run.is_active:
+        await run_cancel(run)
 
 
 async def run_cancel(run: Run, mode: str = "immediate") -> Run:
@@ -177,12 +189,12 @@ async def run_cancel(run: Run, mode: str = "immediate") -> Run:
         raise ServiceError("mode must be 'immediate' or 'after_turn'", field="mode")
     if not run.is_active:
         raise RunNotActive(f"run {run.pk} is already {run.status}", status=run.status)
+    now = timezone.now()
     # A run of this process cancelled immediately ends now and records the request itself (a
     # request already on record, e.g. an earlier `after_turn`, keeps its row as it is).
-    if mode == "immediate" and run.cancel_requested_at is None and run_cancel_here(run.pk):
-        run.cancel_requested_at, run.cancel_mode = timezone.now(), mode
+    if mode == "immediate" and run.cancel_requested_at is None and run_cancel_here(run.pk, now):
+        run.cancel_requested_at, run.cancel_mode = now, mode
         return run
-    now = timezone.now()
     await Run.objects.filter(pk=run.pk).aupdate(cancel_requested_at=now, cancel_mode=mode)
     run.cancel_requested_at, run.cancel_mode = now, mode
     if get_executor().cancel_local(run.pk, mode):

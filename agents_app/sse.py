@@ -179,10 +179,7 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
 
     async def http_disconnect(self, message):
         if self.cursor is not None and not self.cursor.ended and self.run.on_disconnect == "cancel":
-            if not services.run_cancel_here(self.run.pk):
-                run = await Run.objects.aget(pk=self.run.pk)
-                if run.is_active:
-                    await services.run_cancel(run)
+            await services.run_cancel_on_disconnect(self.run.pk)
         await self._cleanup()
         raise StopConsumer()
 
