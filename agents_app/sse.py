@@ -17,6 +17,7 @@ from asgiref.sync import sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import close_old_connections
 from rest_framework.exceptions import APIException, ValidationError
 
@@ -57,18 +58,34 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
         "http.disconnect": "http_disconnect",
     }
 
+    # Set once the request is complete; until then `_cleanup` has nothing to stop.
+    pump: asyncio.Task | None = None
+    timer: asyncio.TimerHandle | None = None
+    cursor: RunCursor | None = None
+    body_size = 0
+
     async def http_request(self, message):
         if "body" in message:
             self.body.append(message["body"])
+            self.body_size += len(message["body"])
+        if self._too_large():
+            # Refused as soon as it is known: an oversized body is never held in memory whole.
+            await self._json(413, error_body("too_large", "request body is larger than the server accepts"))
+            await self._close()
         if message.get("more_body"):
             return
         self.inbox = Inbox()
         self.fresh = False  # True when our executor subscribed us before the run's first event
-        self.pump: asyncio.Task | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.cursor: RunCursor | None = None
         if not await self._start(b"".join(self.body)):
             await self._close()
+
+    def _too_large(self) -> bool:
+        """The body so far, or the length the client announced, is over Django's upload limit."""
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is None:
+            return False
+        announced = dict(self.scope["headers"]).get(b"content-length", b"")
+        return self.body_size > limit or (announced.isdigit() and int(announced) > limit)
 
     async def _start(self, body: bytes) -> bool:
         """Send headers and the replay; False when the response is already complete."""
@@ -79,7 +96,7 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
             await self.prepare()
             self.run, after = await sync_to_async(self._open)(body)
             await self.launch()
-        except (APIException, services.ServiceError) as exc:
+        except (APIException, services.ServiceError, RequestDataTooBig) as exc:
             await self._api_error(exc)
             return False
         self.cursor = RunCursor(self.run.pk, after)

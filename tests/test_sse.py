@@ -1,6 +1,7 @@
 """SSE consumers through the real ASGI application: order, terminal event, resume, auth, disconnects."""
 
 import asyncio
+import json
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -96,6 +97,38 @@ async def test_stream_auth_and_validation(alice, bob):
     assert await other.start() == 404
     bad_id = SSEClient("GET", f"/api/runs/{events[0]['run_id']}/stream?last_event_id=x", token=alice.token)
     assert await bad_id.start() == 400
+
+
+async def test_body_over_upload_limit_is_refused_before_it_is_read(alice, settings):
+    """413 with the JSON error, nothing started, as soon as the size is known (announced or read),
+    whoever asks: the rest of an oversized body is never buffered."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    body = json.dumps({"input": "y" * 40_000}).encode()  # over AGENTS_MAX_INPUT_CHARS too
+    whole = SSEClient("POST", "/api/agents/chat/stream", body, alice.token)
+    assert await whole.start() == 413
+    assert (await whole.read_all(), whole.json()["error"]["code"]) == ([], "too_large")
+
+    # Sent in chunks without a length: refused after the chunk that crosses the limit.
+    chunked = SSEClient("POST", "/api/agents/chat/stream", token=alice.token)
+    for offset in range(0, 12_000, 4_000):
+        chunk = body[offset : offset + 4_000]
+        await chunked.comm.send_input({"type": "http.request", "body": chunk, "more_body": True})
+    start = await chunked.comm.receive_output(5)
+    assert start["status"] == 413
+    await chunked.comm.wait(5)  # the consumer has left: the rest is never read
+
+    # A length announced over the limit is refused with the first chunk, before authentication.
+    announced = SSEClient(
+        "POST", "/api/agents/chat/stream", body[:100], headers=[(b"content-length", str(len(body)).encode())]
+    )
+    assert await announced.start() == 413
+    assert await Run.objects.acount() == 0
+
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = None  # no limit configured: the input rules still apply
+    unlimited = SSEClient("POST", "/api/agents/chat/stream", body, alice.token)
+    assert await unlimited.start() == 400
+    await unlimited.read_all()
+    assert unlimited.json()["error"]["fields"]["input"]
 
 
 async def test_session_auth_needs_csrf(alice, client):
