@@ -131,6 +131,14 @@ async def test_body_over_upload_limit_is_refused_before_it_is_read(alice, settin
     assert unlimited.json()["error"]["fields"]["input"]
 
 
+async def test_client_leaving_during_the_upload_ends_the_consumer_quietly(alice):
+    half = SSEClient("POST", "/api/agents/chat/stream", token=alice.token)
+    await half.comm.send_input({"type": "http.request", "body": b'{"input": "he', "more_body": True})
+    await half.disconnect()
+    await half.comm.wait(5)  # raises whatever the consumer raised
+    assert await Run.objects.acount() == 0
+
+
 async def test_session_auth_needs_csrf(alice, client):
     # On the sync thread, whose connection the session fixture closes (a pool thread's would stay open).
     await sync_to_async(client.force_login)(alice)
