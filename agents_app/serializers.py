@@ -21,6 +21,10 @@ def validate_run_input(value):
         if not all(isinstance(item, dict) for item in value):
             raise serializers.ValidationError("every input item must be an object")
         for item in value:
+            # A message (role and content) or a typed item (function_call_output, ...): anything
+            # else fails at the model, after it was saved to the conversation's memory.
+            if not (("role" in item and "content" in item) or isinstance(item.get("type"), str)):
+                raise serializers.ValidationError("every input item needs a role and content, or a type")
             if "content" in item and not isinstance(item["content"], str | list):
                 raise serializers.ValidationError("input item content must be a string or a list")
             if "role" in item and item["role"] not in ("user", "assistant", "system", "developer"):

@@ -91,6 +91,9 @@ INVALID_BODIES = [
     ({"input": 42}, "input"),
     ({"input": []}, "input"),
     ({"input": ["not an object"]}, "input"),
+    ({"input": [{"role": "user"}]}, "input"),  # no content: the model would refuse it
+    ({"input": [{"text": "hi"}]}, "input"),  # neither a message nor a typed item
+    ({"input": [{"role": "user", "content": 5}]}, "input"),
     ({}, "input"),
     ({"input": "hi", "context": "nope"}, "context"),
     ({"input": "hi", "session_id": 5 * "x" * 100}, "session_id"),
@@ -109,6 +112,15 @@ async def test_validation_errors_create_nothing(api_for, alice, body, field):
     assert field in error["fields"]
     assert await Run.objects.acount() == 0
     assert await Conversation.objects.acount() == 0
+
+
+async def test_input_items_in_both_forms_are_accepted(api_for, alice):
+    items = [
+        {"role": "user", "content": "Remember the number 7."},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "What was it?"}]},
+    ]
+    response = await api_for(alice).post("/api/agents/chat/run", {"input": items})
+    assert response.status_code == 200, response.content
 
 
 async def test_malformed_json_and_non_object(api_for, alice):
