@@ -1,10 +1,13 @@
 """The ORM implementation of the SDK Session protocol: memory across runs, isolation between users."""
 
 import pytest
+from agents.testing import ScriptedModel
 
+from agents_app import providers
 from agents_app.models import Conversation, ConversationItem, Run
 from agents_app.session import DjangoSession
 
+from .conftest import ScriptedProvider
 from .streams import SSEClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -80,3 +83,38 @@ async def test_users_never_share_memory(api_for, alice, bob):
         await api_for(alice).post("/chat/run", {"input": "What is my name?", "session_id": "123"})
     ).json()
     assert "Ada" in alice_again["final_output"]
+
+
+async def test_a_failed_run_leaves_the_memory_as_it_was(api_for, alice, monkeypatch):
+    """Its input is not replayed to later runs (it may be what failed), and a retry is not doubled."""
+    api = api_for(alice)
+    first = (await api.post("/api/agents/chat/run", {"input": "Hi! My name is Ada."})).json()
+    conversation = first["conversation_id"]
+
+    async def upstream_down(call):
+        raise RuntimeError("upstream is down")
+
+    class Broken(ScriptedModel):
+        async def _next_resolved_step(self, call):
+            self.enqueue({"responder": upstream_down})
+            return await super()._next_resolved_step(call)
+
+    offline = providers.get_model_provider
+    monkeypatch.setattr(providers, "get_model_provider", lambda: ScriptedProvider(Broken()))
+    await api.post("/api/agents/chat/run", {"input": "What is my name?", "conversation_id": conversation})
+    failed = await Run.objects.filter(conversation_id=conversation).order_by("-created_at").afirst()
+    assert (failed.status, failed.input) == ("failed", "What is my name?")
+    assert "upstream is down" in failed.error
+
+    monkeypatch.setattr(providers, "get_model_provider", offline)
+    retry = await api.post(
+        "/api/agents/chat/run", {"input": "What is my name?", "conversation_id": conversation}
+    )
+    assert retry.status_code == 200 and "Ada" in retry.json()["final_output"]
+    items = [
+        i.data async for i in ConversationItem.objects.filter(conversation_id=conversation).order_by("id")
+    ]
+    assert [i.get("content") for i in items if i.get("role") == "user"] == [
+        "Hi! My name is Ada.",
+        "What is my name?",
+    ]
