@@ -3,7 +3,10 @@ from rest_framework.routers import SimpleRouter
 
 from . import views
 
-router = SimpleRouter(trailing_slash="/?")
+router = SimpleRouter()
+# The slash is optional, as in the and the reference server's paths (`/api/runs/<id>/events`):
+# `SimpleRouter(trailing_slash=...)` only knows "/" or "", so the pattern is set here.
+router.trailing_slash = "/?"
 router.register("conversations", views.ConversationViewSet, basename="conversation")
 router.register("runs", views.RunViewSet, basename="run")
 

@@ -1,6 +1,7 @@
 """REST API. Views validate, call a service, serialize; the run itself belongs to the executor."""
 
 import asyncio
+import uuid
 
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
@@ -162,10 +163,21 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         qs = runs_for(self.request.user)
-        for field in ("agent", "status", "conversation"):
-            value = self.request.query_params.get(field)
-            if value:
-                qs = qs.filter(**{field: value})
+        if self.action != "list":
+            return qs
+        params = self.request.query_params
+        if params.get("agent"):
+            qs = qs.filter(agent=params["agent"])
+        if params.get("status"):
+            if params["status"] not in Run.Status.values:
+                raise ValidationError({"status": [f"must be one of {', '.join(Run.Status.values)}"]})
+            qs = qs.filter(status=params["status"])
+        if params.get("conversation"):
+            try:
+                conversation = uuid.UUID(params["conversation"])
+            except ValueError:
+                raise ValidationError({"conversation": ["must be a conversation id (a UUID)"]}) from None
+            qs = qs.filter(conversation=conversation)
         return qs
 
     def get_object(self):

@@ -142,6 +142,22 @@ async def test_run_list_filters(api_for, alice):
     await api.post("/api/agents/assistant/run", {"input": "two"})
     assert (await api.get("/api/runs/?agent=assistant")).json()["count"] == 1
     assert (await api.get("/api/runs/?status=completed")).json()["count"] == 2
+    conversation = (await api.get("/api/runs/?agent=chat")).json()["results"][0]["conversation"]
+    assert (await api.get(f"/api/runs?conversation={conversation}")).json()["count"] == 1
+    for query, field in (("status=done", "status"), ("conversation=not-a-uuid", "conversation")):
+        response = await api.get(f"/api/runs/?{query}")
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["fields"][field]
+
+
+async def test_run_paths_take_the_slash_or_leave_it(api_for, alice):
+    api = api_for(alice)
+    run_id = (await api.post("/api/agents/chat/run", {"input": "one"})).json()["run_id"]
+    paths = (("/api/runs", ""), (f"/api/runs/{run_id}", ""), (f"/api/runs/{run_id}/events", "?after=1"))
+    for path, query in paths:
+        plain, slashed = await api.get(path + query), await api.get(path + "/" + query)
+        assert plain.status_code == slashed.status_code == 200, (path, plain.status_code)
+        assert plain.json() == slashed.json()
 
 
 async def test_admin_pages_and_cancel_action(api_for, alice, admin_client, settings):
