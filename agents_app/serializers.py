@@ -46,8 +46,9 @@ class RunInputField(serializers.Field):
 class RunRequestSerializer(serializers.Serializer):
     input = RunInputField()
     context = serializers.DictField(required=False, default=dict)
-    session_id = serializers.CharField(required=False, max_length=128, allow_blank=False)
-    conversation_id = serializers.UUIDField(required=False)
+    # null is the same as leaving the field out (clients send `"conversation_id": null` for "new").
+    session_id = serializers.CharField(required=False, allow_null=True, max_length=128, allow_blank=False)
+    conversation_id = serializers.UUIDField(required=False, allow_null=True)
     on_disconnect = serializers.ChoiceField(choices=["continue", "cancel"], default="continue")
 
     def validate_context(self, value):

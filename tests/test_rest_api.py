@@ -114,6 +114,15 @@ async def test_validation_errors_create_nothing(api_for, alice, body, field):
     assert await Conversation.objects.acount() == 0
 
 
+async def test_null_conversation_fields_mean_a_new_conversation(api_for, alice):
+    api = api_for(alice)
+    nulls = {"input": "hi", "conversation_id": None, "session_id": None}
+    first = await api.post("/api/agents/chat/run", nulls)
+    second = await api.post("/api/agents/chat/run", {"input": "hi", "conversation_id": None})
+    assert first.status_code == second.status_code == 200, first.content
+    assert first.json()["conversation_id"] != second.json()["conversation_id"]
+
+
 async def test_input_items_in_both_forms_are_accepted(api_for, alice):
     items = [
         {"role": "user", "content": "Remember the number 7."},
