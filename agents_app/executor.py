@@ -8,6 +8,7 @@ to the run's channel-layer group (persist, then publish: the DB is the source of
 import asyncio
 import json
 import logging
+import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,15 @@ from agents.exceptions import (
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connections,
+    transaction,
+)
 from django.utils import timezone
 
 from . import providers
@@ -71,6 +80,30 @@ def events_message(events: list[dict], texts: list[str]) -> dict:
         "seqs": [e["seq"] for e in events],
         "terminal": events[-1]["type"] in TERMINAL_TYPES,
     }
+
+
+# What a database that is away for a while raises (a restart, a failover, a lost connection,
+# SQLite's "database is locked"): worth waiting out, unlike errors in the data itself.
+OUTAGE_ERRORS = (OperationalError, InterfaceError)
+
+
+class Patience:
+    """Back-off for retrying a write through a database outage: 50 ms doubling up to 2 s,
+    for at most RUN_DB_RETRY_SECONDS from the first failure."""
+
+    def __init__(self) -> None:
+        self.first_failure: float | None = None
+        self.delay = 0.05
+
+    def next_delay(self) -> float | None:
+        """Seconds to wait before the next attempt, or None: give up."""
+        now = time.monotonic()
+        if self.first_failure is None:
+            self.first_failure = now
+        if now - self.first_failure >= settings.RUN_DB_RETRY_SECONDS:
+            return None
+        delay, self.delay = self.delay, min(self.delay * 2, 2.0)
+        return delay
 
 
 # Event rows are written by one dedicated thread with its own connection, so bulk writes
@@ -136,8 +169,8 @@ def _insert_events_per_run(rows: list[tuple[Any, int, str, str]]) -> None:
     for run_id, run_rows in by_run.items():
         try:
             _insert_events(run_rows)
-        except IntegrityError:
-            log.error("dropped %d events of run %s: integrity error", len(run_rows), run_id)
+        except (IntegrityError, DataError) as exc:
+            log.error("dropped %d events of run %s: %s", len(run_rows), run_id, exc)
 
 
 class EventSink:
@@ -206,19 +239,23 @@ class EventSink:
     async def _write(self, batch: list[tuple[Any, dict, str]]) -> None:
         rows = [(run_id, ev["seq"], ev["type"], text) for run_id, ev, text in batch]
         loop = asyncio.get_running_loop()
-        for attempt in range(5):
+        patience = Patience()
+        while True:
             try:
                 await loop.run_in_executor(_writer, _insert_events, rows)
                 return
-            except IntegrityError:
+            except (IntegrityError, DataError):
                 # One run's rows are bad (its run was deleted meanwhile): keep everyone else's.
                 await loop.run_in_executor(_writer, _insert_events_per_run, rows)
                 return
-            except DatabaseError:
-                if attempt == 4:
+            except OUTAGE_ERRORS as exc:
+                # The batch is kept (and nothing is published) until the database is back:
+                # events published but never stored could not be replayed.
+                delay = patience.next_delay()
+                if delay is None:
                     raise
-                log.warning("retrying event write after a database error", exc_info=True)
-                await asyncio.sleep(0.05 * (attempt + 1))
+                log.warning("database unavailable (%s): retrying %d events in %.2f s", exc, len(rows), delay)
+                await asyncio.sleep(delay)
 
     async def publish_one(self, run_id: Any, event: dict) -> None:
         await self._publish([(run_id, event, encode(event))])
@@ -270,6 +307,14 @@ def _commit_ends(ends: list[RunEnd]) -> list[Exception | None]:
     return [_commit_alone(end) for end in ends]
 
 
+def _drop_broken_connection() -> None:
+    """On Django's sync thread, after an outage: a connection the failure broke is closed, so
+    the next query opens a new one (the request path does this before each request)."""
+    connection = connections["default"]
+    if not connection.in_atomic_block:
+        connection.close_if_unusable_or_obsolete()
+
+
 def _commit_alone(end: RunEnd) -> Exception | None:
     try:
         _commit_ends([end])
@@ -296,6 +341,7 @@ class EndWriter:
         await done
 
     async def _commit_pending(self) -> None:
+        patience = Patience()
         while self._pending:
             batch, self._pending = self._pending, []
             try:
@@ -307,13 +353,30 @@ class EndWriter:
                 raise
             except Exception as exc:
                 errors = [exc] * len(batch)
-            for (_end, done), error in zip(batch, errors, strict=True):
+            again = []
+            for (end, done), error in zip(batch, errors, strict=True):
                 if done.done():
                     continue
                 if error is None:
                     done.set_result(None)
+                elif isinstance(error, OUTAGE_ERRORS):
+                    again.append((end, done, error))
                 else:
                     done.set_exception(error)
+            if not again:
+                patience = Patience()
+                continue
+            # The database is away: the ends wait for it (a run's final output, usage and
+            # terminal event exist nowhere else) until RUN_DB_RETRY_SECONDS have passed.
+            delay = patience.next_delay()
+            if delay is None:
+                for _end, done, error in again:
+                    done.set_exception(error)
+                continue
+            log.warning("database unavailable: retrying the ends of %d runs in %.2f s", len(again), delay)
+            await asyncio.sleep(delay)
+            await sync_to_async(_drop_broken_connection)()
+            self._pending = [(end, done) for end, done, _error in again] + self._pending
 
 
 class RunContext:
@@ -637,6 +700,7 @@ class RunExecutor:
                     await sync_to_async(runs_sweep_stale)()
                 except Exception:
                     log.warning("stale-run sweep failed", exc_info=True)
+                    await sync_to_async(_drop_broken_connection)()
             await asyncio.sleep(settings.RUN_HEARTBEAT_INTERVAL)
             ids = list(self.contexts)
             if not ids:
@@ -650,6 +714,10 @@ class RunExecutor:
                     self.cancel_local(run_id, mode or "immediate")
             except Exception:
                 log.warning("heartbeat failed", exc_info=True)
+                # After a database restart the sync thread's connection stays broken until
+                # something closes it; without this the heartbeats would fail until the next
+                # request, and other processes' sweeps would take our live runs for dead.
+                await sync_to_async(_drop_broken_connection)()
 
 
 def _error_code(exc: Exception) -> str:

@@ -237,6 +237,9 @@ AGENTS_MAX_INPUT_CHARS = env_int("AGENTS_MAX_INPUT_CHARS", 32_000)
 # Event persistence batching: flush after this many events or this many seconds.
 RUN_EVENT_BATCH_SIZE = env_int("RUN_EVENT_BATCH_SIZE", 64)
 RUN_EVENT_FLUSH_INTERVAL = env_float("RUN_EVENT_FLUSH_INTERVAL", 0.01)
+# How long the executor keeps retrying a run's event and end writes while the database is
+# unavailable (restart, failover, SQLite lock) before it gives up on them, in seconds.
+RUN_DB_RETRY_SECONDS = env_float("RUN_DB_RETRY_SECONDS", 60.0)
 # Under load the event loop's thread holds the GIL nearly all the time, and Django's sync thread
 # (auth, run rows) and the event writer need it back after every database round trip: with
 # Python's default 5 ms switch interval that wait dominated each request's database work.

@@ -1,6 +1,7 @@
 """Run lifecycle: one active run per conversation, cancel modes, stale runs, stored events, admin."""
 
 import asyncio
+import time
 from datetime import timedelta
 
 import pytest
@@ -382,3 +383,58 @@ async def test_a_bad_end_in_a_shared_commit_costs_the_others_nothing(alice, capl
         assert run.status == "completed"
         assert await RunEvent.objects.filter(run=run, seq=1, type="stream_complete").aexists()
     assert not await RunEvent.objects.filter(run_id=gone_pk).aexists()
+
+
+def outage(monkeypatch, name: str, seconds: float) -> dict:
+    """`agents_app.executor.<name>` fails as a lost database connection does, for `seconds`
+    from its first call; returns how many calls failed."""
+    from django.db import OperationalError
+
+    from agents_app import executor
+
+    real = getattr(executor, name)
+    state = {"until": None, "failed": 0}
+
+    def flaky(*args, **kwargs):
+        now = time.monotonic()
+        if state["until"] is None:
+            state["until"] = now + seconds
+        if now < state["until"]:
+            state["failed"] += 1
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(executor, name, flaky)
+    return state
+
+
+async def stream_all(user, text: str) -> list[dict]:
+    client = SSEClient("POST", "/api/agents/chat/stream", {"input": text}, user.token)
+    assert await client.start() == 200
+    return await client.read_all(timeout=15)
+
+
+async def test_events_wait_out_a_database_outage(alice, settings, monkeypatch):
+    """Persist, then publish, even when the database is away for a while (a restart, a
+    failover): the stream stalls, then goes on; nothing is lost, nothing is out of order."""
+    settings.OFFLINE_MODEL_DELAY = 0.01
+    state = outage(monkeypatch, "_insert_events", 1.5)
+    events = await stream_all(alice, "Tell me about forests")
+    assert state["failed"] >= 3
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "stream_complete" and events[-1]["status"] == "completed"
+    stored = [e.data async for e in RunEvent.objects.filter(run_id=events[0]["run_id"]).order_by("seq")]
+    assert stored == events
+
+
+async def test_a_runs_end_waits_out_a_database_outage(alice, settings, monkeypatch):
+    """The final output, usage and terminal event exist nowhere else: the end is retried until
+    the database is back, and the record is complete."""
+    settings.OFFLINE_MODEL_DELAY = 0.0
+    state = outage(monkeypatch, "_commit_ends", 1.0)
+    events = await stream_all(alice, "What is 17 * 23?")
+    assert state["failed"] >= 2
+    run = await Run.objects.aget(pk=events[0]["run_id"])
+    assert run.status == "completed" and "391" in run.final_output and run.total_tokens > 0
+    terminal = await RunEvent.objects.aget(run=run, seq=run.last_seq)
+    assert terminal.data == events[-1] and terminal.type == "stream_complete"
