@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
+import httpx2
+import openai
 import orjson
 from agents import Runner
 from agents.exceptions import (
@@ -579,7 +581,8 @@ class RunExecutor:
             status = Run.Status.CANCELLED
         except Exception as exc:
             status, error, code = Run.Status.FAILED, str(exc) or type(exc).__name__, _error_code(exc)
-            log.warning("run %s failed: %s", run.pk, error, exc_info=not isinstance(exc, MaxTurnsExceeded))
+            # A traceback only for faults of this server: upstream failures and limits say it all.
+            log.warning("run %s failed (%s): %s", run.pk, code, error, exc_info=code == "internal_error")
         if status == Run.Status.CANCELLED and final is None:
             final = "".join(ctx.text)
         await self._finish(ctx, status, final_output_json(final), error, code)
@@ -720,13 +723,32 @@ class RunExecutor:
                 await sync_to_async(_drop_broken_connection)()
 
 
+# Codes of failures upstream (the model's API), not in this server: REST answers them with 502.
+UPSTREAM_ERROR_CODES = frozenset(
+    {"model_rate_limited", "model_auth_failed", "model_request_rejected", "model_unavailable"}
+)
+
+
 def _error_code(exc: Exception) -> str:
+    """What support staff and clients need to tell apart: a limit or outage at the model's
+    provider (retry later), a credentials problem (fix the configuration), a request the
+    provider refused, and a fault in this server."""
     if isinstance(exc, MaxTurnsExceeded):
         return "max_turns_exceeded"
     if isinstance(exc, InputGuardrailTripwireTriggered | OutputGuardrailTripwireTriggered):
         return "guardrail_triggered"
     if isinstance(exc, ModelBehaviorError):
         return "model_error"
+    if isinstance(exc, openai.RateLimitError):
+        return "model_rate_limited"
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return "model_auth_failed"
+    if isinstance(exc, openai.APIStatusError):
+        return "model_unavailable" if exc.status_code >= 500 else "model_request_rejected"
+    # A connection refused, timed out or dropped mid-answer: openai wraps the first two, but
+    # a stream cut while it is read surfaces as the HTTP client's own error.
+    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
+        return "model_unavailable"
     return "internal_error"
 
 

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from . import providers, services
 from .api_errors import error_body
+from .executor import UPSTREAM_ERROR_CODES
 from .models import Run
 from .registry import all_specs, get_spec
 from .selectors import agent_describe, conversations_for, run_events_after, runs_for
@@ -107,7 +108,8 @@ class AgentRunView(AsyncAPIView):
         body = run_response(run, data.get("session_id"))
         if run.status in (Run.Status.FAILED, Run.Status.INTERRUPTED):
             body["error_code"] = run.error_code
-            return Response(body, status=500)
+            upstream = run.error_code in UPSTREAM_ERROR_CODES
+            return Response(body, status=502 if upstream else 500)
         return Response(body)
 
 

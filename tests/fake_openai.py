@@ -87,6 +87,8 @@ class FakeOpenAI:
         tool_calls: dict[str, dict[str, Any]] | None = None,
         input_tokens: int = 12,
         record_limit: int = 10_000,
+        fail: tuple[int, str] | None = None,
+        cut_after: int | None = None,
     ):
         if text is None:
             count = deltas or 8
@@ -97,6 +99,10 @@ class FakeOpenAI:
         # If the request offers tool X and X has not been called yet, call it first with these arguments.
         self.tool_calls = tool_calls or {}
         self.input_tokens = input_tokens
+        # Upstream failures: every request answered with this HTTP status and OpenAI error type
+        # (e.g. (429, "rate_limit_exceeded")), or streams that drop after `cut_after` deltas.
+        self.fail = fail
+        self.cut_after = cut_after
         self.requests: collections.deque[RecordedRequest] = collections.deque(maxlen=record_limit)
         self.usages: collections.deque[tuple[int, int]] = collections.deque(maxlen=record_limit)
         self._server: uvicorn.Server | None = None
@@ -164,6 +170,12 @@ class FakeOpenAI:
             return
         headers = {key.decode().lower(): value.decode() for key, value in scope["headers"]}
         self.requests.append(RecordedRequest(path, request, headers.get("authorization")))
+        if self.fail is not None:
+            status, kind = self.fail
+            # OpenAI's error body; `retry-after-ms` keeps the client's own retries quick.
+            error = {"error": {"message": f"fake upstream failure ({kind})", "type": kind, "code": kind}}
+            await _json(send, status, error, [(b"retry-after-ms", b"1")])
+            return
 
         chat = path.endswith("/chat/completions")
         reply = self.reply(_chat_turn(request) if chat else _responses_turn(request))
@@ -199,11 +211,16 @@ class FakeOpenAI:
             disconnected.set()
 
         watcher = asyncio.create_task(watch())
+        sent = 0
         try:
             for frame, is_delta in frames:
                 if disconnected.is_set():
                     return
+                if is_delta and sent == self.cut_after:
+                    # The connection drops mid-answer: the response body never completes.
+                    raise UpstreamCut(f"stream cut after {sent} deltas")
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
+                sent += is_delta
                 if is_delta and self.delay:
                     await asyncio.sleep(self.delay)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -352,13 +369,21 @@ def _chat_completion(reply: Reply, model: str, usage: tuple[int, int]) -> ChatCo
     )
 
 
-async def _json(send: Any, status: int, payload: dict[str, Any]) -> None:
+class UpstreamCut(Exception):
+    """Raised inside a streamed response: the server drops the connection mid-body."""
+
+
+async def _json(send: Any, status: int, payload: dict[str, Any], headers=()) -> None:
     body = json.dumps(payload).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

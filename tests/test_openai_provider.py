@@ -14,8 +14,10 @@ from pydantic import BaseModel
 
 from agents_app import providers
 from agents_app.ai_agents.chat import build_chat_agent
+from agents_app.models import Run, RunEvent
 from agents_app.providers import OfflineModelProvider
 from tests.fake_openai import FakeOpenAI
+from tests.streams import SSEClient, text_of
 
 FAKE_TEXT = "Hello from the fake OpenAI server, streamed in small pieces."
 
@@ -230,3 +232,40 @@ def test_fake_runs_as_a_separate_process():
     chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
     assert sum(1 for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")) == 5
     assert chunks[-1]["usage"]["completion_tokens"] == 5
+
+
+UPSTREAM_FAILURES = [
+    ((429, "rate_limit_exceeded"), "model_rate_limited"),
+    ((401, "invalid_api_key"), "model_auth_failed"),
+    ((400, "invalid_request_error"), "model_request_rejected"),
+    ((503, "server_error"), "model_unavailable"),
+]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("failure,code", UPSTREAM_FAILURES, ids=[code for _, code in UPSTREAM_FAILURES])
+async def test_upstream_failures_have_their_own_codes(start_fake, use_fake, api_for, alice, failure, code):
+    """A run that fails at the model's provider says which way (retry later, fix the key, a
+    refused request) and is a 502 over REST, not a 500 that blames this server."""
+    use_fake(start_fake(fail=failure))
+    response = await api_for(alice).post("/api/agents/chat/run", {"input": "Say hello"})
+    assert response.status_code == 502, response.content
+    body = response.json()
+    assert body["error_code"] == code and "fake upstream failure" in body["error"]
+    run = await Run.objects.aget(pk=body["run_id"])
+    assert (run.status, run.error_code) == ("failed", code)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_answer_cut_mid_stream_fails_with_what_came_before_it_kept(start_fake, use_fake, alice):
+    use_fake(start_fake(deltas=10, cut_after=4))
+    client = SSEClient("POST", "/api/agents/chat/stream", {"input": "Say hello"}, alice.token)
+    assert await client.start() == 200
+    events = await client.read_all()
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert text_of(events) == "word0 word1 word2 word3 "
+    terminal = events[-1]
+    assert terminal["type"] == "error" and terminal["code"] == "model_unavailable"
+    run = await Run.objects.aget(pk=terminal["run_id"])
+    assert run.status == "failed" and run.error_code == "model_unavailable"
+    assert [e.data async for e in RunEvent.objects.filter(run=run).order_by("seq")] == events
