@@ -105,12 +105,21 @@ class RunAdmin(admin.ModelAdmin):
         "agent",
         "owner",
         "status",
+        "error_code",
         "created_at",
         "duration_display",
         "total_tokens",
         "input_preview",
     ]
-    list_filter = ["status", "agent", "provider", ("owner", admin.RelatedOnlyFieldListFilter), "created_at"]
+    # error_code tells an upstream limit or outage (model_*) from a fault of this server.
+    list_filter = [
+        "status",
+        "error_code",
+        "agent",
+        "provider",
+        ("owner", admin.RelatedOnlyFieldListFilter),
+        "created_at",
+    ]
     list_select_related = ["owner", "conversation"]
     search_fields = ["id", "input", "final_output", "error", "owner__username"]
     raw_id_fields = ["owner", "conversation"]

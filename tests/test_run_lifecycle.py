@@ -168,6 +168,7 @@ async def test_admin_pages_and_cancel_action(api_for, alice, admin_client, setti
     for path in (
         "/admin/agents_app/run/",
         "/admin/agents_app/run/?status__exact=completed&agent=chat",
+        "/admin/agents_app/run/?error_code=model_rate_limited",
         f"/admin/agents_app/run/?q={run_id}",
         f"/admin/agents_app/run/{run_id}/change/",
         f"/admin/agents_app/run/{run_id}/change/?events_page=2",
@@ -182,6 +183,7 @@ async def test_admin_pages_and_cancel_action(api_for, alice, admin_client, setti
     assert "stream_complete" in page and "calculate" in page
     listing = (await get(f"/admin/agents_app/run/?q={run_id}")).content.decode()
     assert run_id[:8] in listing
+    assert "By error code" in listing  # staff tell upstream failures from this server's own
 
 
 async def test_admin_event_inline_is_paginated(alice, admin_client):
