@@ -8,6 +8,7 @@ to the run's channel-layer group (persist, then publish: the DB is the source of
 import asyncio
 import json
 import logging
+import sys
 import time
 import weakref
 from collections.abc import Callable
@@ -46,6 +47,8 @@ from .registry import AgentSpec
 from .session import DjangoSession
 
 log = logging.getLogger(__name__)
+
+INTERRUPTED_BY_SHUTDOWN = "the run was interrupted: the server stopped before it finished"
 
 
 def run_group(run_id: Any) -> str:
@@ -392,6 +395,8 @@ class RunContext:
         self.spec = spec
         self.seq = 0
         self.cancel_mode: str | None = None
+        # Set when the serving process stops before the run ends (RunExecutor.shutdown).
+        self.interrupted = False
         # A cancel request the database does not hold yet: the run's end records it.
         self.unrecorded_cancel_at: datetime | None = None
         self.text: list[str] = []
@@ -498,6 +503,7 @@ class RunExecutor:
             asyncio.create_task(self._control_loop(), name="executor-control"),
             asyncio.create_task(self._heartbeat_loop(), name="executor-heartbeat"),
         ]
+        _shut_down_with_the_reactor(self)
 
     async def start(self, run: Run, spec: AgentSpec, reader: Reader | None = None) -> asyncio.Task:
         """Start a run; `reader` is subscribed before its first event, so it needs no replay."""
@@ -583,7 +589,9 @@ class RunExecutor:
             status, error, code = Run.Status.FAILED, str(exc) or type(exc).__name__, _error_code(exc)
             # A traceback only for faults of this server: upstream failures and limits say it all.
             log.warning("run %s failed (%s): %s", run.pk, code, error, exc_info=code == "internal_error")
-        if status == Run.Status.CANCELLED and final is None:
+        if ctx.interrupted and status == Run.Status.CANCELLED:
+            status, error, code = Run.Status.INTERRUPTED, INTERRUPTED_BY_SHUTDOWN, "interrupted"
+        if status in (Run.Status.CANCELLED, Run.Status.INTERRUPTED) and final is None:
             final = "".join(ctx.text)
         await self._finish(ctx, status, final_output_json(final), error, code)
 
@@ -642,7 +650,7 @@ class RunExecutor:
         # A failed run leaves the conversation's memory as it was: its input (which may be what
         # made it fail) would otherwise be replayed to every later run of the conversation, and
         # a retry would repeat it. The run keeps its input and events for review.
-        failed = fields["status"] == Run.Status.FAILED
+        failed = fields["status"] in (Run.Status.FAILED, Run.Status.INTERRUPTED)
         items = ctx.session.take_rows() if ctx.session is not None and not failed else []
         try:
             await self.ends.commit((run, fields, event, items))
@@ -668,6 +676,26 @@ class RunExecutor:
                     self.watched.add(message["run_id"])
             elif message.get("type") == "executor.stop":
                 return
+
+    async def shutdown(self, grace: float) -> None:
+        """The serving process is stopping. Runs get `grace` seconds to finish on their own;
+        the others end `interrupted` now, each with its terminal event, its partial output and
+        usage, instead of staying `running` (their conversations busy) until another process's
+        sweep finds them stale. Then the background tasks stop."""
+        running = [task for task in self.tasks.values() if not task.done()]
+        if running and grace > 0:
+            await asyncio.wait(running, timeout=grace)
+        ending = []
+        for key, task in list(self.tasks.items()):
+            ctx = self.contexts.get(key)
+            if ctx is not None and not task.done():
+                ctx.interrupted = True
+                task.cancel()
+                ending.append(task)
+        if ending:
+            log.warning("server stopping: %d runs interrupted", len(ending))
+            await asyncio.wait(ending, timeout=10)
+        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop the background tasks once runs are done (a CLI command's or a test's loop ends).
@@ -760,6 +788,42 @@ async def close_executor() -> None:
     executor = _executors.pop(asyncio.get_running_loop(), None)
     if executor is not None:
         await executor.aclose()
+
+
+async def shutdown_executor() -> None:
+    """The serving process is stopping: end the running loop's runs (see RunExecutor.shutdown)."""
+    executor = _executors.pop(asyncio.get_running_loop(), None)
+    if executor is not None:
+        await executor.shutdown(settings.RUN_SHUTDOWN_GRACE)
+
+
+async def lifespan(scope: dict, receive: Callable, send: Callable) -> None:
+    """ASGI lifespan (uvicorn and other servers that speak it): at shutdown, end this
+    process's runs (see RunExecutor.shutdown)."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await shutdown_executor()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _shut_down_with_the_reactor(executor: "RunExecutor") -> None:
+    """Under daphne (Twisted, no ASGI lifespan), run the shutdown before the reactor stops: a
+    'before shutdown' trigger may return a Deferred, and the reactor waits for it."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not getattr(reactor, "running", False):
+        return
+    from twisted.internet import defer
+
+    def before_shutdown():
+        if _executors.get(asyncio.get_running_loop()) is not executor:
+            return None
+        return defer.Deferred.fromFuture(asyncio.ensure_future(shutdown_executor()))
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
 
 
 def runs_here(run_id: Any) -> bool:

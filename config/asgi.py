@@ -17,6 +17,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.urls import re_path  # noqa: E402
 
 from agents_app.auth import WebsocketAuthStack  # noqa: E402
+from agents_app.executor import lifespan  # noqa: E402
 from agents_app.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 if settings.GIL_SWITCH_INTERVAL > 0:
@@ -28,6 +29,7 @@ application = ProtocolTypeRouter(
     {
         "http": URLRouter([*http_urlpatterns, re_path(r"", django_http)]),
         "websocket": WebsocketAuthStack(URLRouter(websocket_urlpatterns)),
+        "lifespan": lifespan,
     }
 )
 

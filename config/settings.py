@@ -240,6 +240,9 @@ RUN_EVENT_FLUSH_INTERVAL = env_float("RUN_EVENT_FLUSH_INTERVAL", 0.01)
 # How long the executor keeps retrying a run's event and end writes while the database is
 # unavailable (restart, failover, SQLite lock) before it gives up on them, in seconds.
 RUN_DB_RETRY_SECONDS = env_float("RUN_DB_RETRY_SECONDS", 60.0)
+# When the serving process stops (SIGTERM to daphne, ASGI lifespan shutdown elsewhere), its runs
+# get this many seconds to finish; the others are recorded as interrupted at once.
+RUN_SHUTDOWN_GRACE = env_float("RUN_SHUTDOWN_GRACE", 5.0)
 # Under load the event loop's thread holds the GIL nearly all the time, and Django's sync thread
 # (auth, run rows) and the event writer need it back after every database round trip: with
 # Python's default 5 ms switch interval that wait dominated each request's database work.

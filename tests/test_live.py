@@ -47,11 +47,11 @@ def _server_env() -> dict:
     return env
 
 
-def _start_server(port: int) -> subprocess.Popen:
+def _start_server(port: int, **env) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
         cwd=ROOT,
-        env=_server_env(),
+        env={**_server_env(), **env},
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -227,3 +227,26 @@ async def test_a_quiet_socket_still_serves_after_the_layers_blocking_receive(liv
         while not events or events[-1]["type"] not in ("stream_complete", "error"):
             events.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
     assert events[-1]["type"] == "stream_complete" and "42" in events[-1]["final_output"]
+
+
+async def test_a_stopped_server_records_its_runs_as_interrupted(alice):
+    """SIGTERM to daphne (a deploy, a restart): a run that cannot finish within
+    RUN_SHUTDOWN_GRACE ends `interrupted` with its terminal event and partial output before the
+    process exits, so its conversation is free at once (no wait for the stale sweep)."""
+    port = _free_port()
+    proc = _start_server(port, RUN_SHUTDOWN_GRACE="0.3")
+    try:
+        async with httpx.AsyncClient(timeout=20) as client:
+            seen = await start_story(client, f"http://127.0.0.1:{port}", alice, stop_after=3)
+        proc.terminate()
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+    finally:
+        proc.kill()
+    run = await Run.objects.aget(pk=seen[0]["run_id"])
+    assert (run.status, run.error_code) == ("interrupted", "interrupted")
+    stored = [e.data async for e in RunEvent.objects.filter(run=run).order_by("seq")]
+    assert [e["seq"] for e in stored] == list(range(1, run.last_seq + 1))
+    assert stored[-1]["type"] == "error" and stored[-1]["code"] == "interrupted"
+    assert run.final_output and text_of(stored) == run.final_output
+    # Its conversation takes a new run at once.
+    assert not await Run.objects.filter(conversation_id=run.conversation_id, status__in=Run.ACTIVE).aexists()

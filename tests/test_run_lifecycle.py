@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from agents_app.models import Conversation, Run, RunEvent
+from agents_app.models import Conversation, ConversationItem, Run, RunEvent
 from agents_app.services import runs_sweep_stale
 
 from .streams import SSEClient
@@ -440,3 +440,47 @@ async def test_a_runs_end_waits_out_a_database_outage(alice, settings, monkeypat
     assert run.status == "completed" and "391" in run.final_output and run.total_tokens > 0
     terminal = await RunEvent.objects.aget(run=run, seq=run.last_seq)
     assert terminal.data == events[-1] and terminal.type == "stream_complete"
+
+
+async def lifespan_shutdown() -> None:
+    """What uvicorn does when it stops: the ASGI lifespan protocol, through the real app."""
+    from asgiref.testing import ApplicationCommunicator
+
+    from config.asgi import application
+
+    server = ApplicationCommunicator(application, {"type": "lifespan", "asgi": {"version": "3.0"}})
+    await server.send_input({"type": "lifespan.startup"})
+    assert (await server.receive_output(5))["type"] == "lifespan.startup.complete"
+    await server.send_input({"type": "lifespan.shutdown"})
+    assert (await server.receive_output(15))["type"] == "lifespan.shutdown.complete"
+
+
+async def stream_until_first_delta(user) -> SSEClient:
+    client = SSEClient("POST", "/api/agents/chat/stream", {"input": "Tell me about forests"}, user.token)
+    assert await client.start() == 200
+    await client.read_until(lambda e: e.get("event_type") == "response.output_text.delta")
+    return client
+
+
+async def test_shutdown_interrupts_the_runs_that_outlast_the_grace(alice, settings):
+    settings.OFFLINE_MODEL_DELAY, settings.RUN_SHUTDOWN_GRACE = 0.05, 0.1
+    client = await stream_until_first_delta(alice)
+    await lifespan_shutdown()
+    events = await client.read_all()
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "error" and events[-1]["code"] == "interrupted"
+    run = await Run.objects.aget(pk=events[0]["run_id"])
+    assert (run.status, run.error_code, run.last_seq) == ("interrupted", "interrupted", events[-1]["seq"])
+    assert run.final_output and run.final_output in "".join(e.get("delta", "") for e in events)
+    # Like a run whose process died, it leaves the conversation's memory as it was.
+    assert not await ConversationItem.objects.filter(conversation_id=run.conversation_id).aexists()
+
+
+async def test_shutdown_lets_runs_finish_within_the_grace(alice, settings):
+    settings.OFFLINE_MODEL_DELAY, settings.RUN_SHUTDOWN_GRACE = 0.02, 10
+    client = await stream_until_first_delta(alice)
+    started = time.monotonic()
+    await lifespan_shutdown()
+    assert time.monotonic() - started < 5  # it waited for the run, not for the whole grace
+    events = await client.read_all()
+    assert events[-1]["type"] == "stream_complete" and events[-1]["status"] == "completed"
