@@ -16,6 +16,7 @@ from . import providers
 from .executor import Reader, current_executor, encode, events_message, get_executor, run_group
 from .models import Conversation, Run, RunEvent
 from .registry import AgentSpec
+from .signals import run_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -215,12 +216,10 @@ def _mark_interrupted_if_stale(run: Run) -> bool:
     beat = run.heartbeat_at or run.created_at
     if run.status not in Run.ACTIVE or beat >= cutoff:
         return False
+    error = "the process running this run stopped (stale heartbeat)"
     with transaction.atomic():
         updated = Run.objects.filter(pk=run.pk, status__in=Run.ACTIVE).update(
-            status=Run.Status.INTERRUPTED,
-            finished_at=timezone.now(),
-            error="the process running this run stopped (stale heartbeat)",
-            error_code="interrupted",
+            status=Run.Status.INTERRUPTED, finished_at=timezone.now(), error=error, error_code="interrupted"
         )
         if not updated:
             return False
@@ -233,6 +232,7 @@ def _mark_interrupted_if_stale(run: Run) -> bool:
             "code": "interrupted",
         }
         RunEvent.objects.create(run=run, seq=last + 1, type="error", data=event)
+        run_interrupted.send(sender=Run, run=run, error=error)
     run.refresh_from_db()
     try:
         async_to_sync(get_channel_layer().group_send)(

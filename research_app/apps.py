@@ -2,6 +2,17 @@ from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
 
+def _report_interrupted(sender, run, error, **kwargs) -> None:
+    """A research run whose process died: its report says so too, not `running` for ever."""
+    from django.utils import timezone
+
+    from .models import ResearchReport
+
+    ResearchReport.objects.filter(run=run, status__in=["queued", "running"]).update(
+        status=ResearchReport.Status.INTERRUPTED, error=error, finished_at=timezone.now()
+    )
+
+
 def _ensure_fulltext(sender, using, **kwargs) -> None:
     """Re-create a full-text index lost to a table rebuild (SQLite ALTERs drop triggers)."""
     from django.db import connections
@@ -23,3 +34,6 @@ class ResearchAppConfig(AppConfig):
         from . import pipeline  # noqa: F401
 
         post_migrate.connect(_ensure_fulltext, sender=self)
+        from agents_app.signals import run_interrupted
+
+        run_interrupted.connect(_report_interrupted, dispatch_uid="research-report-interrupted")

@@ -33,6 +33,7 @@ class ResearchReport(models.Model):
         COMPLETED = "completed"
         FAILED = "failed"
         CANCELLED = "cancelled"
+        INTERRUPTED = "interrupted"  # the server stopped, or the process running it died
 
     run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="research_report")
     owner = models.ForeignKey(

@@ -122,8 +122,10 @@ async def research_pipeline(ctx: RunContext) -> dict[str, Any] | None:
             if output is not None:
                 return output
     except asyncio.CancelledError:
-        # An immediate cancel: record what was found so far, then let the executor finish the run.
-        await asyncio.shield(_stop(state, ResearchReport.Status.CANCELLED))
+        # An immediate cancel, or the server stopping: record what was found so far, then let
+        # the executor finish the run.
+        status = ResearchReport.Status.INTERRUPTED if ctx.interrupted else ResearchReport.Status.CANCELLED
+        await asyncio.shield(_stop(state, status))
         raise
     except Exception as exc:
         await _stop(state, ResearchReport.Status.FAILED, error=str(exc) or type(exc).__name__)

@@ -63,6 +63,9 @@ class ResearchCollectionView(AsyncAPIView):
         reports = reports_for(request.user)
         status = request.query_params.get("status")
         if status:
+            known = ResearchReport.Status.values
+            if status not in known:
+                raise ValidationError({"status": [f"must be one of {', '.join(known)}"]})
             reports = reports.filter(status=status)
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(reports, request, view=self)

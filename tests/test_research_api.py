@@ -42,6 +42,8 @@ async def test_start_research_returns_ids_and_stream_urls(alice, bob, api_for, c
     assert detail["plan"] and detail["search_results"] and detail["sources"][0]["title"] == "Volcanoes"
     listing = (await api_for(alice).get("/api/research/")).json()
     assert [r["id"] for r in listing["results"]] == [report_id]
+    assert (await api_for(alice).get("/api/research/?status=completed")).json()["count"] == 1
+    assert (await api_for(alice).get("/api/research/?status=done")).status_code == 400
     # Reports are private to their owner.
     assert (await api_for(bob).get(f"/api/research/{report_id}/")).status_code == 404
     assert (await api_for(bob).get("/api/research/")).json()["results"] == []

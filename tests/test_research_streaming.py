@@ -117,3 +117,42 @@ async def test_cancel_during_searches_over_rest_while_streaming_sse(alice, corpu
     assert events[-1]["type"] == "stream_complete" and events[-1]["status"] == "cancelled"
     report = await ResearchReport.objects.aget(run_id=run_id)
     assert report.status == "cancelled" and len(report.search_results) < len(report.plan)
+
+
+async def test_a_stopping_server_leaves_the_report_interrupted_like_its_run(alice, corpus, settings):
+    from .test_run_lifecycle import lifespan_shutdown
+
+    slow_searches(settings)
+    settings.RUN_SHUTDOWN_GRACE = 0
+    client = SSEClient("POST", "/api/agents/research/stream", {"input": QUESTION}, alice.token)
+    assert await client.start() == 200
+    events = await client.read_until(lambda e: e["type"] == "research_progress" and e["stage"] == "searching")
+    await lifespan_shutdown()
+    assert (await client.read_all())[-1]["code"] == "interrupted"
+    report = await ResearchReport.objects.select_related("run").aget(run_id=events[0]["run_id"])
+    assert (report.run.status, report.status) == ("interrupted", "interrupted")
+    assert report.plan and report.finished_at is not None
+
+
+async def test_the_report_of_a_run_whose_process_died_is_interrupted_too(alice, settings):
+    from datetime import timedelta
+
+    from asgiref.sync import sync_to_async
+    from django.utils import timezone
+
+    from agents_app.services import runs_sweep_stale
+
+    old = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER + 5)
+    run = await Run.objects.acreate(owner=alice, agent="research", input=QUESTION, status="running")
+    await Run.objects.filter(pk=run.pk).aupdate(heartbeat_at=old, created_at=old)
+    report = await ResearchReport.objects.acreate(run=run, owner=alice, query=QUESTION, status="running")
+    done = await ResearchReport.objects.acreate(
+        run=await Run.objects.acreate(owner=alice, agent="research", input="x", status="completed"),
+        owner=alice,
+        query="x",
+        status="completed",
+    )
+    assert await sync_to_async(runs_sweep_stale)() == 1
+    report = await ResearchReport.objects.aget(pk=report.pk)
+    assert report.status == "interrupted" and "stale heartbeat" in report.error and report.finished_at
+    assert (await ResearchReport.objects.aget(pk=done.pk)).status == "completed"
