@@ -41,6 +41,11 @@ class ConversationBusy(ServiceError):
     code = "conversation_busy"
 
 
+class TooManyRuns(ServiceError):
+    status = 429
+    code = "too_many_runs"
+
+
 class RunNotActive(ServiceError):
     status = 409
     code = "run_not_active"
@@ -98,6 +103,34 @@ def create_run(
     that checks, auth and run creation share one hop. `worker` is the control channel of the
     executor that will run it (`await get_executor().ensure_started()`); `launch_run` then
     hands the run over."""
+    args = (user, spec, input, worker, context, conversation_id, session_key, on_disconnect)
+    if settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER <= 0:
+        return _create_run(*args)
+    # The count and the new run in one transaction, so simultaneous starts cannot all slip
+    # under the limit; a refused start leaves nothing behind (not even a new conversation).
+    with transaction.atomic():
+        _check_active_runs(user)
+        return _create_run(*args)
+
+
+def _check_active_runs(user) -> None:
+    limit = settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER
+    # Serializes this user's starts: a row lock on PostgreSQL (SQLite's write transactions
+    # are serialized already: they begin IMMEDIATE).
+    list(type(user).objects.select_for_update().filter(pk=user.pk).values_list("pk"))
+    active = list(Run.objects.filter(owner=user, status__in=Run.ACTIVE))
+    if len(active) >= limit:
+        # Runs of a process that died do not count once they are found stale.
+        active = [run for run in active if not _mark_interrupted_if_stale(run)]
+    if len(active) >= limit:
+        raise TooManyRuns(
+            f"you already have {len(active)} active runs (the limit is {limit}): wait for one to end",
+            limit=limit,
+            active_run_ids=[str(run.pk) for run in active],
+        )
+
+
+def _create_run(user, spec, input, worker, context, conversation_id, session_key, on_disconnect) -> Run:
     conversation = _resolve_conversation(user, spec, conversation_id, session_key, input)
     info = providers.provider_info()
     now = timezone.now()

@@ -234,6 +234,9 @@ OFFLINE_MODEL_DELAY = env_float("OFFLINE_MODEL_DELAY", 0.02)
 AGENTS_TRACE_EXPORT = env_bool("AGENTS_TRACE_EXPORT", False)
 # Largest accepted run input, in characters.
 AGENTS_MAX_INPUT_CHARS = env_int("AGENTS_MAX_INPUT_CHARS", 32_000)
+# Most runs one user may have queued or running at once, across processes (a start beyond it
+# gets 429 too_many_runs). 0: no limit.
+AGENTS_MAX_ACTIVE_RUNS_PER_USER = env_int("AGENTS_MAX_ACTIVE_RUNS_PER_USER", 0)
 # Event persistence batching: flush after this many events or this many seconds.
 RUN_EVENT_BATCH_SIZE = env_int("RUN_EVENT_BATCH_SIZE", 64)
 RUN_EVENT_FLUSH_INTERVAL = env_float("RUN_EVENT_FLUSH_INTERVAL", 0.01)

@@ -11,7 +11,7 @@ from django.utils import timezone
 from agents_app.models import Conversation, ConversationItem, Run, RunEvent
 from agents_app.services import runs_sweep_stale
 
-from .streams import SSEClient
+from .streams import SSEClient, ws_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,6 +31,43 @@ async def test_twenty_posts_to_one_conversation_give_one_run(api_for, alice, slo
     assert await Run.objects.acount() == 1
     # Once it is over the conversation takes new runs again.
     assert (await api.post("/api/agents/chat/run", body)).status_code == 200
+
+
+async def test_active_runs_per_user_are_capped_across_simultaneous_starts(
+    api_for, alice, slow_model, settings
+):
+    settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER = 3
+    slow_model["seconds"] = 0.5
+    api = api_for(alice)
+    responses = await asyncio.gather(*(api.post("/api/agents/chat/run", {"input": "hi"}) for _ in range(10)))
+    assert sorted(r.status_code for r in responses) == [200] * 3 + [429] * 7
+    error = next(r for r in responses if r.status_code == 429).json()["error"]
+    assert error["code"] == "too_many_runs" and error["limit"] == 3 and len(error["active_run_ids"]) == 3
+    # A refused start leaves nothing behind (not even a new conversation).
+    assert await Run.objects.acount() == await Conversation.objects.acount() == 3
+    # Once they are over, alice may start again.
+    assert (await api.post("/api/agents/chat/run", {"input": "hi"})).status_code == 200
+
+
+async def test_the_run_cap_over_sse_and_websocket(alice, bob, slow_model, settings):
+    settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER = 1
+    slow_model["seconds"] = 2
+    first = SSEClient("POST", "/api/agents/chat/stream", {"input": "one"}, alice.token)
+    assert await first.start() == 200
+    second = SSEClient("POST", "/api/agents/chat/stream", {"input": "two"}, alice.token)
+    assert await second.start() == 429
+    await second.read_all()
+    assert second.json()["error"]["code"] == "too_many_runs"
+    ws = ws_client("chat", token=alice.token)
+    assert (await ws.connect())[0]
+    await ws.send_json_to({"type": "run", "input": "three"})
+    error = await ws.receive_json_from(5)
+    assert error["type"] == "error" and error["code"] == "too_many_runs"
+    await ws.disconnect()
+    other = SSEClient("POST", "/api/agents/chat/stream", {"input": "bob's"}, bob.token)
+    assert await other.start() == 200
+    await first.disconnect()
+    await other.disconnect()
 
 
 async def test_busy_conversation_over_sse(api_for, alice, settings):
