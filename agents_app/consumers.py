@@ -173,18 +173,25 @@ class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
         while True:
             await self.inbox.wait()
             async with self.lock:
-                messages, lost = self.inbox.take(), self.inbox.take_lost()
-                for run_id, cursor in list(self.cursors.items()):
-                    if not cursor.ended:
-                        mine = [m for m in messages if m["run_id"] == run_id]
-                        batch, ended = await cursor.catch_up(mine, lost)
-                        await self._send_batch(cursor, batch, ended)
+                await self._catch_up(self.inbox.take(), self.inbox.take_lost())
+
+    async def _catch_up(self, messages: list[dict], lost: bool) -> None:
+        for run_id, cursor in list(self.cursors.items()):
+            if not cursor.ended:
+                mine = [m for m in messages if m["run_id"] == run_id]
+                batch, ended = await cursor.catch_up(mine, lost)
+                await self._send_batch(cursor, batch, ended)
 
     async def _send_batch(self, cursor: RunCursor, batch, ended: bool) -> None:
         for _seq, text in batch:
             await self.send(text_data=text)
         if ended:
             await cursor.unfollow(self.inbox, self.channel_name)
+            # A socket that stays open all day runs many runs: keep only the ones still going
+            # (a later `resume` of an ended run makes a new cursor).
+            if self.cursors.get(cursor.run_id) is cursor:
+                del self.cursors[cursor.run_id]
+            self.cancel_on_disconnect.discard(cursor.run_id)
 
     async def _error(self, code: str, message: str, **extra) -> None:
         body = {"type": "error", "code": code, "message": message}

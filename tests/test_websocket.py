@@ -253,3 +253,34 @@ async def test_conversation_socket_is_only_for_its_owner_and_its_runs(alice, bob
         await ws.send_json_to(message)
         assert (await ws.receive_json_from(2))["code"] == "not_found"
     await ws.disconnect()
+
+
+async def test_a_long_lived_socket_does_not_keep_the_runs_it_has_finished(alice, monkeypatch):
+    """Each followed run has a cursor that the pump visits on every wake-up: ended runs'
+    cursors are dropped, so a socket open all day costs what its live runs cost."""
+    import gc
+    import weakref
+
+    from agents_app import consumers
+
+    cursors = weakref.WeakSet()
+
+    class Tracked(consumers.RunCursor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            cursors.add(self)
+
+    monkeypatch.setattr(consumers, "RunCursor", Tracked)
+    ws = await connected(alice.token)
+    for n in range(4):
+        await ws.send_json_to({"type": "run", "input": f"What is {n} + 1?"})
+        run_id = (await ws_events_until_terminal(ws))[0]["run_id"]
+        await ws.send_json_to({"type": "resume", "run_id": run_id, "last_event_id": 1})
+        assert (await ws_events_until_terminal(ws, run_id))[-1]["type"] == "stream_complete"
+    assert await ws.receive_nothing(0.2)  # the consumer is past its last send
+    gc.collect()
+    assert len(cursors) == 0
+    # The socket still serves: a resume of a finished run replays it again.
+    await ws.send_json_to({"type": "resume", "run_id": run_id, "last_event_id": 0})
+    assert (await ws_events_until_terminal(ws, run_id))[0]["type"] == "run_started"
+    await ws.disconnect()
