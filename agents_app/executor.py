@@ -111,6 +111,35 @@ class Patience:
         return delay
 
 
+class FailureLog:
+    """Logs a dependency that keeps failing (Redis down: every batch of every run fails to
+    publish) without flooding the log: the first failure with its traceback, then one line
+    per `every` seconds with the count, and one line when it works again."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.failures = 0
+        self.unlogged = 0
+        self.logged_at = 0.0
+
+    def failed(self, message: str, *args: Any) -> None:
+        self.failures += 1
+        now = time.monotonic()
+        if self.failures == 1:
+            log.warning(message, *args, exc_info=True)
+            self.logged_at = now
+        elif now - self.logged_at >= self.every:
+            log.warning(message + " (and %d more failures since the last report)", *args, self.unlogged)
+            self.logged_at, self.unlogged = now, 0
+        else:
+            self.unlogged += 1
+
+    def ok(self, what: str) -> None:
+        if self.failures:
+            log.warning("%s works again after %d failures", what, self.failures)
+            self.failures = self.unlogged = 0
+
+
 # Event rows are written by one dedicated thread with its own connection, so bulk writes
 # neither queue behind request-path queries on Django's shared sync thread nor block them.
 _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-writer")
@@ -191,6 +220,7 @@ class EventSink:
         self._in_flight: asyncio.Future | None = None
         self._task = asyncio.create_task(self._loop(), name="event-sink")
         self.layer = get_channel_layer()
+        self._publish_failures = FailureLog()
 
     def add(self, run_id: Any, event: dict) -> None:
         self._pending.append((run_id, event, encode(event)))
@@ -277,7 +307,9 @@ class EventSink:
                 await self.layer.group_send(run_group(run_id), message)
             except Exception:
                 # Readers fall back to the database; a lost wake-up costs latency, not data.
-                log.warning("could not publish events of run %s", run_id, exc_info=True)
+                self._publish_failures.failed("could not publish events of run %s", run_id)
+            else:
+                self._publish_failures.ok("publishing to the channel layer")
 
 
 # The end of one run: the run, its final fields, its terminal event, the memory it added.
@@ -659,15 +691,18 @@ class RunExecutor:
         await self.sink.publish_one(run.pk, event)
 
     async def _control_loop(self) -> None:
+        failures = FailureLog()
         while True:
             try:
                 message = await self.layer.receive(self.channel_name)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.warning("executor control channel failed", exc_info=True)
+                # Cancel signals are also picked up from the database by the heartbeat loop.
+                failures.failed("executor control channel failed")
                 await asyncio.sleep(1)
                 continue
+            failures.ok("the executor control channel")
             if message.get("type") == "run.cancel":
                 self.cancel_local(message.get("run_id"), message.get("mode") or "immediate")
             elif message.get("type") == "run.watch":

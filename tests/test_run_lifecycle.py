@@ -521,3 +521,31 @@ async def test_shutdown_lets_runs_finish_within_the_grace(alice, settings):
     assert time.monotonic() - started < 5  # it waited for the run, not for the whole grace
     events = await client.read_all()
     assert events[-1]["type"] == "stream_complete" and events[-1]["status"] == "completed"
+
+
+async def test_a_channel_layer_outage_is_logged_once_not_per_batch(alice, caplog, monkeypatch):
+    """Redis down: every batch of every watched run fails to publish (readers fall back to the
+    database). One warning with the traceback, not thousands; one more when it works again."""
+    from agents_app.executor import get_executor
+
+    sink = get_executor().sink
+    run = await Run.objects.acreate(owner=alice, agent="chat", input="x", status="running")
+    sink.deliver = lambda message: True  # as if a reader in another process watched the run
+    real_send, down = sink.layer.group_send, {"now": True}
+
+    async def group_send(group, message):
+        if down["now"]:
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379")
+        await real_send(group, message)
+
+    monkeypatch.setattr(sink.layer, "group_send", group_send)
+    for seq in range(1, 31):
+        sink.add(run.pk, {"type": "raw_response", "seq": seq, "run_id": str(run.pk)})
+        await sink.flush()
+    down["now"] = False
+    sink.add(run.pk, {"type": "raw_response", "seq": 31, "run_id": str(run.pk)})
+    await sink.flush()
+    warnings = [r for r in caplog.records if r.name == "agents_app.executor" and r.levelname == "WARNING"]
+    assert [r.exc_info is not None for r in warnings] == [True, False]
+    assert "works again after 30 failures" in warnings[-1].getMessage()
+    assert await RunEvent.objects.filter(run=run).acount() == 31
