@@ -228,6 +228,11 @@ AGENTS_DEFAULT_MODEL = env_str("AGENTS_DEFAULT_MODEL")
 OPENAI_USE_RESPONSES = env_bool("OPENAI_USE_RESPONSES", None)
 # Upstream connections per process (one per concurrently streaming run).
 OPENAI_MAX_CONNECTIONS = env_int("OPENAI_MAX_CONNECTIONS", 10_000)
+# Seconds an upstream request may take, and while streaming the longest silence between two
+# chunks (openai's default is 600); and how often the client retries a refused or failed
+# request (429, 5xx, connection errors; openai's default is 2).
+OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 600.0)
+OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 2)
 # Seconds the offline model waits between streamed deltas (0 in tests).
 OFFLINE_MODEL_DELAY = env_float("OFFLINE_MODEL_DELAY", 0.02)
 # SDK trace export sends run data to OpenAI; only when asked for.

@@ -269,3 +269,25 @@ async def test_an_answer_cut_mid_stream_fails_with_what_came_before_it_kept(star
     run = await Run.objects.aget(pk=terminal["run_id"])
     assert run.status == "failed" and run.error_code == "model_unavailable"
     assert [e.data async for e in RunEvent.objects.filter(run=run).order_by("seq")] == events
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_silent_upstream_times_out_and_retries_follow_the_settings(
+    start_fake, use_fake, api_for, alice, settings
+):
+    """OPENAI_TIMEOUT bounds the silence between two chunks (a hung provider does not hold a
+    run for openai's default ten minutes); OPENAI_MAX_RETRIES is the client's retry count."""
+    settings.OPENAI_TIMEOUT, settings.OPENAI_MAX_RETRIES = 0.3, 0
+    use_fake(start_fake(deltas=5, delay=2.0))
+    started = time.monotonic()
+    response = await api_for(alice).post("/api/agents/chat/run", {"input": "Say hello"})
+    assert time.monotonic() - started < 3
+    assert response.status_code == 502 and response.json()["error_code"] == "model_unavailable"
+
+    down = start_fake(fail=(503, "server_error"))
+    use_fake(down)
+    await api_for(alice).post("/api/agents/chat/run", {"input": "Say hello"})
+    assert len(down.requests) == 1
+    settings.OPENAI_MAX_RETRIES = 2
+    await api_for(alice).post("/api/agents/chat/run", {"input": "Say hello"})
+    assert len(down.requests) == 1 + 3

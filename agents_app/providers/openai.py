@@ -27,13 +27,23 @@ def uses_responses_api() -> bool:
 
 
 def openai_provider() -> OpenAIProvider:
-    return _provider(settings.OPENAI_API_KEY or None, base_url(), uses_responses_api())
+    return _provider(
+        settings.OPENAI_API_KEY or None,
+        base_url(),
+        uses_responses_api(),
+        settings.OPENAI_TIMEOUT,
+        settings.OPENAI_MAX_RETRIES,
+    )
 
 
 # One provider per configuration, so runs share its clients and connection pools.
 @functools.lru_cache(maxsize=8)
-def _provider(api_key: str | None, url: str | None, use_responses: bool) -> OpenAIProvider:
-    return PerLoopOpenAIProvider(api_key=api_key, base_url=url, use_responses=use_responses)
+def _provider(
+    api_key: str | None, url: str | None, use_responses: bool, timeout: float, max_retries: int
+) -> OpenAIProvider:
+    return PerLoopOpenAIProvider(
+        api_key=api_key, base_url=url, use_responses=use_responses, timeout=timeout, max_retries=max_retries
+    )
 
 
 def _http_client() -> DefaultAsyncHttpxClient:
@@ -54,9 +64,22 @@ class PerLoopOpenAIProvider(OpenAIProvider):
     loop fails ("Event loop is closed") when another loop (async_to_sync, a test) reuses it.
     """
 
-    def __init__(self, *, api_key: str | None, base_url: str | None, use_responses: bool):
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None,
+        use_responses: bool,
+        timeout: float = 600.0,
+        max_retries: int = 2,
+    ):
         super().__init__(api_key=api_key, base_url=base_url, use_responses=use_responses)
-        self._client_options = {"api_key": api_key, "base_url": base_url}
+        self._client_options = {
+            "api_key": api_key,
+            "base_url": base_url,
+            "timeout": timeout,
+            "max_retries": max_retries,
+        }
         self._responses = use_responses
         self._by_loop: dict[asyncio.AbstractEventLoop, OpenAIProvider] = {}
 
