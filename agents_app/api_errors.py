@@ -23,6 +23,15 @@ def _first_message(detail) -> str:
     return str(detail)
 
 
+def choice_param(params, field: str, choices: list[str]) -> str | None:
+    """A query parameter that must be one of `choices`: its value, None when absent, else a
+    400 naming the field (an unknown filter value is a mistake, not an empty result)."""
+    value = params.get(field)
+    if value and value not in choices:
+        raise exceptions.ValidationError({field: [f"must be one of {', '.join(choices)}"]})
+    return value or None
+
+
 def exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):
         return Response(error_body("too_large", "request body is larger than the server accepts"), status=413)

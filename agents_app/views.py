@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import providers, services
-from .api_errors import error_body
+from .api_errors import choice_param, error_body
 from .executor import UPSTREAM_ERROR_CODES
 from .models import Run
 from .registry import all_specs, get_spec
@@ -170,10 +170,9 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         params = self.request.query_params
         if params.get("agent"):
             qs = qs.filter(agent=params["agent"])
-        if params.get("status"):
-            if params["status"] not in Run.Status.values:
-                raise ValidationError({"status": [f"must be one of {', '.join(Run.Status.values)}"]})
-            qs = qs.filter(status=params["status"])
+        status = choice_param(params, "status", Run.Status.values)
+        if status:
+            qs = qs.filter(status=status)
         if params.get("conversation"):
             try:
                 conversation = uuid.UUID(params["conversation"])

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents_app import services as run_services
-from agents_app.api_errors import error_body
+from agents_app.api_errors import choice_param, error_body
 
 from . import services
 from .models import Document, ResearchReport
@@ -61,11 +61,8 @@ class ResearchCollectionView(AsyncAPIView):
 
     def _list(self, request):
         reports = reports_for(request.user)
-        status = request.query_params.get("status")
+        status = choice_param(request.query_params, "status", ResearchReport.Status.values)
         if status:
-            known = ResearchReport.Status.values
-            if status not in known:
-                raise ValidationError({"status": [f"must be one of {', '.join(known)}"]})
             reports = reports.filter(status=status)
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(reports, request, view=self)
