@@ -96,6 +96,13 @@ class SSEClient:
         await self.comm.send_input({"type": "http.disconnect"})
 
 
+async def stream_run(token, body, path="/api/agents/chat/stream"):
+    """Start a run over SSE and read it to its end: (client, events)."""
+    client = SSEClient("POST", path, body, token)
+    assert await client.start() == 200
+    return client, await client.read_all()
+
+
 def ws_client(
     slug: str = "chat", token: str | None = None, headers=(), subprotocols=None
 ) -> WebsocketCommunicator:

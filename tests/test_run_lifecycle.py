@@ -11,7 +11,7 @@ from django.utils import timezone
 from agents_app.models import Conversation, ConversationItem, Run, RunEvent
 from agents_app.services import runs_sweep_stale
 
-from .streams import SSEClient, ws_client
+from .streams import SSEClient, stream_run, ws_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -447,18 +447,12 @@ def outage(monkeypatch, name: str, seconds: float) -> dict:
     return state
 
 
-async def stream_all(user, text: str) -> list[dict]:
-    client = SSEClient("POST", "/api/agents/chat/stream", {"input": text}, user.token)
-    assert await client.start() == 200
-    return await client.read_all(timeout=15)
-
-
 async def test_events_wait_out_a_database_outage(alice, settings, monkeypatch):
     """Persist, then publish, even when the database is away for a while (a restart, a
     failover): the stream stalls, then goes on; nothing is lost, nothing is out of order."""
     settings.OFFLINE_MODEL_DELAY = 0.01
     state = outage(monkeypatch, "_insert_events", 1.5)
-    events = await stream_all(alice, "Tell me about forests")
+    _, events = await stream_run(alice.token, {"input": "Tell me about forests"})
     assert state["failed"] >= 3
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events[-1]["type"] == "stream_complete" and events[-1]["status"] == "completed"
@@ -471,7 +465,7 @@ async def test_a_runs_end_waits_out_a_database_outage(alice, settings, monkeypat
     the database is back, and the record is complete."""
     settings.OFFLINE_MODEL_DELAY = 0.0
     state = outage(monkeypatch, "_commit_ends", 1.0)
-    events = await stream_all(alice, "What is 17 * 23?")
+    _, events = await stream_run(alice.token, {"input": "What is 17 * 23?"})
     assert state["failed"] >= 2
     run = await Run.objects.aget(pk=events[0]["run_id"])
     assert run.status == "completed" and "391" in run.final_output and run.total_tokens > 0

@@ -10,15 +10,9 @@ from agents_app.models import Run, RunEvent
 from agents_app.sse import RunStreamConsumer
 from agents_app.streaming import RunCursor
 
-from .streams import SSEClient, parse_sse, text_of, wait_finished
+from .streams import SSEClient, parse_sse, stream_run, text_of, wait_finished
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def stream_run(token, body, path="/api/agents/chat/stream"):
-    client = SSEClient("POST", path, body, token)
-    assert await client.start() == 200
-    return client, await client.read_all()
 
 
 async def test_stream_order_and_terminal(alice):
