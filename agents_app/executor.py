@@ -679,11 +679,11 @@ class RunExecutor:
         terminal event are committed together, so no reader ever sees one without the other."""
         await self.sink.flush()
         event = ctx.next_event(terminal)
-        # A failed run leaves the conversation's memory as it was: its input (which may be what
-        # made it fail) would otherwise be replayed to every later run of the conversation, and
-        # a retry would repeat it. The run keeps its input and events for review.
-        failed = fields["status"] in (Run.Status.FAILED, Run.Status.INTERRUPTED)
-        items = ctx.session.take_rows() if ctx.session is not None and not failed else []
+        # A failed or interrupted run leaves the conversation's memory as it was: its input
+        # (which may be what made it fail) would otherwise be replayed to every later run of
+        # the conversation, and a retry would repeat it. The run keeps its input and events.
+        keeps_memory = fields["status"] not in (Run.Status.FAILED, Run.Status.INTERRUPTED)
+        items = ctx.session.take_rows() if ctx.session is not None and keeps_memory else []
         try:
             await self.ends.commit((run, fields, event, items))
         except Exception:

@@ -8,7 +8,8 @@ def _report_interrupted(sender, run, error, **kwargs) -> None:
 
     from .models import ResearchReport
 
-    ResearchReport.objects.filter(run=run, status__in=["queued", "running"]).update(
+    active = [ResearchReport.Status.QUEUED, ResearchReport.Status.RUNNING]
+    ResearchReport.objects.filter(run=run, status__in=active).update(
         status=ResearchReport.Status.INTERRUPTED, error=error, finished_at=timezone.now()
     )
 

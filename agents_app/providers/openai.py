@@ -70,8 +70,8 @@ class PerLoopOpenAIProvider(OpenAIProvider):
         api_key: str | None,
         base_url: str | None,
         use_responses: bool,
-        timeout: float = 600.0,
-        max_retries: int = 2,
+        timeout: float,
+        max_retries: int,
     ):
         super().__init__(api_key=api_key, base_url=base_url, use_responses=use_responses)
         self._client_options = {
