@@ -96,6 +96,15 @@ class SSEClient:
         await self.comm.send_input({"type": "http.disconnect"})
 
 
+async def lifespan_shutdown() -> None:
+    """What uvicorn does when it stops: the ASGI lifespan protocol, through the real app."""
+    server = ApplicationCommunicator(application, {"type": "lifespan", "asgi": {"version": "3.0"}})
+    await server.send_input({"type": "lifespan.startup"})
+    assert (await server.receive_output(5))["type"] == "lifespan.startup.complete"
+    await server.send_input({"type": "lifespan.shutdown"})
+    assert (await server.receive_output(15))["type"] == "lifespan.shutdown.complete"
+
+
 async def stream_run(token, body, path="/api/agents/chat/stream"):
     """Start a run over SSE and read it to its end: (client, events)."""
     client = SSEClient("POST", path, body, token)

@@ -5,7 +5,7 @@ import pytest
 from agents_app.models import Run
 from research_app.models import Document, ResearchReport
 
-from .streams import SSEClient, ws_client, ws_events_until_terminal
+from .streams import SSEClient, lifespan_shutdown, ws_client, ws_events_until_terminal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -120,8 +120,6 @@ async def test_cancel_during_searches_over_rest_while_streaming_sse(alice, corpu
 
 
 async def test_a_stopping_server_leaves_the_report_interrupted_like_its_run(alice, corpus, settings):
-    from .test_run_lifecycle import lifespan_shutdown
-
     slow_searches(settings)
     settings.RUN_SHUTDOWN_GRACE = 0
     client = SSEClient("POST", "/api/agents/research/stream", {"input": QUESTION}, alice.token)

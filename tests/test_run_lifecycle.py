@@ -11,7 +11,7 @@ from django.utils import timezone
 from agents_app.models import Conversation, ConversationItem, Run, RunEvent
 from agents_app.services import runs_sweep_stale
 
-from .streams import SSEClient, stream_run, ws_client
+from .streams import SSEClient, lifespan_shutdown, stream_run, ws_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -471,19 +471,6 @@ async def test_a_runs_end_waits_out_a_database_outage(alice, settings, monkeypat
     assert run.status == "completed" and "391" in run.final_output and run.total_tokens > 0
     terminal = await RunEvent.objects.aget(run=run, seq=run.last_seq)
     assert terminal.data == events[-1] and terminal.type == "stream_complete"
-
-
-async def lifespan_shutdown() -> None:
-    """What uvicorn does when it stops: the ASGI lifespan protocol, through the real app."""
-    from asgiref.testing import ApplicationCommunicator
-
-    from config.asgi import application
-
-    server = ApplicationCommunicator(application, {"type": "lifespan", "asgi": {"version": "3.0"}})
-    await server.send_input({"type": "lifespan.startup"})
-    assert (await server.receive_output(5))["type"] == "lifespan.startup.complete"
-    await server.send_input({"type": "lifespan.shutdown"})
-    assert (await server.receive_output(15))["type"] == "lifespan.shutdown.complete"
 
 
 async def stream_until_first_delta(user) -> SSEClient:
