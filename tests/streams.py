@@ -96,6 +96,14 @@ class SSEClient:
         await self.comm.send_input({"type": "http.disconnect"})
 
 
+async def stream_until_first_delta(user, text: str = "Tell me about forests") -> SSEClient:
+    """Start a chat run over SSE and read it up to its first text delta: the run is live."""
+    client = SSEClient("POST", "/api/agents/chat/stream", {"input": text}, user.token)
+    assert await client.start() == 200
+    await client.read_until(lambda e: e.get("event_type") == "response.output_text.delta")
+    return client
+
+
 async def lifespan_shutdown() -> None:
     """What uvicorn does when it stops: the ASGI lifespan protocol, through the real app."""
     server = ApplicationCommunicator(application, {"type": "lifespan", "asgi": {"version": "3.0"}})

@@ -11,7 +11,7 @@ from django.utils import timezone
 from agents_app.models import Conversation, ConversationItem, Run, RunEvent
 from agents_app.services import runs_sweep_stale
 
-from .streams import SSEClient, lifespan_shutdown, stream_run, ws_client
+from .streams import SSEClient, lifespan_shutdown, stream_run, stream_until_first_delta, ws_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -471,13 +471,6 @@ async def test_a_runs_end_waits_out_a_database_outage(alice, settings, monkeypat
     assert run.status == "completed" and "391" in run.final_output and run.total_tokens > 0
     terminal = await RunEvent.objects.aget(run=run, seq=run.last_seq)
     assert terminal.data == events[-1] and terminal.type == "stream_complete"
-
-
-async def stream_until_first_delta(user) -> SSEClient:
-    client = SSEClient("POST", "/api/agents/chat/stream", {"input": "Tell me about forests"}, user.token)
-    assert await client.start() == 200
-    await client.read_until(lambda e: e.get("event_type") == "response.output_text.delta")
-    return client
 
 
 async def test_shutdown_interrupts_the_runs_that_outlast_the_grace(alice, settings):

@@ -8,7 +8,7 @@ from agents_app.models import Conversation, ConversationItem, Run
 from agents_app.session import DjangoSession
 
 from .conftest import ScriptedProvider
-from .streams import SSEClient
+from .streams import stream_until_first_delta
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,9 +46,7 @@ async def test_a_run_writes_its_memory_with_its_end(alice, settings):
     # The SDK saves the input before its first model call: that write must not sit on the
     # way to the first token. The memory is written in the transaction that ends the run.
     settings.OFFLINE_MODEL_DELAY = 0.05
-    client = SSEClient("POST", "/api/agents/chat/stream", {"input": "Tell me about forests"}, alice.token)
-    assert await client.start() == 200
-    await client.read_until(lambda e: e.get("event_type") == "response.output_text.delta")
+    client = await stream_until_first_delta(alice)
     run = await Run.objects.aget(pk=client.events()[0]["run_id"])
     assert run.status == "running"
     assert await ConversationItem.objects.filter(conversation_id=run.conversation_id).acount() == 0
