@@ -43,11 +43,14 @@ from django.utils import timezone
 from . import providers
 from .events import TERMINAL_TYPES, TEXT_DELTA, final_output_json, translate
 from .models import Conversation, ConversationItem, Run, RunEvent
+from .priority import FirstTokenPriority, Ticket, current_ticket
 from .registry import AgentSpec
 from .session import DjangoSession
 
 log = logging.getLogger(__name__)
 
+# What counts as a run's first output for first-token priority: the first delta or item.
+FIRST_OUTPUT_TYPES = frozenset({"raw_response", "run_item"})
 INTERRUPTED_BY_SHUTDOWN = "the run was interrupted: the server stopped before it finished"
 
 
@@ -218,13 +221,21 @@ class EventSink:
         self._wake = asyncio.Event()
         self._done: asyncio.Future = asyncio.get_running_loop().create_future()
         self._in_flight: asyncio.Future | None = None
+        # The wait between flushes, while it lasts; an urgent event ends it or skips it.
+        self._nap: asyncio.Future | None = None
+        self._urgent = False
         self._task = asyncio.create_task(self._loop(), name="event-sink")
         self.layer = get_channel_layer()
         self._publish_failures = FailureLog()
 
-    def add(self, run_id: Any, event: dict) -> None:
+    def add(self, run_id: Any, event: dict, urgent: bool = False) -> None:
+        """Queue an event; `urgent` (a run's first output) cuts short the wait for the next flush."""
         self._pending.append((run_id, event, encode(event)))
         self._wake.set()
+        if urgent:
+            self._urgent = True
+            if self._nap is not None and not self._nap.done():
+                self._nap.set_result(None)
 
     def close(self) -> None:
         self._task.cancel()
@@ -251,14 +262,21 @@ class EventSink:
         last_flush = 0.0
         while True:
             await self._wake.wait()
-            if len(self._pending) < settings.RUN_EVENT_BATCH_SIZE:
+            if len(self._pending) < settings.RUN_EVENT_BATCH_SIZE and not self._urgent:
                 # At most one flush per interval, so one insert carries many events under load;
                 # after a quiet spell the first event goes out at once.
                 wait = last_flush + settings.RUN_EVENT_FLUSH_INTERVAL - loop.time()
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    self._nap = loop.create_future()
+                    timer = loop.call_later(wait, _wake_up, self._nap)
+                    try:
+                        await self._nap
+                    finally:
+                        timer.cancel()
+                        self._nap = None
             last_flush = loop.time()
             self._wake.clear()
+            self._urgent = False
             batch, self._pending = self._pending, []
             done, self._done = self._done, asyncio.get_running_loop().create_future()
             self._in_flight = done
@@ -310,6 +328,11 @@ class EventSink:
                 self._publish_failures.failed("could not publish events of run %s", run_id)
             else:
                 self._publish_failures.ok("publishing to the channel layer")
+
+
+def _wake_up(nap: asyncio.Future) -> None:
+    if not nap.done():
+        nap.set_result(None)
 
 
 # The end of one run: the run, its final fields, its terminal event, the memory it added.
@@ -419,7 +442,7 @@ class EndWriter:
 class RunContext:
     """What one run's code sees: emit events, stream SDK agents, check for cancellation."""
 
-    def __init__(self, executor: "RunExecutor", run: Run, spec: AgentSpec) -> None:
+    def __init__(self, executor: "RunExecutor", run: Run, spec: AgentSpec, ticket: Ticket) -> None:
         self.executor = executor
         self.run = run
         self.run_pk = run.pk
@@ -438,6 +461,10 @@ class RunContext:
         self.usage = {"requests": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
         self._results: list = []
         self._tool_names: dict[str, str] = {}
+        # First-token priority (priority.py): ended once the batch with the run's first output
+        # (at `first_output_seq`) has reached its readers.
+        self.ticket = ticket
+        self.first_output_seq = 0
 
     def next_event(self, body: dict) -> dict:
         """`body` as this run's next event: numbered, with the run's id."""
@@ -447,7 +474,11 @@ class RunContext:
 
     def emit(self, body: dict) -> dict:
         event = self.next_event(body)
-        self.executor.sink.add(self.run_pk, event)
+        urgent = False
+        if not self.first_output_seq and body["type"] in FIRST_OUTPUT_TYPES:
+            self.first_output_seq = self.seq
+            urgent = True  # the client waits for it: no flush interval
+        self.executor.sink.add(self.run_pk, event, urgent)
         return event
 
     async def stream_agent(self, agent: Any, input: Any, **kwargs: Any) -> Any:
@@ -516,6 +547,7 @@ class RunExecutor:
         self.watched: set[str] = set()
         self._starting: asyncio.Future | None = None
         self._background: list[asyncio.Task] = []
+        self.priority = FirstTokenPriority(settings.RUN_FIRST_TOKEN_MAX_PAUSE)
 
     async def ensure_started(self) -> str:
         """Start the control and heartbeat loops once; returns the control channel's name."""
@@ -537,10 +569,19 @@ class RunExecutor:
         ]
         _shut_down_with_the_reactor(self)
 
-    async def start(self, run: Run, spec: AgentSpec, reader: Reader | None = None) -> asyncio.Task:
-        """Start a run; `reader` is subscribed before its first event, so it needs no replay."""
-        await self.ensure_started()
-        ctx = RunContext(self, run, spec)
+    async def start(
+        self, run: Run, spec: AgentSpec, reader: Reader | None = None, ticket: Ticket | None = None
+    ) -> asyncio.Task:
+        """Start a run; `reader` is subscribed before its first event, so it needs no replay.
+        `ticket`: the run's first-token priority, if its request took one on arrival."""
+        if ticket is None:
+            ticket = self.priority.ticket()
+        try:
+            await self.ensure_started()
+        except BaseException:
+            ticket.end()
+            raise
+        ctx = RunContext(self, run, spec, ticket)
         key = str(run.pk)
         self.contexts[key] = ctx
         if reader is not None:
@@ -551,7 +592,9 @@ class RunExecutor:
         return task
 
     def _forget(self, key: str) -> None:
-        self.contexts.pop(key, None)
+        ctx = self.contexts.pop(key, None)
+        if ctx is not None:
+            ctx.ticket.end()
         self.tasks.pop(key, None)
         self.readers.pop(key, None)
         self.watched.discard(key)
@@ -577,6 +620,10 @@ class RunExecutor:
                 reader(message)
             except Exception:
                 log.exception("a reader of run %s failed", key)
+        ctx = self.contexts.get(key)
+        if ctx is not None and ctx.first_output_seq and not ctx.ticket.ended:
+            if message["seqs"][-1] >= ctx.first_output_seq:
+                ctx.ticket.end()  # its first output is on its way to the client
         return key in self.watched or key not in self.contexts
 
     def cancel_local(self, run_id: Any, mode: str, unrecorded_at: datetime | None = None) -> bool:
@@ -600,6 +647,7 @@ class RunExecutor:
         return True
 
     async def _execute(self, ctx: RunContext) -> None:
+        current_ticket.set(ctx.ticket)  # the SDK's tasks for this run inherit it
         run = ctx.run
         status, final, error, code = Run.Status.COMPLETED, None, "", ""
         try:

@@ -15,6 +15,7 @@ from django.utils import timezone
 from . import providers
 from .executor import Reader, current_executor, encode, events_message, get_executor, run_group
 from .models import Conversation, Run, RunEvent
+from .priority import Ticket
 from .registry import AgentSpec
 from .signals import run_interrupted
 
@@ -164,9 +165,11 @@ def _create_run(user, spec, input, worker, context, conversation_id, session_key
     raise AssertionError("unreachable")
 
 
-async def launch_run(run: Run, spec: AgentSpec, reader: Reader | None = None) -> asyncio.Task:
+async def launch_run(
+    run: Run, spec: AgentSpec, reader: Reader | None = None, ticket: Ticket | None = None
+) -> asyncio.Task:
     """Hand a run made by `create_run` to this process's executor."""
-    return await get_executor().start(run, spec, reader)
+    return await get_executor().start(run, spec, reader, ticket)
 
 
 async def run_start(

@@ -225,6 +225,16 @@ class AgentStreamConsumer(RunStreamConsumer):
         super().__init__(**kwargs)
         self.slug = slug
 
+    async def _start(self, body: bytes) -> bool:
+        # First-token priority from the moment the request is whole (auth and the run row
+        # included); the executor ends the ticket once the run's first output is handed over.
+        self.ticket = get_executor().priority.ticket()
+        try:
+            return await super()._start(body)
+        finally:
+            if not self.fresh:
+                self.ticket.end()  # refused or failed before the run was launched
+
     async def prepare(self) -> None:
         # The run row names the executor's control channel: it must exist before the hop.
         self.worker = await get_executor().ensure_started()
@@ -252,7 +262,7 @@ class AgentStreamConsumer(RunStreamConsumer):
         return run, 0
 
     async def launch(self) -> None:
-        await services.launch_run(self.run, self.spec, reader=self.inbox)
+        await services.launch_run(self.run, self.spec, reader=self.inbox, ticket=self.ticket)
         self.fresh = True
 
 

@@ -251,6 +251,10 @@ RUN_DB_RETRY_SECONDS = env_float("RUN_DB_RETRY_SECONDS", 60.0)
 # When the serving process stops (SIGTERM to daphne, ASGI lifespan shutdown elsewhere), its runs
 # get this many seconds to finish; the others are recorded as interrupted at once.
 RUN_SHUTDOWN_GRACE = env_float("RUN_SHUTDOWN_GRACE", 5.0)
+# First-token priority (agents_app/priority.py): while new runs are on their way to their first
+# output, runs already streaming pause between model events, for at most this many seconds at a
+# time (and a run holds priority for at most as long). 0 turns it off.
+RUN_FIRST_TOKEN_MAX_PAUSE = env_float("RUN_FIRST_TOKEN_MAX_PAUSE", 1.0)
 # Under load the event loop's thread holds the GIL nearly all the time, and Django's sync thread
 # (auth, run rows) and the event writer need it back after every database round trip: with
 # Python's default 5 ms switch interval that wait dominated each request's database work.

@@ -11,6 +11,8 @@ from django.conf import settings
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from openai._constants import DEFAULT_CONNECTION_LIMITS
 
+from ..priority import yield_to_first_tokens
+
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 
 
@@ -96,4 +98,5 @@ class PerLoopOpenAIProvider(OpenAIProvider):
             provider = self._by_loop[loop] = OpenAIProvider(
                 openai_client=client, use_responses=self._responses
             )
-        return provider.get_model(model_name)
+        # Its streams pause between events while new runs go to their first token (priority.py).
+        return yield_to_first_tokens(provider.get_model(model_name))
