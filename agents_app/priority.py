@@ -79,8 +79,9 @@ class FirstTokenPriority:
 
     def _reopen(self) -> None:
         self._reopening = False
-        self._cancel_timer()
-        self._open.set()
+        if self.paused:  # (else the pause already ran out, and its owed turn's timer stays)
+            self._cancel_timer()
+            self._open.set()
         self._maybe_pause()  # a run arrived during the two turns
 
     def _pause_too_long(self) -> None:
