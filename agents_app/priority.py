@@ -14,10 +14,11 @@ Bounds, so streams under way are never starved:
 - a pause lasts at most `max_pause`, and after a pause that long, streams under way get at
   least as long before the next one: under a steady flood of new runs they keep half the time.
 
-A `Ticket` stands for one run on its way. An SSE request takes it as soon as its body is read
-(before auth: a burst of starts then does its database work without other runs' parsing
-holding the GIL); other runs get one when the executor starts them. The executor ends it once
-the batch with the run's first output has been handed to its readers, or when the run ends.
+A `Ticket` stands for one run on its way. An SSE request takes it as soon as its body is read,
+before auth, and `services.run_start` (WebSocket, REST, research) before its database hop: a
+burst of starts then does its database work without other runs' parsing holding the GIL. A run
+started any other way gets one when the executor starts it. The executor ends it once the batch
+with the run's first output has been handed to its readers, or when the run ends.
 `max_pause` 0 turns the whole thing off.
 """
 

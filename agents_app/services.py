@@ -184,18 +184,25 @@ async def run_start(
     reader: Reader | None = None,
 ) -> tuple[Run, asyncio.Task]:
     """Create a Run and hand it to this process's executor (`reader` gets every batch of it)."""
-    worker = await get_executor().ensure_started()
-    run = await sync_to_async(create_run)(
-        worker=worker,
-        user=user,
-        spec=spec,
-        input=input,
-        context=context,
-        conversation_id=conversation_id,
-        session_key=session_key,
-        on_disconnect=on_disconnect,
-    )
-    return run, await launch_run(run, spec, reader)
+    executor = get_executor()
+    # First-token priority covers the database work too (priority.py).
+    ticket = executor.priority.ticket()
+    try:
+        worker = await executor.ensure_started()
+        run = await sync_to_async(create_run)(
+            worker=worker,
+            user=user,
+            spec=spec,
+            input=input,
+            context=context,
+            conversation_id=conversation_id,
+            session_key=session_key,
+            on_disconnect=on_disconnect,
+        )
+    except BaseException:
+        ticket.end()
+        raise
+    return run, await launch_run(run, spec, reader, ticket)
 
 
 def run_cancel_here(run_id: Any, requested_at: datetime | None = None) -> bool:

@@ -147,10 +147,14 @@ async def test_no_ticket_outlives_its_request_or_run(api_for, alice, bob, settin
     await client.disconnect()
     run_id = client.events()[0]["run_id"]
     assert (await wait_finished(run_id)).status == "cancelled"
-    # A run started over REST, which fails.
-    slow_model["seconds"] = 0
-    response = await api_for(alice).post("/api/agents/chat/run", {"input": "hi"})
-    assert response.status_code == 200
+    # Runs started over REST: one that completes, one refused on a busy conversation.
+    slow_model["seconds"] = 0.3
+    api = api_for(alice)
+    body = {"input": "hi", "session_id": "busy"}
+    first, second = await asyncio.gather(
+        api.post("/api/agents/chat/run", body), api.post("/api/agents/chat/run", body)
+    )
+    assert sorted([first.status_code, second.status_code]) == [200, 409]
     await turns()
     assert priority.waiting == 0 and not priority.paused
 
