@@ -645,7 +645,12 @@ class Bench:
             CHANNEL_PREFIX=f"bench{secrets.token_hex(4)}",
             PYTHONUNBUFFERED="1",
         )
-        for name in ("RUN_EVENT_BATCH_SIZE", "RUN_EVENT_FLUSH_INTERVAL", "CHANNEL_CAPACITY"):
+        for name in (
+            "RUN_EVENT_BATCH_SIZE",
+            "RUN_EVENT_FLUSH_INTERVAL",
+            "CHANNEL_CAPACITY",
+            "RUN_FIRST_TOKEN_MAX_PAUSE",
+        ):
             if getattr(args, name.lower(), None) is not None:
                 self.env[name] = str(getattr(args, name.lower()))
         if args.postgres:
@@ -711,6 +716,14 @@ class Bench:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"{what} did not listen on {port} within {timeout} s")
+
+    def server_setting(self, name: str) -> Any:
+        """A setting as the server sees it (the bench process has the same environment)."""
+        if not self.django_ready:
+            return None
+        from django.conf import settings
+
+        return getattr(settings, name)
 
     def setup_django(self) -> None:
         """Django in this process too (same env as the server): migrate, the bench user, the DB checks."""
@@ -1131,6 +1144,7 @@ class Bench:
             "smoke": a.smoke,
             "db": "postgresql" if a.postgres else "sqlite",
             "channel_layer": "redis" if a.redis else "in-memory",
+            "first_token_max_pause": self.server_setting("RUN_FIRST_TOKEN_MAX_PAUSE"),
             "concurrency": a.concurrency,
             "deltas": a.deltas,
             "streams": a.streams,
@@ -1264,6 +1278,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-event-batch-size", type=int, help="server RUN_EVENT_BATCH_SIZE override")
     p.add_argument("--run-event-flush-interval", type=float, help="server RUN_EVENT_FLUSH_INTERVAL override")
     p.add_argument("--channel-capacity", type=int, help="server CHANNEL_CAPACITY override")
+    p.add_argument(
+        "--run-first-token-max-pause", type=float, help="server RUN_FIRST_TOKEN_MAX_PAUSE override (0: off)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (DB, logs)")
     p.add_argument("--detail", action="store_true", help="include per-scenario detail in the JSON line")
     p.add_argument("--smoke", action="store_true", help="tiny numbers for CI (< 60 s)")
