@@ -573,15 +573,10 @@ class RunExecutor:
         self, run: Run, spec: AgentSpec, reader: Reader | None = None, ticket: Ticket | None = None
     ) -> asyncio.Task:
         """Start a run; `reader` is subscribed before its first event, so it needs no replay.
-        `ticket`: the run's first-token priority, if its request took one on arrival."""
-        if ticket is None:
-            ticket = self.priority.ticket()
-        try:
-            await self.ensure_started()
-        except BaseException:
-            ticket.end()
-            raise
-        ctx = RunContext(self, run, spec, ticket)
+        `ticket`: the run's first-token priority, if its request took one on arrival (the
+        caller ends it if this fails)."""
+        await self.ensure_started()
+        ctx = RunContext(self, run, spec, ticket or self.priority.ticket())
         key = str(run.pk)
         self.contexts[key] = ctx
         if reader is not None:

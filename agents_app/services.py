@@ -199,10 +199,10 @@ async def run_start(
             session_key=session_key,
             on_disconnect=on_disconnect,
         )
+        return run, await launch_run(run, spec, reader, ticket)
     except BaseException:
-        ticket.end()
+        ticket.end()  # refused or failed before the run was launched
         raise
-    return run, await launch_run(run, spec, reader, ticket)
 
 
 def run_cancel_here(run_id: Any, requested_at: datetime | None = None) -> bool:
