@@ -14,7 +14,10 @@ One fake OpenAI process (tests/fake_openai.FakeOpenAI plus a `/bench/config` rou
 pace can change between phases) serves every phase; the DB (a fresh SQLite file, or a temporary
 PostgreSQL database with --postgres) is migrated in this process, which also does the DB checks.
   1. floor: the same runs in-process with `Runner.run_streamed` (no server), same fake, same concurrency,
-     at --delay-ms and at --ttfd-delay-ms (a separate process, the server idle meanwhile).
+     at --delay-ms and at --ttfd-delay-ms (a separate process, the server idle meanwhile). It uses the
+     server's model provider, so it builds streamed events the way the server does
+     (OPENAI_FAST_EVENTS); when that is on, a "plain floor" at --delay-ms builds them with openai's own
+     `construct`, as a plain SDK application does (`ratio_to_plain_floor`).
   2. server: `--streams` SSE streams at `--concurrency` against one daphne process, at --delay-ms (streams/s,
      events/s, gaps) and at --ttfd-delay-ms (server-added time to first delta = client TTFD - floor TTFD,
      percentile by percentile); afterwards every streamed event is checked against the RunEvent table.
@@ -823,9 +826,18 @@ class Bench:
             str(a.deltas),
         ]
         floor_args += ["--warmup", str(a.warmup), "--timeout", str(a.timeout)]
-        floors = self.role(
-            "floor", floor_args, env=dict(self.env, OPENAI_BASE_URL=f"http://{HOST}:{fake_port}/v1")
-        )
+        floor_env = dict(self.env, OPENAI_BASE_URL=f"http://{HOST}:{fake_port}/v1")
+        floors = self.role("floor", floor_args, env=floor_env)
+        plain_floor = None
+        if self.server_setting("OPENAI_FAST_EVENTS"):
+            # The floor builds streamed events as the server does; this one as `openai` does by
+            # itself (what a plain SDK application gets), at the main scenario's delay.
+            say(f"plain floor: the same, OPENAI_FAST_EVENTS=false, {a.delay_ms} ms")
+            plain_args = floor_args[:]
+            i = plain_args.index("--delays")
+            plain_args[i + 1 : i + 1 + len(delays)] = [str(a.delay_ms)]
+            plain_floor = self.role("floor", plain_args, env=dict(floor_env, OPENAI_FAST_EVENTS="false"))
+            plain_floor = plain_floor[str(a.delay_ms)]
 
         scenarios = {}
         for delay_ms in delays:
@@ -873,6 +885,7 @@ class Bench:
         main = scenarios[a.delay_ms]
         ttfd = scenarios.get(a.ttfd_delay_ms) if a.ttfd_delay_ms is not None else None
         main["sink"] = sink
+        main["plain_floor"] = plain_floor
         if low is not None:
             low["db"] = self.db_check(low.pop("run_events"))
         return self.summary(main, ttfd, idle, time.monotonic() - t_start, low, sweep)
@@ -1118,6 +1131,7 @@ class Bench:
                 return None
             return low[f"ttfd_client_{q}_s"] - low[f"ttfd_floor_{q}_s"]
 
+        plain = main.get("plain_floor")
         disc = (idle or {}).get("disconnect", {})
         idle_rss = (idle or {}).get("rss_per_stream_kb")
         floor_rss = (idle or {}).get("floor", {}).get("rss_per_run_kb")
@@ -1155,6 +1169,13 @@ class Bench:
             "events_per_stream": main["load"]["events_per_stream"],
             "floor_streams_per_s": rnd(main["floor"]["streams_per_s"]),
             "ratio": rnd(main["ratio"], 3),
+            # Streamed upstream events built by pydantic's validator (server and floor alike), and
+            # the floor without that: openai's own `construct`, as a plain SDK application has it.
+            "openai_fast_events": self.server_setting("OPENAI_FAST_EVENTS"),
+            "plain_floor_streams_per_s": rnd(plain["streams_per_s"]) if plain else None,
+            "ratio_to_plain_floor": rnd(main["load"]["streams_per_s"] / plain["streams_per_s"], 3)
+            if plain and plain["streams_per_s"]
+            else None,
             "ttfd_p50_ms": ms(added("p50")),
             "ttfd_p99_ms": ms(added("p99")),
             "ttfd_client_p50_ms": ms(t["ttfd_client_p50_s"]),
@@ -1204,6 +1225,7 @@ class Bench:
         }
         out["targets"] = {
             "ratio>=0.9": _met(out["ratio"], 0.9, ge=True),
+            "ratio_to_plain_floor>=0.9": _met(out["ratio_to_plain_floor"], 0.9, ge=True),
             "ttfd_p99<=50ms": _met(out["ttfd_p99_ms"], 50, ge=False),
             "ttfd_p99<=50ms_below_saturation": _met(out["ttfd_low_p99_ms"], 50, ge=False),
             "rss_per_idle_stream<=100KB": _met(out["rss_per_idle_stream_kb"], 100, ge=False),

@@ -1,4 +1,5 @@
-"""Shared fixtures: users with tokens, async API clients, a fresh channel layer and offline model per test."""
+"""Shared fixtures: users with tokens, async API clients, a fresh channel layer and offline model per
+test, and fakes of the OpenAI API."""
 
 import asyncio
 import json
@@ -13,6 +14,7 @@ from django.test import AsyncClient
 from rest_framework.authtoken.models import Token
 
 from agents_app.executor import close_executor
+from tests.fake_openai import FakeOpenAI
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -131,3 +133,31 @@ def slow_model(monkeypatch):
 
     monkeypatch.setattr(providers, "get_model_provider", lambda: ScriptedProvider(Endless()))
     return state
+
+
+@pytest.fixture
+def start_fake():
+    """Starts fakes on free ports; all are stopped after the test."""
+    started = []
+
+    def start(**options):
+        fake = FakeOpenAI(**options).start()
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        fake.stop()
+
+
+@pytest.fixture
+def use_fake(settings):
+    """Points the OpenAI provider at a fake: Chat Completions by default, Responses with responses=True."""
+
+    def use(fake, responses=False):
+        settings.AGENTS_MODEL_PROVIDER = ""
+        settings.OPENAI_API_KEY = "test-key"
+        settings.OPENAI_BASE_URL = fake.base_url
+        settings.OPENAI_USE_RESPONSES = True if responses else None
+
+    return use

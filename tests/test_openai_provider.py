@@ -16,38 +16,9 @@ from agents_app import providers
 from agents_app.ai_agents.chat import build_chat_agent
 from agents_app.models import Run, RunEvent
 from agents_app.providers import OfflineModelProvider
-from tests.fake_openai import FakeOpenAI
 from tests.streams import SSEClient, text_of
 
 FAKE_TEXT = "Hello from the fake OpenAI server, streamed in small pieces."
-
-
-@pytest.fixture
-def start_fake():
-    """Starts fakes on free ports; all are stopped after the test."""
-    started = []
-
-    def start(**options):
-        fake = FakeOpenAI(**options).start()
-        started.append(fake)
-        return fake
-
-    yield start
-    for fake in started:
-        fake.stop()
-
-
-@pytest.fixture
-def use_fake(settings):
-    """Points the OpenAI provider at a fake: Chat Completions by default, Responses with responses=True."""
-
-    def use(fake, responses=False):
-        settings.AGENTS_MODEL_PROVIDER = ""
-        settings.OPENAI_API_KEY = "test-key"
-        settings.OPENAI_BASE_URL = fake.base_url
-        settings.OPENAI_USE_RESPONSES = True if responses else None
-
-    return use
 
 
 async def run_streamed(agent, input):

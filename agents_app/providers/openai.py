@@ -12,6 +12,7 @@ from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from openai._constants import DEFAULT_CONNECTION_LIMITS
 
 from ..priority import yield_to_first_tokens
+from .fast_events import FastEventsAsyncOpenAI
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 
@@ -35,16 +36,27 @@ def openai_provider() -> OpenAIProvider:
         uses_responses_api(),
         settings.OPENAI_TIMEOUT,
         settings.OPENAI_MAX_RETRIES,
+        bool(settings.OPENAI_FAST_EVENTS),
     )
 
 
 # One provider per configuration, so runs share its clients and connection pools.
 @functools.lru_cache(maxsize=8)
 def _provider(
-    api_key: str | None, url: str | None, use_responses: bool, timeout: float, max_retries: int
+    api_key: str | None,
+    url: str | None,
+    use_responses: bool,
+    timeout: float,
+    max_retries: int,
+    fast_events: bool,
 ) -> OpenAIProvider:
     return PerLoopOpenAIProvider(
-        api_key=api_key, base_url=url, use_responses=use_responses, timeout=timeout, max_retries=max_retries
+        api_key=api_key,
+        base_url=url,
+        use_responses=use_responses,
+        timeout=timeout,
+        max_retries=max_retries,
+        fast_events=fast_events,
     )
 
 
@@ -74,6 +86,7 @@ class PerLoopOpenAIProvider(OpenAIProvider):
         use_responses: bool,
         timeout: float,
         max_retries: int,
+        fast_events: bool = True,
     ):
         super().__init__(api_key=api_key, base_url=base_url, use_responses=use_responses)
         self._client_options = {
@@ -83,6 +96,8 @@ class PerLoopOpenAIProvider(OpenAIProvider):
             "max_retries": max_retries,
         }
         self._responses = use_responses
+        # Streamed events built by pydantic's validator (fast_events.py).
+        self._client_class = FastEventsAsyncOpenAI if fast_events else AsyncOpenAI
         self._by_loop: dict[asyncio.AbstractEventLoop, OpenAIProvider] = {}
 
     def get_model(self, model_name: str | None) -> Model:
@@ -94,7 +109,7 @@ class PerLoopOpenAIProvider(OpenAIProvider):
             del self._by_loop[closed]
         provider = self._by_loop.get(loop)
         if provider is None:
-            client = AsyncOpenAI(**self._client_options, http_client=_http_client())
+            client = self._client_class(**self._client_options, http_client=_http_client())
             provider = self._by_loop[loop] = OpenAIProvider(
                 openai_client=client, use_responses=self._responses
             )
