@@ -1,19 +1,17 @@
 """Streamed OpenAI events built by `model_validate` (agents_app/providers/fast_events.py)."""
 
 import json
-from typing import Annotated, Literal
 
 import pydantic
 import pytest
 from openai import AsyncOpenAI
 from openai._models import construct_type
-from openai._utils import PropertyInfo
 from openai.types.chat import ChatCompletionChunk
-from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses import ResponseStreamEvent
 
 from agents_app import providers
 from agents_app.ai_agents.chat import build_chat_agent
-from agents_app.providers.fast_events import RESPONSE_EVENTS, FastEventsAsyncOpenAI, _told_apart, event_class
+from agents_app.providers.fast_events import RESPONSE_EVENTS, FastEventsAsyncOpenAI
 from tests.fake_openai import FakeOpenAI, Reply, _chat_frames, _responses_frames
 from tests.test_openai_provider import run_streamed, text_deltas
 
@@ -113,53 +111,30 @@ def test_every_streamed_event_comes_out_as_openai_builds_it(cast_to, payloads, m
     for payload in variants(payloads):
         fast, slow = both_ways(cast_to, payload)
         assert_same(fast, slow)
-        if event_class(cast_to, payload) is not None:
-            fast_kinds.add(type(fast).__name__)
-    # ... and came through the validator, not openai's construct: all of them but the lifecycle
-    # events that carry a whole `Response` (see test_events_whose_unions_could_differ_...).
-    lifecycle = [
-        p
-        for p in payloads
-        if p.get("type") in ("response.created", "response.in_progress", "response.completed")
-    ]
-    assert len(validated) == 3 * (len(payloads) - len(lifecycle))
+        fast_kinds.add(type(fast).__name__)
+    # ... and every one of them came through the validator, not through openai's construct.
+    assert len(validated) == 3 * len(payloads)
     assert fast_kinds >= ({"ChatCompletionChunk"} if cast_to is ChatCompletionChunk else DELTA_EVENTS)
 
 
-class Message(pydantic.BaseModel):
-    type: Literal["message"]
-    text: str
-
-
-class Note(pydantic.BaseModel):
-    type: Literal["message"] | None = None  # the same tag, and optional: not told apart
-    text: str
-
-
-class Reference(pydantic.BaseModel):
-    type: Literal["item_reference"]
-    id: str
-
-
-class Told(pydantic.BaseModel):
-    item: Annotated[Message | Reference, PropertyInfo(discriminator="type")]
-
-
-class Untold(pydantic.BaseModel):
-    items: list[Message | Note] | None = None
-
-
-def test_events_whose_unions_could_differ_take_openais_way():
-    assert _told_apart(Told) and not _told_apart(Untold)
-    # A `Response`'s instructions may be input items, three of which share `type: "message"`, so
-    # the events that carry a whole response are left to openai; they come a few per run.
-    assert not _told_apart(Response)
-    lifecycle = {"response.created", "response.in_progress", "response.completed", "response.failed"}
-    assert lifecycle.isdisjoint(RESPONSE_EVENTS)
-    assert {
-        RESPONSE_EVENTS[t].__name__
-        for t in ("response.output_text.delta", "response.function_call_arguments.delta")
-    } == DELTA_EVENTS
+@pytest.mark.parametrize(
+    "instructions",
+    [
+        [{"role": "developer", "content": "Be brief."}],
+        [{"type": "message", "role": "system", "content": [{"type": "input_text", "text": "Be brief."}]}],
+        [{"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": []}],
+        [{"type": "item_reference", "id": "msg_1"}, {"type": "message", "role": "user", "content": "hi"}],
+    ],
+    ids=["easy", "input_message", "output_message", "reference"],
+)
+def test_members_of_a_union_that_share_a_tag_come_out_as_openai_picks_them(instructions):
+    """A `Response`'s instructions may be input items, and three kinds of them share
+    `type: "message"`: openai's `construct_type` and the validator must pick the same class."""
+    completed = next(p for p in responses_payloads() if p["type"] == "response.completed")
+    payload = {**completed, "response": {**completed["response"], "instructions": instructions}}
+    RESPONSE_EVENTS["response.completed"].model_validate(payload)  # valid: the fast path takes it
+    fast, slow = both_ways(ResponseStreamEvent, payload)
+    assert_same(fast, slow)
 
 
 def test_what_the_validator_refuses_takes_openais_lenient_way():
@@ -180,8 +155,8 @@ def test_what_the_validator_refuses_takes_openais_lenient_way():
 async def test_streamed_runs_skip_openais_construct(
     start_fake, use_fake, settings, monkeypatch, responses, fast_events
 ):
-    """Through the provider, openai's `construct_type` builds no streamed event but the few that
-    carry a whole response; with OPENAI_FAST_EVENTS off it builds every one."""
+    """Through the provider, openai's `construct_type` builds no streamed event; with
+    OPENAI_FAST_EVENTS off it builds every one."""
     settings.OPENAI_FAST_EVENTS = fast_events
     fake = start_fake(text="Built by the validator, one piece at a time.", deltas=5)
     use_fake(fake, responses=responses)
@@ -199,8 +174,6 @@ async def test_streamed_runs_skip_openais_construct(
     assert result.context_wrapper.usage.output_tokens == 5
     if not fast_events:
         assert constructed.count("response.output_text.delta" if responses else "chunk") >= 5
-    elif responses:
-        assert constructed == ["response.created", "response.in_progress", "response.completed"]
     else:
         assert constructed == []
 
