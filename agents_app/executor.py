@@ -714,8 +714,18 @@ class RunExecutor:
             }
         else:
             terminal = {"type": "error", "message": error, "code": code}
-        # A cancel arriving now must not interrupt the bookkeeping.
-        await asyncio.shield(self._write_final(run, fields, ctx, terminal))
+        # A cancel arriving now (a second request, the heartbeat finding the first one in the
+        # database, shutdown) must neither interrupt the bookkeeping nor end this task before
+        # it: the task's end drops the run's local readers, which must get the terminal event.
+        writing = asyncio.ensure_future(self._write_final(run, fields, ctx, terminal))
+        while True:
+            try:
+                await asyncio.shield(writing)
+                return
+            except asyncio.CancelledError:
+                if writing.cancelled():
+                    raise
+                asyncio.current_task().uncancel()  # this task is ending anyway, once it is written
 
     async def _write_final(self, run: Run, fields: dict, ctx: RunContext, terminal: dict) -> None:
         """Everything before the terminal event is stored first; then the run's final state and its

@@ -1,6 +1,7 @@
 """Run lifecycle: one active run per conversation, cancel modes, stale runs, stored events, admin."""
 
 import asyncio
+import threading
 import time
 from datetime import timedelta
 
@@ -105,6 +106,34 @@ async def test_cancel_immediate_keeps_partial_output_and_usage(api_for, alice, s
     assert run.final_output == partial and partial
     again = await api_for(alice).post(f"/api/runs/{run_id}/cancel")
     assert again.status_code == 409 and again.json()["error"]["code"] == "run_not_active"
+
+
+async def test_a_second_cancel_while_the_run_ends_does_not_cut_its_stream_short(alice, settings, monkeypatch):
+    """A cancel from another process reaches the run's executor twice: its signal, and the
+    heartbeat finding the request in the database. The second one landed while the run was
+    writing its end, ended the run's task early and so dropped its stream from the run's
+    readers: the terminal event came only with the stream's idle poll, 15 s later."""
+    from agents_app import executor as executor_module
+
+    settings.SSE_KEEPALIVE_INTERVAL = 60  # the idle poll must not stand in for the delivery
+    client, run_id = await start_slow_stream(alice, settings)
+    committing = threading.Event()
+    real_commit = executor_module._commit_ends
+
+    def slow_commit(ends):
+        committing.set()
+        time.sleep(0.3)
+        return real_commit(ends)
+
+    monkeypatch.setattr(executor_module, "_commit_ends", slow_commit)
+    executor = executor_module.current_executor()
+    assert executor.cancel_local(run_id, "immediate")
+    while not committing.is_set():
+        await asyncio.sleep(0.01)
+    executor.cancel_local(run_id, "immediate")  # while the end is being written
+    events = await client.read_all(timeout=3)
+    assert events[-1]["type"] == "stream_complete" and events[-1]["status"] == "cancelled"
+    assert (await Run.objects.aget(pk=run_id)).status == "cancelled"
 
 
 async def test_cancel_after_turn_finishes_the_turn(api_for, alice, settings):
