@@ -86,7 +86,7 @@ class PerLoopOpenAIProvider(OpenAIProvider):
         use_responses: bool,
         timeout: float,
         max_retries: int,
-        fast_events: bool = True,
+        fast_events: bool,
     ):
         super().__init__(api_key=api_key, base_url=base_url, use_responses=use_responses)
         self._client_options = {
