@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from . import providers
+from . import prepared, providers
 from .executor import Reader, current_executor, encode, events_message, get_executor, run_group
 from .models import Conversation, Run, RunEvent
 from .priority import Ticket
@@ -82,7 +82,8 @@ def _resolve_conversation(user, spec: AgentSpec, conversation_id, session_key, i
             owner=user, agent=spec.slug, session_key=session_key, defaults={"title": _title_from(input)}
         )
     else:
-        conversation = Conversation.objects.create(owner=user, agent=spec.slug, title=_title_from(input))
+        conversation = Conversation(owner=user, agent=spec.slug, title=_title_from(input))
+        prepared.insert(conversation)
         created = True
     # Read by the executor: a conversation created for this run has no memory to load.
     conversation.created_now = created
@@ -139,7 +140,7 @@ def _create_run(user, spec, input, worker, context, conversation_id, session_key
         try:
             with transaction.atomic():
                 # Created already running: the executor of this process starts it right away.
-                return Run.objects.create(
+                run = Run(
                     owner=user,
                     agent=spec.slug,
                     conversation=conversation,
@@ -153,6 +154,8 @@ def _create_run(user, spec, input, worker, context, conversation_id, session_key
                     heartbeat_at=now,
                     worker_channel=worker,
                 )
+                prepared.insert(run)
+                return run
         except IntegrityError:
             active = Run.objects.filter(conversation=conversation, status__in=Run.ACTIVE).first()
             if active is not None and attempt == 0 and _mark_interrupted_if_stale(active):
