@@ -19,11 +19,13 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from .events import TERMINAL_TYPES
-from .executor import current_executor, encode, run_group, runs_here
+from .executor import FailureLog, current_executor, encode, run_group, runs_here
 from .models import Run, RunEvent
 from .services import run_refresh_liveness
 
 log = logging.getLogger(__name__)
+# Channel-layer failures of all readers of this process, logged without flooding the log.
+_layer_failures = FailureLog()
 
 Batch = list[tuple[int, str]]
 DB_PAGE = 1000
@@ -131,13 +133,15 @@ class RunCursor:
             return
         self.set_local(False)
         layer = get_channel_layer()
-        await layer.group_add(run_group(run.pk), channel)
-        if run.is_active and run.worker_channel:
-            try:
+        try:
+            await layer.group_add(run_group(run.pk), channel)
+            if run.is_active and run.worker_channel:
                 await layer.send(run.worker_channel, {"type": "run.watch", "run_id": str(run.pk)})
-            except Exception:
-                # Without the watch the owner does not publish to the group: the reader polls the DB.
-                log.warning("could not ask the owner of run %s to publish it", run.pk, exc_info=True)
+        except Exception:
+            # The channel layer is away (Redis down): the reader polls the database instead.
+            _layer_failures.failed("could not follow run %s through the channel layer", run.pk)
+        else:
+            _layer_failures.ok("following runs through the channel layer")
 
     async def unfollow(self, inbox: "Inbox", channel: str) -> None:
         if self.local:
@@ -145,7 +149,11 @@ class RunCursor:
             if executor is not None:
                 executor.unsubscribe(self.run_id, inbox)
         else:
-            await get_channel_layer().group_discard(run_group(self.run_id), channel)
+            try:
+                await get_channel_layer().group_discard(run_group(self.run_id), channel)
+            except Exception:
+                # Redis is away; the membership expires with the group (channels_redis).
+                _layer_failures.failed("could not leave the group of run %s", self.run_id)
 
     async def catch_up(self, messages: list[dict], lost: bool) -> tuple[Batch, bool]:
         """Everything new since the last call: the inbox's messages of this run, the database

@@ -4,6 +4,7 @@ import asyncio
 import itertools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -47,12 +48,8 @@ def _server_env() -> dict:
     return env
 
 
-def _start_server(port: int, **env) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT,
-        env={**_server_env(), **env},
-    )
+def _listening(proc: subprocess.Popen, port: int, what: str) -> subprocess.Popen:
+    """`proc` once it accepts connections on `port`."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -61,7 +58,16 @@ def _start_server(port: int, **env) -> subprocess.Popen:
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError("daphne did not start")
+    raise RuntimeError(f"{what} did not start")
+
+
+def _start_server(port: int, **env) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        cwd=ROOT,
+        env={**_server_env(), **env},
+    )
+    return _listening(proc, port, "daphne")
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +256,103 @@ async def test_a_stopped_server_records_its_runs_as_interrupted(alice):
     assert run.final_output and text_of(stored) == run.final_output
     # Its conversation takes a new run at once.
     assert not await Run.objects.filter(conversation_id=run.conversation_id, status__in=Run.ACTIVE).aexists()
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, to stop and start at will (the shared
+    one serves the other tests)."""
+
+    def __init__(self) -> None:
+        self.binary = shutil.which("redis-server")
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no"]
+        self.proc = _listening(subprocess.Popen(args, stdout=subprocess.DEVNULL), self.port, "redis-server")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+async def collect(client, method, url, user, events: list, first_delta: asyncio.Event, **kwargs) -> list:
+    """Read one SSE stream to its terminal event into `events`; set `first_delta` at the first
+    text delta. Returns the arrival time of each event."""
+    arrivals = []
+    async with aconnect_sse(client, method, url, headers=auth(user), **kwargs) as source:
+        assert source.response.status_code == 200
+        async for sse in source.aiter_sse():
+            if not sse.data:
+                continue
+            event = json.loads(sse.data)
+            events.append(event)
+            arrivals.append(time.monotonic())
+            if event.get("event_type") == "response.output_text.delta":
+                first_delta.set()
+            if event["type"] in ("stream_complete", "error"):
+                return arrivals
+    return arrivals
+
+
+async def owned_and_joined(client, owner: str, other: str, user, text: str, during=None):
+    """A chat run started on `owner` and joined from `other` once it streams, both read to the
+    end; `during()` is called once both have had a text delta. Returns the events of both and
+    the arrival times of the joined ones."""
+    owned, joined = [], []
+    owned_delta, joined_delta = asyncio.Event(), asyncio.Event()
+    url = f"{owner}/api/agents/chat/stream"
+    owning = asyncio.create_task(collect(client, "POST", url, user, owned, owned_delta, json={"input": text}))
+    await asyncio.wait_for(owned_delta.wait(), 20)
+    url = f"{other}/api/runs/{owned[0]['run_id']}/stream"
+    joining = asyncio.create_task(collect(client, "GET", url, user, joined, joined_delta))
+    await asyncio.wait_for(joined_delta.wait(), 20)
+    if during is not None:
+        during()
+    _, arrivals = await asyncio.wait_for(asyncio.gather(owning, joining), 60)
+    return owned, joined, arrivals
+
+
+async def test_a_redis_outage_cuts_no_stream_and_loses_nothing(alice):
+    """Redis (the channel layer between processes) goes away in the middle of a run that is
+    followed in its own process and from another one, then comes back. No stream is cut, both
+    readers get every event once (the other process's from its database polls meanwhile), and
+    afterwards the processes talk through the layer again."""
+    redis = PrivateRedis()
+    if not settings.REDIS_URL or redis.binary is None:
+        pytest.skip("the Redis stack, with a redis-server binary to run a private one")
+    redis.start()
+    env = {"REDIS_URL": redis.url, "CHANNEL_PREFIX": f"outage{os.getpid()}"}
+    ports = [_free_port(), _free_port()]
+    procs = [_start_server(port, **env) for port in ports]
+    owner, other = (f"http://127.0.0.1:{port}" for port in ports)
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            text = "Tell me a long story about the sea"
+            owned, joined, _ = await owned_and_joined(client, owner, other, alice, text, during=redis.stop)
+            for events in (owned, joined):
+                assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+                assert events[-1]["type"] == "stream_complete" and events[-1]["status"] == "completed"
+            assert joined == owned and text_of(owned) == owned[-1]["final_output"]
+            run = await wait_finished(owned[0]["run_id"])
+            stored = [e.data async for e in RunEvent.objects.filter(run=run).order_by("seq")]
+            assert stored == owned
+
+            redis.start()
+            await asyncio.sleep(3)  # the layer's receives retry at most 2 s apart
+            text = "Tell me a long story about rivers"
+            owned, joined, arrivals = await owned_and_joined(client, owner, other, alice, text)
+            assert joined == owned and owned[-1]["status"] == "completed"
+            # Live again through the layer (the owner publishes to the group once the other asks),
+            # not in lumps at the other's database polls, 1 s apart.
+            gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+            assert len(gaps) > 10 and max(gaps) < 0.5, f"largest gap {max(gaps):.2f} s"
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+        redis.stop()
