@@ -1,6 +1,7 @@
 """Write paths: starting, cancelling and sweeping runs. Views and consumers call these."""
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -138,7 +139,11 @@ def _create_run(user, spec, input, worker, context, conversation_id, session_key
     now = timezone.now()
     for attempt in range(2):
         try:
-            with transaction.atomic():
+            # Alone, the insert is its own transaction (autocommit): no BEGIN and COMMIT round
+            # trips on the way to the first token. Inside a caller's transaction (the per-user
+            # limit) it takes a savepoint, so a refusal leaves that transaction usable.
+            nested = transaction.get_connection().in_atomic_block
+            with transaction.atomic() if nested else contextlib.nullcontext():
                 # Created already running: the executor of this process starts it right away.
                 run = Run(
                     owner=user,

@@ -50,6 +50,22 @@ async def test_active_runs_per_user_are_capped_across_simultaneous_starts(
     assert (await api.post("/api/agents/chat/run", {"input": "hi"})).status_code == 200
 
 
+async def test_a_busy_conversation_is_409_with_the_run_cap_on_too(api_for, alice, slow_model, settings):
+    """With the cap on, the run is inserted inside the cap's transaction: the refused insert
+    must not break that transaction (PostgreSQL aborts it) before the 409 is worked out."""
+    settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER = 5
+    slow_model["seconds"] = 0.5
+    api = api_for(alice)
+    conversation = await Conversation.objects.acreate(owner=alice, agent="chat")
+    body = {"input": "hello", "conversation_id": str(conversation.pk)}
+    responses = await asyncio.gather(*(api.post("/api/agents/chat/run", body) for _ in range(4)))
+    assert sorted(r.status_code for r in responses) == [200, 409, 409, 409]
+    winner = next(r for r in responses if r.status_code == 200).json()
+    for busy in (r for r in responses if r.status_code == 409):
+        assert busy.json()["error"]["active_run_id"] == winner["run_id"]
+    assert await Run.objects.acount() == 1
+
+
 async def test_the_run_cap_over_sse_and_websocket(alice, bob, slow_model, settings):
     settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER = 1
     slow_model["seconds"] = 2
