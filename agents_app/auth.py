@@ -88,10 +88,11 @@ def origin_allowed(origin: str) -> bool:
 
 @database_sync_to_async
 def _user_for_token(key: str):
-    token = token_with_user(key)
-    if token is None or not token.user.is_active:
+    try:
+        user, _token = FastTokenAuthentication().authenticate_credentials(key)
+    except AuthenticationFailed:
         return None
-    return token.user
+    return user
 
 
 class WebsocketAuthMiddleware:

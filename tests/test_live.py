@@ -88,9 +88,15 @@ def auth(user) -> dict:
     return {"Authorization": f"Token {user.token}"}
 
 
-async def read_sse(client, method, url, user, stop_after=None, **kwargs):
-    """(events, seqs) from one SSE connection; closes it after `stop_after` text deltas."""
-    events, deltas = [], 0
+async def read_sse(
+    client, method, url, user, stop_after=None, events=None, arrivals=None, first_delta=None, **kwargs
+) -> list[dict]:
+    """The events of one SSE connection, up to its terminal event or `stop_after` text deltas.
+
+    For a caller watching the stream while it runs: `events` is filled as events come,
+    `arrivals` gets each one's arrival time, and `first_delta` is set at the first text delta."""
+    events = [] if events is None else events
+    deltas = 0
     async with aconnect_sse(client, method, url, headers=auth(user), **kwargs) as source:
         assert source.response.status_code == 200
         async for sse in source.aiter_sse():
@@ -99,8 +105,12 @@ async def read_sse(client, method, url, user, stop_after=None, **kwargs):
             event = json.loads(sse.data)
             assert int(sse.id) == event["seq"]
             events.append(event)
+            if arrivals is not None:
+                arrivals.append(time.monotonic())
             if event.get("event_type") == "response.output_text.delta":
                 deltas += 1
+                if first_delta is not None:
+                    first_delta.set()
                 if stop_after and deltas >= stop_after:
                     break
             if event["type"] in ("stream_complete", "error"):
@@ -183,13 +193,8 @@ async def test_join_from_another_process_streams_live(live_urls, alice):
     async with httpx.AsyncClient(timeout=20) as client:
         first = await start_story(client, owner, alice, 2, text="Tell me a long story about the sea")
         run_id = first[0]["run_id"]
-        events, arrivals = [], []
-        url = f"{other}/api/runs/{run_id}/stream"
-        async with aconnect_sse(client, "GET", url, headers=auth(alice)) as source:
-            async for sse in source.aiter_sse():
-                if sse.data:
-                    events.append(json.loads(sse.data))
-                    arrivals.append(time.monotonic())
+        arrivals = []
+        events = await read_sse(client, "GET", f"{other}/api/runs/{run_id}/stream", alice, arrivals=arrivals)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events[-1]["type"] == "stream_complete" and text_of(events) == events[-1]["final_output"]
     live = [b - a for a, b in itertools.pairwise(arrivals)]
@@ -280,40 +285,25 @@ class PrivateRedis:
             self.proc = None
 
 
-async def collect(client, method, url, user, events: list, first_delta: asyncio.Event, **kwargs) -> list:
-    """Read one SSE stream to its terminal event into `events`; set `first_delta` at the first
-    text delta. Returns the arrival time of each event."""
-    arrivals = []
-    async with aconnect_sse(client, method, url, headers=auth(user), **kwargs) as source:
-        assert source.response.status_code == 200
-        async for sse in source.aiter_sse():
-            if not sse.data:
-                continue
-            event = json.loads(sse.data)
-            events.append(event)
-            arrivals.append(time.monotonic())
-            if event.get("event_type") == "response.output_text.delta":
-                first_delta.set()
-            if event["type"] in ("stream_complete", "error"):
-                return arrivals
-    return arrivals
-
-
 async def owned_and_joined(client, owner: str, other: str, user, text: str, during=None):
     """A chat run started on `owner` and joined from `other` once it streams, both read to the
     end; `during()` is called once both have had a text delta. Returns the events of both and
     the arrival times of the joined ones."""
-    owned, joined = [], []
+    owned, joined, arrivals = [], [], []
     owned_delta, joined_delta = asyncio.Event(), asyncio.Event()
     url = f"{owner}/api/agents/chat/stream"
-    owning = asyncio.create_task(collect(client, "POST", url, user, owned, owned_delta, json={"input": text}))
+    owning = asyncio.create_task(
+        read_sse(client, "POST", url, user, events=owned, first_delta=owned_delta, json={"input": text})
+    )
     await asyncio.wait_for(owned_delta.wait(), 20)
     url = f"{other}/api/runs/{owned[0]['run_id']}/stream"
-    joining = asyncio.create_task(collect(client, "GET", url, user, joined, joined_delta))
+    joining = asyncio.create_task(
+        read_sse(client, "GET", url, user, events=joined, arrivals=arrivals, first_delta=joined_delta)
+    )
     await asyncio.wait_for(joined_delta.wait(), 20)
     if during is not None:
         during()
-    _, arrivals = await asyncio.wait_for(asyncio.gather(owning, joining), 60)
+    await asyncio.wait_for(asyncio.gather(owning, joining), 60)
     return owned, joined, arrivals
 
 
