@@ -23,23 +23,24 @@ from .models import Conversation, Run
 from .registry import all_specs, get_spec
 from .selectors import runs_for
 from .serializers import CancelRequestSerializer, RunRequestSerializer
-from .streaming import Inbox, InternalDispatch, RunCursor
+from .streaming import Inbox, LayerChannel, ReaderConsumer, RunCursor
 
 MAX_MESSAGE_BYTES = 256 * 1024
 TICK = 1.0  # seconds between the pump's idle checks
 
 
-class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
+class AgentSocketConsumer(ReaderConsumer, AsyncWebsocketConsumer):
     """Live batches of every followed run reach one `Inbox`; a pump task writes them out."""
 
     # A client leaving needs no stale-connection check first (a hop to the sync thread): runs
     # of this process with `on_disconnect=cancel` are cancelled at once.
-    internal_handlers = {**InternalDispatch.internal_handlers, "websocket.disconnect": "websocket_disconnect"}
+    internal_handlers = {"websocket.disconnect": "websocket_disconnect"}
 
     async def connect(self):
         self.cursors: dict[str, RunCursor] = {}
         self.cancel_on_disconnect: set[str] = set()
         self.inbox = Inbox()
+        self.layer_channel = LayerChannel(self.inbox)
         # Held while a cursor is read and its events are sent, so replays and live batches of
         # one run never interleave.
         self.lock = asyncio.Lock()
@@ -68,7 +69,7 @@ class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
             self.pump.cancel()
         for run_id, cursor in list(self.cursors.items()):
             if not cursor.ended:
-                await cursor.unfollow(self.inbox, self.channel_name)
+                await cursor.unfollow(self.inbox, self.layer_channel)
             if run_id in self.cancel_on_disconnect and not cursor.ended:
                 await services.run_cancel_on_disconnect(run_id)
 
@@ -154,15 +155,11 @@ class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
             old = self.cursors.get(run_id)
             if old is not None and not old.ended:
                 # Resuming a run we already follow: start over from the requested point.
-                await old.unfollow(self.inbox, self.channel_name)
+                await old.unfollow(self.inbox, self.layer_channel)
             cursor = self.cursors[run_id] = RunCursor(run_id, after)
-            await cursor.follow(run, self.inbox, self.channel_name)
+            await cursor.follow(run, self.inbox, self.layer_channel)
             batch, ended = await cursor.replay()
             await self._send_batch(cursor, batch, ended)
-
-    async def run_events(self, message: dict) -> None:
-        # A batch of a run in another process, through the channel layer.
-        self.inbox(message)
 
     def _tick(self) -> None:
         self.inbox.wake()
@@ -186,7 +183,7 @@ class AgentSocketConsumer(InternalDispatch, AsyncWebsocketConsumer):
         for _seq, text in batch:
             await self.send(text_data=text)
         if ended:
-            await cursor.unfollow(self.inbox, self.channel_name)
+            await cursor.unfollow(self.inbox, self.layer_channel)
             # A socket that stays open all day runs many runs: keep only the ones still going
             # (a later `resume` of an ended run makes a new cursor).
             if self.cursors.get(cursor.run_id) is cursor:

@@ -4,8 +4,8 @@ The consumer never loops inside `handle()`: that would block its dispatch loop, 
 disconnect would only be seen when the server kills the consumer ~10 s later. Instead the
 response stays open while the dispatch loop keeps receiving (`http.disconnect` arrives the
 moment the client leaves), and a pump task writes the stream: live batches reach it through an
-`Inbox` (handed over by this process's executor, or by `run_events` for a run of another
-process), and once a second it wakes to poll an idle run and send keep-alives.
+`Inbox` (handed over by this process's executor, or by the stream's `LayerChannel` for a run
+of another process), and once a second it wakes to poll an idle run and send keep-alives.
 """
 
 import asyncio
@@ -28,7 +28,7 @@ from .executor import get_executor
 from .models import Run
 from .registry import AgentSpec, all_specs, get_spec
 from .selectors import runs_for
-from .streaming import Batch, Inbox, InternalDispatch, RunCursor
+from .streaming import Batch, Inbox, LayerChannel, ReaderConsumer, RunCursor
 from .views import parse_run_request
 
 SSE_HEADERS = [
@@ -43,7 +43,7 @@ def sse_frames(batch: Batch) -> bytes:
     return "".join(f"id: {seq}\ndata: {text}\n\n" for seq, text in batch).encode()
 
 
-class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
+class RunStreamConsumer(ReaderConsumer, AsyncHttpConsumer):
     """Shared SSE machinery; subclasses decide which run to stream (`open_run`)."""
 
     method = "GET"
@@ -52,11 +52,7 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
     # load every hop waits a full turn of a busy event loop.
     # A client leaving is handled without that hop too: with `on_disconnect=cancel` a run of
     # this process is cancelled at once, even when many streams drop together.
-    internal_handlers = {
-        **InternalDispatch.internal_handlers,
-        "http.request": "http_request",
-        "http.disconnect": "http_disconnect",
-    }
+    internal_handlers = {"http.request": "http_request", "http.disconnect": "http_disconnect"}
 
     # Set once the request is complete; until then `_cleanup` has nothing to stop.
     pump: asyncio.Task | None = None
@@ -75,6 +71,7 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
         if message.get("more_body"):
             return
         self.inbox = Inbox()
+        self.layer_channel = LayerChannel(self.inbox)
         self.fresh = False  # True when our executor subscribed us before the run's first event
         if not await self._start(b"".join(self.body)):
             await self._close()
@@ -104,7 +101,7 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
             self.cursor.set_local(True)
             batch, ended = [], False
         else:
-            await self.cursor.follow(self.run, self.inbox, self.channel_name)
+            await self.cursor.follow(self.run, self.inbox, self.layer_channel)
             batch, ended = await self.cursor.replay()
             if ended and not batch:
                 # Reconnect after the terminal event: nothing more will ever come.
@@ -143,10 +140,6 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
         if not raw.isdigit():
             raise ValidationError({"last_event_id": ["must be a non-negative integer"]})
         return int(raw)
-
-    async def run_events(self, message):
-        # A batch of a run in another process, through the channel layer.
-        self.inbox(message)
 
     def _tick(self) -> None:
         """Wake the pump for its idle duties, then again when the next one falls due (a poll or
@@ -192,7 +185,7 @@ class RunStreamConsumer(InternalDispatch, AsyncHttpConsumer):
         if self.pump is not None and self.pump is not asyncio.current_task():
             self.pump.cancel()
         if self.cursor is not None:
-            await self.cursor.unfollow(self.inbox, self.channel_name)
+            await self.cursor.unfollow(self.inbox, self.layer_channel)
 
     async def http_disconnect(self, message):
         if self.cursor is not None and not self.cursor.ended and self.run.on_disconnect == "cancel":

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -123,10 +124,10 @@ class RunCursor:
         # Not active: its terminal event is stored (possibly just now, by the stale sweep).
         return await self.replay()
 
-    async def follow(self, run: Run, inbox: "Inbox", channel: str) -> None:
+    async def follow(self, run: Run, inbox: "Inbox", channel: "LayerChannel") -> None:
         """Start receiving the run's live batches (call before replaying from the database):
         straight from this process's executor if it runs the run (`local`), else through the
-        run's group on `channel`, whose consumer passes them to the inbox."""
+        run's group on the reader's `channel`, which passes them to the inbox."""
         executor = current_executor()
         if executor is not None and executor.subscribe(run.pk, inbox):
             self.set_local(True)
@@ -134,7 +135,7 @@ class RunCursor:
         self.set_local(False)
         layer = get_channel_layer()
         try:
-            await layer.group_add(run_group(run.pk), channel)
+            await layer.group_add(run_group(run.pk), await channel.open())
             if run.is_active and run.worker_channel:
                 await layer.send(run.worker_channel, {"type": "run.watch", "run_id": str(run.pk)})
         except Exception:
@@ -143,14 +144,14 @@ class RunCursor:
         else:
             _layer_failures.ok("following runs through the channel layer")
 
-    async def unfollow(self, inbox: "Inbox", channel: str) -> None:
+    async def unfollow(self, inbox: "Inbox", channel: "LayerChannel") -> None:
         if self.local:
             executor = current_executor()
             if executor is not None:
                 executor.unsubscribe(self.run_id, inbox)
-        else:
+        elif channel.name:
             try:
-                await get_channel_layer().group_discard(run_group(self.run_id), channel)
+                await get_channel_layer().group_discard(run_group(self.run_id), channel.name)
             except Exception:
                 # Redis is away; the membership expires with the group (channels_redis).
                 _layer_failures.failed("could not leave the group of run %s", self.run_id)
@@ -230,12 +231,69 @@ class Inbox:
         return lost
 
 
-class InternalDispatch:
-    """Consumer mixin: Channels closes stale database connections (a hop to Django's sync thread)
-    before every handler. The messages this project sends between its own tasks (`run.events`:
-    a run's batches) touch no connection, so they go to their handler directly."""
+class LayerChannel:
+    """A reader's channel-layer channel, made the first time it follows a run of another process
+    (a reader of this process's runs never needs one); a task passes its `run.events` messages
+    to the reader's inbox until `close()`."""
 
-    internal_handlers = {"run.events": "run_events"}
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+        self.name = ""
+        self._receiver: asyncio.Task | None = None
+
+    async def open(self) -> str:
+        if not self.name:
+            layer = get_channel_layer()
+            self.name = await layer.new_channel()
+            self._receiver = asyncio.create_task(self._receive(layer))
+        return self.name
+
+    def close(self) -> None:
+        if self._receiver is not None:
+            self._receiver.cancel()
+
+    async def _receive(self, layer: Any) -> None:
+        while True:
+            try:
+                message = await layer.receive(self.name)
+            except Exception:
+                # The Redis layer retries an outage itself; anything else: the reader polls
+                # the database meanwhile.
+                _layer_failures.failed("could not receive on channel %s", self.name)
+                await asyncio.sleep(1.0)
+                continue
+            if message.get("type") == "run.events":
+                self.inbox(message)
+
+
+class ReaderConsumer:
+    """Consumer mixin for the run readers (SSE, WebSocket).
+
+    Channels gives every consumer a channel-layer channel and waits on it and on the server
+    with a task per message. A reader of a run of this process needs no channel (the executor
+    hands it the batches), so it gets one only when it follows a run of another process
+    (`LayerChannel`), and the server's messages are awaited directly: an idle stream holds no
+    channel, no queue and no tasks of its own besides its pump.
+
+    Channels also closes stale database connections (a hop to Django's sync thread) before
+    every handler; the handlers named in `internal_handlers` touch no connection, so they are
+    called directly."""
+
+    internal_handlers: dict[str, str] = {}
+    layer_channel: LayerChannel | None = None
+
+    async def __call__(self, scope, receive, send):
+        self.scope = scope
+        self.channel_layer = None  # see `LayerChannel`
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+        finally:
+            if self.layer_channel is not None:
+                self.layer_channel.close()
 
     async def dispatch(self, message):
         handler = getattr(self, self.internal_handlers.get(message.get("type"), ""), None)
@@ -253,25 +311,15 @@ class RunFollower:
         self.cursor = RunCursor(run.pk, after)
         self.idle_poll = idle_poll
         self.inbox = Inbox()
-        self.layer = get_channel_layer()
-        self.channel = ""
-        self._receiver: asyncio.Task | None = None
+        self.channel = LayerChannel(self.inbox)
 
     async def __aenter__(self) -> "RunFollower":
-        self.channel = await self.layer.new_channel()
         await self.cursor.follow(self.run, self.inbox, self.channel)
-        if not self.cursor.local:
-            self._receiver = asyncio.create_task(self._receive())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._receiver is not None:
-            self._receiver.cancel()
         await self.cursor.unfollow(self.inbox, self.channel)
-
-    async def _receive(self) -> None:
-        while True:
-            self.inbox(await self.layer.receive(self.channel))
+        self.channel.close()
 
     async def events(self) -> AsyncIterator[tuple[int, str]]:
         """(seq, json text) in seq order, each once, ending after the terminal event."""

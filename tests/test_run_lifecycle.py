@@ -338,7 +338,6 @@ async def test_events_of_a_deleted_run_do_not_cost_other_runs_theirs(alice, capl
 async def test_reader_in_another_process_gets_the_run_through_its_group(alice, settings, monkeypatch):
     """A reader outside the owning process joins the run's group and sends `run.watch` to the
     owner's control channel; from then on the owner publishes the run's batches to the group."""
-    from channels.layers import get_channel_layer
 
     from agents_app import services, streaming
     from agents_app.executor import get_executor
@@ -349,19 +348,22 @@ async def test_reader_in_another_process_gets_the_run_through_its_group(alice, s
     executor = get_executor()
     assert run.worker_channel == executor.channel_name
     assert str(run.pk) not in executor.watched
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
     inbox = streaming.Inbox()
+    channel = streaming.LayerChannel(inbox)
     monkeypatch.setattr(streaming, "current_executor", lambda: None)  # as if in another process
     follower = streaming.RunCursor(run.pk)
     await follower.follow(run, inbox, channel)
     assert follower.local is False
     events = []
     while not follower.ended:
-        message = await asyncio.wait_for(layer.receive(channel), timeout=5)
-        assert message["type"] == "run.events"
-        batch, _ended = await follower.on_message(message)
-        events += [seq for seq, _text in batch]
+        await asyncio.wait_for(inbox.wait(), timeout=5)
+        messages = inbox.take()
+        assert {m["type"] for m in messages} == {"run.events"}
+        for message in messages:
+            batch, _ended = await follower.on_message(message)
+            events += [seq for seq, _text in batch]
+    await follower.unfollow(inbox, channel)
+    channel.close()
     await task
     assert str(run.pk) not in executor.watched  # forgotten once the run is over
     stored = [seq async for seq in RunEvent.objects.filter(run=run).values_list("seq", flat=True)]

@@ -335,8 +335,9 @@ def test_serving_process_collects_young_garbage_less_often(settings):
 
 
 async def test_group_batches_skip_the_connection_cleanup_hop(alice, settings, monkeypatch):
-    """A reader in another process gets each batch as a `run.events` message; unlike client
-    messages, those are handled without Channels' close_old_connections trip to the sync thread."""
+    """A reader in another process gets each batch as a `run.events` message on its own channel;
+    unlike client messages, those reach its inbox without Channels' close_old_connections trip
+    to the sync thread."""
     import channels.consumer
 
     from agents_app import services, streaming
@@ -354,13 +355,13 @@ async def test_group_batches_skip_the_connection_cleanup_hop(alice, settings, mo
     run, task = await services.run_start(user=alice, spec=get_spec("chat"), input="Tell me a long story")
     monkeypatch.setattr(streaming, "current_executor", lambda: None)  # join as if from another process
     delivered = []
-    real_run_events = RunStreamConsumer.run_events
+    real_deliver = streaming.Inbox.__call__
 
-    async def counting_run_events(self, message):
+    def counting_deliver(self, message):
         delivered.append(len(message["seqs"]))
-        await real_run_events(self, message)
+        real_deliver(self, message)
 
-    monkeypatch.setattr(RunStreamConsumer, "run_events", counting_run_events)
+    monkeypatch.setattr(streaming.Inbox, "__call__", counting_deliver)
     joiner = SSEClient("GET", f"/api/runs/{run.pk}/stream", None, alice.token)
     assert await joiner.start() == 200
     events = await joiner.read_all()
@@ -369,6 +370,51 @@ async def test_group_batches_skip_the_connection_cleanup_hop(alice, settings, mo
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert len(delivered) > 5, "the batches came through the group"
     assert len(cleanups) <= 2, f"{len(cleanups)} cleanup hops for {len(delivered)} group messages"
+
+
+def _receivers() -> list[asyncio.Task]:
+    tasks = [t for t in asyncio.all_tasks() if not t.done()]
+    return [t for t in tasks if "LayerChannel._receive" in t.get_coro().__qualname__]
+
+
+async def test_only_a_reader_of_another_process_s_run_gets_a_channel(alice, settings, monkeypatch):
+    """Channels gives every consumer a channel-layer channel and a receive task on it. A stream
+    of a run of this process gets its batches from the executor and needs neither (memory per
+    idle stream); a reader of another process's run gets one, for as long as it reads."""
+    from channels.layers import get_channel_layer
+
+    from agents_app import streaming
+    from agents_app.executor import get_executor
+
+    settings.OFFLINE_MODEL_DELAY = 0.02
+    await get_executor().ensure_started()  # its control channel is made once, not per stream
+    layer = get_channel_layer()
+    made = []
+    real_new_channel = layer.new_channel
+
+    async def counting_new_channel(*args, **kwargs):
+        made.append(await real_new_channel(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(layer, "new_channel", counting_new_channel)
+    client = SSEClient("POST", "/api/agents/chat/stream", {"input": "Tell me a long story"}, alice.token)
+    assert await client.start() == 200
+    await client.read_chunk()  # the run is going
+    assert made == [] and _receivers() == []
+    events = await client.read_all()
+    assert events[-1]["type"] == "stream_complete" and made == []
+
+    run_id = events[0]["run_id"]
+    monkeypatch.setattr(streaming, "current_executor", lambda: None)  # as if from another process
+    last = events[-1]["seq"]
+    joiner = SSEClient("GET", f"/api/runs/{run_id}/stream?last_event_id={last}", None, alice.token)
+    assert await joiner.start() == 204  # finished and read: nothing to follow, but it made a channel
+    assert len(made) == 1
+    for _ in range(50):
+        if not _receivers():
+            break
+        await asyncio.sleep(0.01)
+    assert _receivers() == [], "the channel's receive task outlived its reader"
 
 
 async def test_idle_local_stream_keeps_alive_without_reading_the_db(alice, settings, slow_model, monkeypatch):
