@@ -80,10 +80,11 @@ def _resolve_conversation(user, spec: AgentSpec, conversation_id, session_key, i
         return None
     if session_key:
         conversation, created = Conversation.objects.get_or_create(
-            owner=user, agent=spec.slug, session_key=session_key, defaults={"title": _title_from(input)}
+            owner_id=user.pk, agent=spec.slug, session_key=session_key, defaults={"title": _title_from(input)}
         )
     else:
-        conversation = Conversation(owner=user, agent=spec.slug, title=_title_from(input))
+        # owner_id, not owner: the instance lives as long as the run and need not hold the user.
+        conversation = Conversation(owner_id=user.pk, agent=spec.slug, title=_title_from(input))
         prepared.insert(conversation)
         created = True
     # Read by the executor: a conversation created for this run has no memory to load.
@@ -145,8 +146,10 @@ def _create_run(user, spec, input, worker, context, conversation_id, session_key
             nested = transaction.get_connection().in_atomic_block
             with transaction.atomic() if nested else contextlib.nullcontext():
                 # Created already running: the executor of this process starts it right away.
+                # owner_id: the run's instance (held by its readers and executor for the run's
+                # life) need not keep the user, and with it the token that authenticated it.
                 run = Run(
-                    owner=user,
+                    owner_id=user.pk,
                     agent=spec.slug,
                     conversation=conversation,
                     input=input,

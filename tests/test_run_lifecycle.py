@@ -570,3 +570,26 @@ async def test_a_channel_layer_outage_is_logged_once_not_per_batch(alice, caplog
     assert [r.exc_info is not None for r in warnings] == [True, False]
     assert "works again after 30 failures" in warnings[-1].getMessage()
     assert await RunEvent.objects.filter(run=run).acount() == 31
+
+
+@pytest.mark.django_db
+def test_a_started_run_holds_no_user_or_token():
+    """A run's instance lives as long as the run (its executor and its readers hold it); it used
+    to keep the user it was created with, and through the one-to-one cache the token that
+    authenticated the request: memory per idle stream for nothing."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from agents_app import prepared, services
+    from agents_app.registry import get_spec
+
+    user = get_user_model().objects.create_user("carol", password="pw")
+    token = prepared.token_with_user(Token.objects.create(user=user).key)
+    for session_key in (None, "s-1"):
+        run = services.create_run(
+            user=token.user, spec=get_spec("chat"), input="hi", worker="w", session_key=session_key
+        )
+        assert run.owner_id == user.pk and run.conversation.owner_id == user.pk
+        assert not Run.owner.is_cached(run)
+        assert not Conversation.owner.is_cached(run.conversation)
+        Run.objects.filter(pk=run.pk).update(status="completed")
