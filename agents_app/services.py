@@ -66,6 +66,8 @@ def _title_from(input: Any) -> str:
 
 
 def _resolve_conversation(user, spec: AgentSpec, conversation_id, session_key, input) -> Conversation | None:
+    """The run's conversation; a new one (`created_now`, `_state.adding`) is not inserted yet:
+    `_create_run` writes it together with the run."""
     if conversation_id:
         conversation = Conversation.objects.filter(pk=conversation_id, owner=user).first()
         if conversation is None:
@@ -85,7 +87,6 @@ def _resolve_conversation(user, spec: AgentSpec, conversation_id, session_key, i
     else:
         # owner_id, not owner: the instance lives as long as the run and need not hold the user.
         conversation = Conversation(owner_id=user.pk, agent=spec.slug, title=_title_from(input))
-        prepared.insert(conversation)
         created = True
     # Read by the executor: a conversation created for this run has no memory to load.
     conversation.created_now = created
@@ -138,6 +139,8 @@ def _create_run(user, spec, input, worker, context, conversation_id, session_key
     conversation = _resolve_conversation(user, spec, conversation_id, session_key, input)
     info = providers.provider_info()
     now = timezone.now()
+    # A new conversation goes in with its run (on PostgreSQL in the same statement).
+    new = conversation is not None and conversation._state.adding
     for attempt in range(2):
         try:
             # Alone, the insert is its own transaction (autocommit): no BEGIN and COMMIT round
@@ -162,9 +165,11 @@ def _create_run(user, spec, input, worker, context, conversation_id, session_key
                     heartbeat_at=now,
                     worker_channel=worker,
                 )
-                prepared.insert(run)
+                prepared.insert(*([conversation] if new else []), run)
                 return run
         except IntegrityError:
+            if new:
+                raise  # nothing else runs in a conversation that did not exist
             active = Run.objects.filter(conversation=conversation, status__in=Run.ACTIVE).first()
             if active is not None and attempt == 0 and _mark_interrupted_if_stale(active):
                 continue

@@ -80,6 +80,36 @@ def test_insert_keeps_the_database_rules(alice):
     assert Run.objects.count() == 1
 
 
+def test_a_new_conversation_and_its_run_go_in_together(alice):
+    """A start that opens a conversation writes it with its run: on PostgreSQL in one statement
+    (one round trip, one commit and so one WAL flush instead of two), elsewhere in one
+    transaction. Either both rows are written or neither."""
+    from django.db import connection
+
+    statements = []
+
+    def count(execute, sql, params, many, context):
+        statements.append(sql.split()[0].upper())
+        return execute(sql, params, many, context)
+
+    conversation = Conversation(owner=alice, agent="chat", title="t")
+    run = Run(owner=alice, agent="chat", conversation=conversation, input="a", status="running")
+    with connection.execute_wrapper(count):
+        prepared.insert(conversation, run)
+    writes = [s for s in statements if s in ("INSERT", "WITH")]
+    assert writes == (["WITH"] if connection.vendor == "postgresql" else ["INSERT", "INSERT"])
+    assert Run.objects.get(pk=run.pk).conversation_id == conversation.pk
+    assert not conversation._state.adding and not run._state.adding
+
+    # The run's row is refused (its primary key is taken): the new conversation is not kept.
+    lonely = Conversation(owner=alice, agent="chat", title="lonely")
+    clash = Run(id=run.pk, owner=alice, agent="chat", conversation=lonely, input="b", status="completed")
+    with pytest.raises(IntegrityError):
+        prepared.insert(lonely, clash)
+    assert not Conversation.objects.filter(pk=lonely.pk).exists()
+    assert Conversation.objects.count() == 1 and Run.objects.count() == 1
+
+
 @pytest.fixture
 def inactive(make_user):
     user = make_user("dormant")
