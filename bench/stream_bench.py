@@ -117,6 +117,16 @@ def wait_quiet(pid: int, limit: float, below_pct: float = 15.0) -> float:
     return round(time.monotonic() - start, 1)
 
 
+def mem_probe(pid: int) -> None:
+    """With MEM_PROBE set (bench/probes/sitecustomize.py): ask a process for a memory dump and give
+    it time to write it (this process's own handler runs before os.kill returns). The census's
+    temporary memory moves the RSS figures a little: with MEM_PROBE, read the dumps."""
+    if os.environ.get("MEM_PROBE"):
+        os.kill(pid, signal.SIGUSR2)
+        if pid != os.getpid():
+            time.sleep(5.0)
+
+
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -550,6 +560,7 @@ def floor_main(args: argparse.Namespace) -> None:
         await open_runs(min(20, max(2, args.streams // 100)), warm)
         await close(warm)
         await asyncio.sleep(1.0)
+        mem_probe(os.getpid())
         rss0 = rss_kb(os.getpid())
         tasks: list[asyncio.Task] = []
         try:
@@ -557,6 +568,7 @@ def floor_main(args: argparse.Namespace) -> None:
                 await open_runs(min(args.concurrency, args.streams - start), tasks)
             await asyncio.sleep(2.0)  # as in the server's measurement
             rss1 = rss_kb(os.getpid())
+            mem_probe(os.getpid())
         finally:
             await close(tasks)
         return {"runs": len(tasks), "rss_per_run_kb": (rss1 - rss0) / max(1, len(tasks))}
@@ -1015,11 +1027,13 @@ class Bench:
             # Warm the server (imports, first-request costs) so RSS growth is per stream, not start-up.
             self.hold_streams(port, token, min(20, max(2, a.idle_streams // 100)), lambda: None)
             time.sleep(1.0)
+            mem_probe(server.pid)
             rss0 = rss_kb(server.pid)
 
             def measure() -> None:
                 time.sleep(2.0)  # let tickers and GC settle
                 result["rss_after_kb"] = rss_kb(server.pid)
+                mem_probe(server.pid)
                 c0, t0 = cpu_seconds(server.pid), time.monotonic()
                 time.sleep(a.idle_cpu_window)
                 result["idle_server_cpu_pct"] = 100 * (cpu_seconds(server.pid) - c0) / (time.monotonic() - t0)

@@ -18,6 +18,18 @@ benchmark spawns (server, floor, client):
     PYTHONPATH=bench/probes GC_PROBE=1 .venv/bin/python bench/stream_bench.py ... --keep
         Every ~2 s (and at exit) each process prints the garbage collections per generation, the
         time they took and their share of the process's CPU time.
+
+    PYTHONPATH=bench/probes MEM_PROBE=1 .venv/bin/python bench/stream_bench.py --idle-streams 2000 ...
+        In the server and the idle floor: the benchmark sends SIGUSR2 just before the idle
+        streams (runs) open and again once they are all open; each signal writes
+        /tmp/mem_probe_<pid>_<n>.json: RSS, the bytes in pymalloc's allocated blocks, and a census
+        of the gc-tracked objects (by type, and the deques, sets, dicts and lists by the
+        object and, where known, the attribute that holds them; coroutines and generators by
+        function). Then
+        `bench/probes/mem_compare.py` prints what one idle stream adds, server next to floor.
+        Sizes are `sys.getsizeof`, so shared and untracked objects (str, bytes, ints) are not in
+        the census; RSS minus the pymalloc figure is what lives outside Python's small-object
+        allocator (deque blocks, dicts and lists over 512 bytes, C libraries).
 """
 
 import os
@@ -163,9 +175,104 @@ def _install_gc_probe() -> None:
     atexit.register(report)
 
 
+def _rss_kb() -> int:
+    with open(f"/proc/{os.getpid()}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def _pymalloc_used() -> int:
+    """Bytes in pymalloc's allocated blocks (sys._debugmallocstats writes to the C stderr)."""
+    import re
+    import tempfile
+
+    saved = os.dup(2)
+    with tempfile.TemporaryFile("w+") as out:
+        os.dup2(out.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        found = re.search(r"bytes in allocated blocks\s*=\s*([\d,]+)", out.read())
+    return int(found.group(1).replace(",", "")) if found else -1
+
+
+def _census() -> dict:
+    import collections
+    import gc
+
+    names = ("by_type", "size_by_type", "by_holder", "size_by_holder")
+    tables = {name: collections.Counter() for name in names}
+    for obj in gc.get_objects():
+        try:
+            _count(obj, tables)
+        except Exception:  # attributes that cannot be read: counted by type only
+            tables["by_type"][f"{type(obj).__module__}.{type(obj).__qualname__}"] += 1
+    return tables
+
+
+def _count(obj: object, tables: dict) -> None:
+    import collections
+    import gc
+    import types
+
+    kind = type(obj)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    size = sys.getsizeof(obj, 0)
+    tables["by_type"][name] += 1
+    tables["size_by_type"][name] += size
+    code = {
+        types.CoroutineType: "cr_code",
+        types.AsyncGeneratorType: "ag_code",
+        types.GeneratorType: "gi_code",
+    }.get(kind)
+    if code is not None:
+        key = f"{kind.__name__} {getattr(obj, code).co_qualname}"
+        tables["by_holder"][key] += 1
+        tables["size_by_holder"][key] += size
+        return
+    if kind in (dict, list, tuple, set) or isinstance(obj, (type, types.ModuleType, types.FunctionType)):
+        return
+    # The containers an instance holds. gc.get_referents, not vars(): on Python 3.11 reading
+    # __dict__ builds a dict for every instance whose attributes live inline, which would be
+    # memory the census itself adds. Attribute names are known only where a dict exists.
+    for ref in gc.get_referents(obj):
+        values = ref.items() if type(ref) is dict else [("?", ref)]
+        for attr, value in values:
+            if type(value) in (collections.deque, set, dict, list):
+                key = f"{type(value).__name__} {name}.{attr}"
+                tables["by_holder"][key] += 1
+                tables["size_by_holder"][key] += sys.getsizeof(value, 0)
+
+
+def _install_memory_probe() -> None:
+    import json
+    import signal
+
+    taken = {"n": 0}
+
+    def on_signal(_signum, _frame) -> None:
+        # Runs inside whatever the process was doing: it must never raise into it.
+        taken["n"] += 1
+        try:
+            dump = {"rss_kb": _rss_kb(), "pymalloc_used": _pymalloc_used(), **_census()}
+            # The census's own leftovers (freed memory the process keeps): a later dump's growth
+            # is measured from here.
+            dump.update(rss_kb_after=_rss_kb(), pymalloc_used_after=_pymalloc_used())
+        except Exception as exc:
+            dump = {"error": repr(exc)}
+        with open(f"/tmp/mem_probe_{os.getpid()}_{taken['n']}.json", "w") as out:
+            json.dump(dump, out)
+
+    signal.signal(signal.SIGUSR2, on_signal)
+
+
 if _LOOP_PROBE:
     _install_loop_probe()
 if os.environ.get("GC_PROBE"):
     _install_gc_probe()
 if _TM_PROBE and "daphne" in " ".join(sys.argv):
     _install_tracemalloc_probe()
+if os.environ.get("MEM_PROBE") and ("daphne" in " ".join(sys.argv) or "floor" in sys.argv):
+    _install_memory_probe()
