@@ -44,6 +44,7 @@ import select
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -860,6 +861,23 @@ class Bench:
             cpu1 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
             scenarios[delay_ms] = self.scenario_result(delay_ms, load, floors[str(delay_ms)], cpu0, cpu1)
             scenarios[delay_ms]["server_rss_kb_after"] = rss_kb(server.pid)
+        rounds = []
+        if a.ttfd_delay_ms is not None:
+            rounds.append(scenarios[a.ttfd_delay_ms])
+            for n in range(2, a.ttfd_rounds + 1):
+                # The machine's speed drifts: each round's floor runs right before its server run.
+                say(f"ttfd round {n}/{a.ttfd_rounds}: floor, then server, {a.ttfd_delay_ms} ms/delta")
+                configure_fake(fake_port, a.deltas, a.ttfd_delay_ms / 1000)
+                round_args = floor_args[:]
+                i = round_args.index("--delays")
+                round_args[i + 1 : i + 1 + len(delays)] = [str(a.ttfd_delay_ms)]
+                round_floor = self.role("floor", round_args, env=floor_env)[str(a.ttfd_delay_ms)]
+                cpu0 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
+                load = self.role("client", self.client_args(port, token, "load", a.streams, a.concurrency))
+                cpu1 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
+                result = self.scenario_result(a.ttfd_delay_ms, load, round_floor, cpu0, cpu1)
+                result["db"] = self.db_check(result.pop("run_events"))
+                rounds.append(result)
         low = None
         if a.ttfd_delay_ms is not None and a.ttfd_low_concurrency > 0:
             low = self.ttfd_low(fake_port, port, token, server)
@@ -900,7 +918,7 @@ class Bench:
         main["plain_floor"] = plain_floor
         if low is not None:
             low["db"] = self.db_check(low.pop("run_events"))
-        return self.summary(main, ttfd, idle, time.monotonic() - t_start, low, sweep)
+        return self.summary(main, ttfd, idle, time.monotonic() - t_start, low, sweep, rounds)
 
     def floor_idle(self, fake_port: int) -> dict:
         """RSS per idle run of the SDK alone, in-process (the fake must be holding its answers)."""
@@ -1129,9 +1147,11 @@ class Bench:
         elapsed: float,
         low: dict | None = None,
         sweep: dict | None = None,
+        rounds: list | None = None,
     ) -> dict:
         a = self.args
         t = ttfd or main
+        rounds = rounds or []
 
         def added(q: str) -> float | None:
             c, f = t[f"ttfd_client_{q}_s"], t[f"ttfd_floor_{q}_s"]
@@ -1151,6 +1171,12 @@ class Bench:
         floor_rss = (idle or {}).get("floor", {}).get("rss_per_run_kb")
         disc_loaded = (idle or {}).get("disconnect_loaded", {})
         both = [main] + ([ttfd] if ttfd else []) + ([low] if low else []) + list((sweep or {}).values())
+        both += rounds[1:]
+        round_p99 = [
+            r["ttfd_client_p99_s"] - r["ttfd_floor_p99_s"]
+            for r in rounds
+            if r["ttfd_client_p99_s"] is not None and r["ttfd_floor_p99_s"] is not None
+        ]
 
         def level(r: dict) -> dict:
             def added_at(q: str) -> float | None:
@@ -1198,6 +1224,9 @@ class Bench:
             "ttfd_floor_p99_ms": ms(t["ttfd_floor_p99_s"]),
             "ttfd_streams_per_s": rnd(t["load"]["streams_per_s"]),
             "ttfd_floor_streams_per_s": rnd(t["floor"]["streams_per_s"]),
+            # --ttfd-rounds: each round's server-added p99 (the first is ttfd_p99_ms) and their median.
+            "ttfd_p99_ms_rounds": [ms(v) for v in round_p99] if len(rounds) > 1 else None,
+            "ttfd_p99_ms_median": ms(statistics.median(round_p99)) if len(round_p99) > 1 else None,
             "ttfd_low_concurrency": a.ttfd_low_concurrency if low else None,
             "ttfd_low_p50_ms": ms(added_low("p50")),
             "ttfd_low_p99_ms": ms(added_low("p99")),
@@ -1237,10 +1266,12 @@ class Bench:
             "idle_runs_all_ended_after_close_s": rnd((idle or {}).get("all_ended_after_close_s"), 2),
             "elapsed_s": round(elapsed, 1),
         }
+        # With --ttfd-rounds the target is judged on the rounds' median, not on one round.
+        ttfd_judged = out["ttfd_p99_ms"] if out["ttfd_p99_ms_median"] is None else out["ttfd_p99_ms_median"]
         out["targets"] = {
             "ratio>=0.9": _met(out["ratio"], 0.9, ge=True),
             "ratio_to_plain_floor>=0.9": _met(out["ratio_to_plain_floor"], 0.9, ge=True),
-            "ttfd_p99<=50ms": _met(out["ttfd_p99_ms"], 50, ge=False),
+            "ttfd_p99<=50ms": _met(ttfd_judged, 50, ge=False),
             "ttfd_p99<=50ms_below_saturation": _met(out["ttfd_low_p99_ms"], 50, ge=False),
             "rss_per_idle_stream<=100KB": _met(out["rss_per_idle_stream_kb"], 100, ge=False),
             "disconnect<=1000ms": None
@@ -1288,6 +1319,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=2,
         help="also measure TTFD at this concurrency, below saturation (0: skip; default 2)",
+    )
+    p.add_argument(
+        "--ttfd-rounds",
+        type=int,
+        default=1,
+        help="measure the C=--concurrency TTFD this many times, floor and server alternating "
+        "(the JSON line adds each round's server-added p99 and their median; default 1)",
     )
     p.add_argument(
         "--ttfd-sweep",
