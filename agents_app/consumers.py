@@ -69,7 +69,7 @@ class AgentSocketConsumer(ReaderConsumer, AsyncWebsocketConsumer):
             self.pump.cancel()
         for run_id, cursor in list(self.cursors.items()):
             if not cursor.ended:
-                await cursor.unfollow(self.inbox, self.layer_channel)
+                await cursor.unfollow(self.layer_channel)
             if run_id in self.cancel_on_disconnect and not cursor.ended:
                 await services.run_cancel_on_disconnect(run_id)
 
@@ -155,9 +155,9 @@ class AgentSocketConsumer(ReaderConsumer, AsyncWebsocketConsumer):
             old = self.cursors.get(run_id)
             if old is not None and not old.ended:
                 # Resuming a run we already follow: start over from the requested point.
-                await old.unfollow(self.inbox, self.layer_channel)
+                await old.unfollow(self.layer_channel)
             cursor = self.cursors[run_id] = RunCursor(run_id, after)
-            await cursor.follow(run, self.inbox, self.layer_channel)
+            await cursor.follow(run, self.layer_channel)
             batch, ended = await cursor.replay()
             await self._send_batch(cursor, batch, ended)
 
@@ -183,7 +183,7 @@ class AgentSocketConsumer(ReaderConsumer, AsyncWebsocketConsumer):
         for _seq, text in batch:
             await self.send(text_data=text)
         if ended:
-            await cursor.unfollow(self.inbox, self.layer_channel)
+            await cursor.unfollow(self.layer_channel)
             # A socket that stays open all day runs many runs: keep only the ones still going
             # (a later `resume` of an ended run makes a new cursor).
             if self.cursors.get(cursor.run_id) is cursor:

@@ -101,7 +101,7 @@ class RunStreamConsumer(ReaderConsumer, AsyncHttpConsumer):
             self.cursor.set_local(True)
             batch, ended = [], False
         else:
-            await self.cursor.follow(self.run, self.inbox, self.layer_channel)
+            await self.cursor.follow(self.run, self.layer_channel)
             batch, ended = await self.cursor.replay()
             if ended and not batch:
                 # Reconnect after the terminal event: nothing more will ever come.
@@ -185,7 +185,7 @@ class RunStreamConsumer(ReaderConsumer, AsyncHttpConsumer):
         if self.pump is not None and self.pump is not asyncio.current_task():
             self.pump.cancel()
         if self.cursor is not None:
-            await self.cursor.unfollow(self.inbox, self.layer_channel)
+            await self.cursor.unfollow(self.layer_channel)
 
     async def http_disconnect(self, message):
         if self.cursor is not None and not self.cursor.ended and self.run.on_disconnect == "cancel":

@@ -124,12 +124,12 @@ class RunCursor:
         # Not active: its terminal event is stored (possibly just now, by the stale sweep).
         return await self.replay()
 
-    async def follow(self, run: Run, inbox: "Inbox", channel: "LayerChannel") -> None:
-        """Start receiving the run's live batches (call before replaying from the database):
-        straight from this process's executor if it runs the run (`local`), else through the
-        run's group on the reader's `channel`, which passes them to the inbox."""
+    async def follow(self, run: Run, channel: "LayerChannel") -> None:
+        """Start receiving the run's live batches into the reader's inbox (`channel.inbox`; call
+        before replaying from the database): straight from this process's executor if it runs
+        the run (`local`), else through the run's group on the reader's `channel`."""
         executor = current_executor()
-        if executor is not None and executor.subscribe(run.pk, inbox):
+        if executor is not None and executor.subscribe(run.pk, channel.inbox):
             self.set_local(True)
             return
         self.set_local(False)
@@ -144,11 +144,11 @@ class RunCursor:
         else:
             _layer_failures.ok("following runs through the channel layer")
 
-    async def unfollow(self, inbox: "Inbox", channel: "LayerChannel") -> None:
+    async def unfollow(self, channel: "LayerChannel") -> None:
         if self.local:
             executor = current_executor()
             if executor is not None:
-                executor.unsubscribe(self.run_id, inbox)
+                executor.unsubscribe(self.run_id, channel.inbox)
         elif channel.name:
             try:
                 await get_channel_layer().group_discard(run_group(self.run_id), channel.name)
@@ -232,9 +232,9 @@ class Inbox:
 
 
 class LayerChannel:
-    """A reader's channel-layer channel, made the first time it follows a run of another process
-    (a reader of this process's runs never needs one); a task passes its `run.events` messages
-    to the reader's inbox until `close()`."""
+    """Where a reader's live batches come in: its `inbox`, and the channel-layer channel made the
+    first time it follows a run of another process (a reader of this process's runs never needs
+    one); a task passes that channel's `run.events` messages to the inbox until `close()`."""
 
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
@@ -314,11 +314,11 @@ class RunFollower:
         self.channel = LayerChannel(self.inbox)
 
     async def __aenter__(self) -> "RunFollower":
-        await self.cursor.follow(self.run, self.inbox, self.channel)
+        await self.cursor.follow(self.run, self.channel)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.cursor.unfollow(self.inbox, self.channel)
+        await self.cursor.unfollow(self.channel)
         self.channel.close()
 
     async def events(self) -> AsyncIterator[tuple[int, str]]:

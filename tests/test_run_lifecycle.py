@@ -352,7 +352,7 @@ async def test_reader_in_another_process_gets_the_run_through_its_group(alice, s
     channel = streaming.LayerChannel(inbox)
     monkeypatch.setattr(streaming, "current_executor", lambda: None)  # as if in another process
     follower = streaming.RunCursor(run.pk)
-    await follower.follow(run, inbox, channel)
+    await follower.follow(run, channel)
     assert follower.local is False
     events = []
     while not follower.ended:
@@ -362,7 +362,7 @@ async def test_reader_in_another_process_gets_the_run_through_its_group(alice, s
         for message in messages:
             batch, _ended = await follower.on_message(message)
             events += [seq for seq, _text in batch]
-    await follower.unfollow(inbox, channel)
+    await follower.unfollow(channel)
     channel.close()
     await task
     assert str(run.pk) not in executor.watched  # forgotten once the run is over
