@@ -4,10 +4,10 @@ In a burst of starts (fifty clients at once) each start's CPU delays the first o
 the others, and its database hop holds Django's one sync thread. The ORM compiles its SQL anew
 on every call: the token lookup and the two inserts of a start cost ~0.6-0.7 ms of CPU that way
 on SQLite, against ~0.25 ms with statements built once, most of it the database's own work
-(docs/performance.md; `bench/start_hop.py` measures the whole hop). Values still pass through Django's own
-field machinery (`pre_save`, `get_db_prep_save`, the backend's converters, `from_db`), so rows
-are written and read exactly as the ORM writes and reads them. No model signals are sent:
-nothing here listens for them.
+(docs/performance.md; `bench/start_hop.py` measures the whole hop). Values still pass through
+Django's own field machinery (`pre_save`, `get_db_prep_save`, the backend's converters,
+`from_db`), so rows are written and read exactly as the ORM writes and reads them. No model
+signals are sent: nothing here listens for them.
 """
 
 from contextlib import nullcontext

@@ -143,9 +143,10 @@ def _create_run(user, spec, input, worker, context, conversation_id, session_key
     new = conversation is not None and conversation._state.adding
     for attempt in range(2):
         try:
-            # Alone, the insert is its own transaction (autocommit): no BEGIN and COMMIT round
-            # trips on the way to the first token. Inside a caller's transaction (the per-user
-            # limit) it takes a savepoint, so a refusal leaves that transaction usable.
+            # Alone, the insert (one statement on PostgreSQL, with a new conversation too) is its
+            # own transaction (autocommit): no BEGIN and COMMIT round trips on the way to the first
+            # token. Inside a caller's transaction (the per-user limit) it takes a savepoint, so a
+            # refusal leaves that transaction usable.
             nested = transaction.get_connection().in_atomic_block
             with transaction.atomic() if nested else contextlib.nullcontext():
                 # Created already running: the executor of this process starts it right away.

@@ -262,6 +262,7 @@ class LayerChannel:
                 _layer_failures.failed("could not receive on channel %s", self.name)
                 await asyncio.sleep(1.0)
                 continue
+            _layer_failures.ok("receiving on the channel layer")
             if message.get("type") == "run.events":
                 self.inbox(message)
 
