@@ -829,27 +829,23 @@ class Bench:
         self.wait_port(port, server, "daphne")
 
         say(f"floor: in-process Runner.run_streamed, delays {delays} ms")
-        floor_args = ["--fake-port", str(fake_port), "--delays", *map(str, delays), "--agent", a.agent]
-        floor_args += [
-            "--streams",
-            str(a.streams),
-            "--concurrency",
-            str(a.concurrency),
-            "--deltas",
-            str(a.deltas),
-        ]
-        floor_args += ["--warmup", str(a.warmup), "--timeout", str(a.timeout)]
+
+        def floor_args(*at_delays: float) -> list[str]:
+            return [
+                "--fake-port", str(fake_port), "--delays", *map(str, at_delays), "--agent", a.agent,
+                "--streams", str(a.streams), "--concurrency", str(a.concurrency), "--deltas", str(a.deltas),
+                "--warmup", str(a.warmup), "--timeout", str(a.timeout),
+            ]  # fmt: skip
+
         floor_env = dict(self.env, OPENAI_BASE_URL=f"http://{HOST}:{fake_port}/v1")
-        floors = self.role("floor", floor_args, env=floor_env)
+        floors = self.role("floor", floor_args(*delays), env=floor_env)
         plain_floor = None
         if self.server_setting("OPENAI_FAST_EVENTS"):
             # The floor builds streamed events as the server does; this one as `openai` does by
             # itself (what a plain SDK application gets), at the main scenario's delay.
             say(f"plain floor: the same, OPENAI_FAST_EVENTS=false, {a.delay_ms} ms")
-            plain_args = floor_args[:]
-            i = plain_args.index("--delays")
-            plain_args[i + 1 : i + 1 + len(delays)] = [str(a.delay_ms)]
-            plain_floor = self.role("floor", plain_args, env=dict(floor_env, OPENAI_FAST_EVENTS="false"))
+            plain_env = dict(floor_env, OPENAI_FAST_EVENTS="false")
+            plain_floor = self.role("floor", floor_args(a.delay_ms), env=plain_env)
             plain_floor = plain_floor[str(a.delay_ms)]
 
         scenarios = {}
@@ -868,10 +864,8 @@ class Bench:
                 # The machine's speed drifts: each round's floor runs right before its server run.
                 say(f"ttfd round {n}/{a.ttfd_rounds}: floor, then server, {a.ttfd_delay_ms} ms/delta")
                 configure_fake(fake_port, a.deltas, a.ttfd_delay_ms / 1000)
-                round_args = floor_args[:]
-                i = round_args.index("--delays")
-                round_args[i + 1 : i + 1 + len(delays)] = [str(a.ttfd_delay_ms)]
-                round_floor = self.role("floor", round_args, env=floor_env)[str(a.ttfd_delay_ms)]
+                round_floor = self.role("floor", floor_args(a.ttfd_delay_ms), env=floor_env)
+                round_floor = round_floor[str(a.ttfd_delay_ms)]
                 cpu0 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
                 load = self.role("client", self.client_args(port, token, "load", a.streams, a.concurrency))
                 cpu1 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
