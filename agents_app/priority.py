@@ -5,9 +5,12 @@ event loop runs the parsing of every stream that has data waiting, and a new run
 dozen turns (request, auth and run row, the model request, its first chunk, the store, the
 send) before its client sees anything: about a second at C=50, for a first token that takes
 milliseconds of work. So while any run is on its way to its first output, the model streams of
-runs already under way pause between events. Their data waits in the socket buffers; nothing
-is dropped or reordered. When nothing is starting, each model event costs one more generator
-step and a bool check (about 1 % of the CPU of a stream that is not paced).
+runs already under way pause between events, and so does a new run's own once the model gave
+it its first output (a delta, or the end of the response): its ticket lasts until that output is
+stored and handed over, and meanwhile it would otherwise stream on ahead of the runs behind it.
+The paused streams' data waits in the socket buffers; nothing is dropped or reordered. When
+nothing is starting, each model event costs one more generator step and a bool check (about 1 %
+of the CPU of a stream that is not paced).
 
 Bounds, so streams under way are never starved:
 - a run holds priority for at most `max_pause` seconds (a model that thinks for a minute
@@ -32,6 +35,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from agents.models.interface import Model
+
+from .events import RAW_EVENT_TYPES
 
 
 class FirstTokenPriority:
@@ -136,13 +141,17 @@ current_ticket: contextvars.ContextVar[Ticket | None] = contextvars.ContextVar(
 
 
 async def _taking_turns(stream: AsyncIterator[Any], ticket: Ticket) -> AsyncIterator[Any]:
-    """`stream`'s events; between them, wait while other runs go first (once this one's went)."""
+    """`stream`'s events; between them, wait while other runs go first (once this one's first
+    output is out of the model, or its ticket ended)."""
     priority = ticket.priority
+    produced = False
     try:
         async for event in stream:
-            if priority.paused and ticket.ended:
+            if priority.paused and (produced or ticket.ended):
                 await priority.wait_turn()
             yield event
+            if not produced and getattr(event, "type", None) in RAW_EVENT_TYPES:
+                produced = True
     finally:
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:

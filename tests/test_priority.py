@@ -8,7 +8,7 @@ from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 
 from agents_app.executor import current_executor
 from agents_app.models import RunEvent
-from agents_app.priority import FirstTokenPriority, yield_to_first_tokens
+from agents_app.priority import FirstTokenPriority, _taking_turns, yield_to_first_tokens
 from agents_app.providers.openai import openai_provider
 
 from .streams import SSEClient, stream_run, stream_until_first_delta, wait_finished
@@ -167,3 +167,32 @@ async def test_openai_models_take_turns_and_keep_their_class(settings):
     assert model.stream_response.takes_turns
     wrapped = model.stream_response
     assert yield_to_first_tokens(model).stream_response is wrapped  # cached models: wrapped once
+
+
+class Event:
+    def __init__(self, type: str) -> None:
+        self.type = type
+
+
+async def test_a_starting_run_pauses_once_its_first_output_is_produced():
+    """Between its first output and that output's hand-over (store, then send) a new run does not
+    stream on while others still wait for theirs."""
+    priority = FirstTokenPriority(5)
+    own, other = priority.ticket(), priority.ticket()
+    pulled = []
+
+    async def model_stream():
+        for kind in ("response.created", "response.output_text.delta", "response.output_text.delta"):
+            pulled.append(kind)
+            yield Event(kind)
+
+    stream = _taking_turns(model_stream(), own)
+    assert (await anext(stream)).type == "response.created"
+    assert (await anext(stream)).type == "response.output_text.delta"  # its first output
+    third = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.05)
+    assert not third.done() and not own.ended  # paused, though its own ticket still runs
+    other.end()
+    own.end()
+    assert (await asyncio.wait_for(third, 1)).type == "response.output_text.delta"
+    await stream.aclose()
