@@ -593,3 +593,23 @@ def test_a_started_run_holds_no_user_or_token():
         assert not Run.owner.is_cached(run)
         assert not Conversation.owner.is_cached(run.conversation)
         Run.objects.filter(pk=run.pk).update(status="completed")
+
+
+async def test_runs_of_a_built_in_agent_share_one_agent(alice, monkeypatch):
+    """The chat agent is built once, not per run; runs on it at once still keep apart."""
+    from agents_app.executor import RunContext
+
+    agents = []
+    stream_agent = RunContext.stream_agent
+
+    async def recording(self, agent, input, **kwargs):
+        agents.append(agent)
+        return await stream_agent(self, agent, input, **kwargs)
+
+    monkeypatch.setattr(RunContext, "stream_agent", recording)
+    (_, first), (_, second) = await asyncio.gather(
+        stream_run(alice.token, {"input": "hello there"}), stream_run(alice.token, {"input": "what is 6 * 7"})
+    )
+    assert len(agents) == 2 and agents[0] is agents[1]
+    assert first[-1]["status"] == second[-1]["status"] == "completed"
+    assert "42" in second[-1]["final_output"] and "42" not in first[-1]["final_output"]
