@@ -966,6 +966,8 @@ class Bench:
             "ttfd_client_p99_s": pct(ttfd_c, 99),
             "ttfd_floor_p50_s": pct(ttfd_f, 50),
             "ttfd_floor_p99_s": pct(ttfd_f, 99),
+            "ttfd_client_s": ttfd_c,  # for the p99 over all rounds (--ttfd-rounds)
+            "ttfd_floor_s": ttfd_f,
             "server_cpu_pct": 100 * (cpu1[0] - cpu0[0]) / wall,
             "server_cpu_ms_per_stream": 1000 * (cpu1[0] - cpu0[0]) / max(1, load["ok"] + load["warmup"]),
             "fake_cpu_pct": 100 * (cpu1[1] - cpu0[1]) / wall,
@@ -1171,6 +1173,10 @@ class Bench:
             for r in rounds
             if r["ttfd_client_p99_s"] is not None and r["ttfd_floor_p99_s"] is not None
         ]
+        # The p99 of all rounds' streams, server's and floor's: the 99th percentile of 200 streams is
+        # their third slowest, which moves by +-100 ms from round to round; of 1,000 the eleventh.
+        pooled_c = pct([v for r in rounds for v in r["ttfd_client_s"]], 99) if len(rounds) > 1 else None
+        pooled_f = pct([v for r in rounds for v in r["ttfd_floor_s"]], 99) if len(rounds) > 1 else None
 
         def level(r: dict) -> dict:
             def added_at(q: str) -> float | None:
@@ -1218,9 +1224,13 @@ class Bench:
             "ttfd_floor_p99_ms": ms(t["ttfd_floor_p99_s"]),
             "ttfd_streams_per_s": rnd(t["load"]["streams_per_s"]),
             "ttfd_floor_streams_per_s": rnd(t["floor"]["streams_per_s"]),
-            # --ttfd-rounds: each round's server-added p99 (the first is ttfd_p99_ms) and their median.
+            # --ttfd-rounds: each round's server-added p99 (the first is ttfd_p99_ms), their median, and
+            # the p99s of all rounds' streams together (server-added, server's own, floor's).
             "ttfd_p99_ms_rounds": [ms(v) for v in round_p99] if len(rounds) > 1 else None,
             "ttfd_p99_ms_median": ms(statistics.median(round_p99)) if len(round_p99) > 1 else None,
+            "ttfd_p99_ms_pooled": None if pooled_c is None or pooled_f is None else ms(pooled_c - pooled_f),
+            "ttfd_client_p99_ms_pooled": ms(pooled_c),
+            "ttfd_floor_p99_ms_pooled": ms(pooled_f),
             "ttfd_low_concurrency": a.ttfd_low_concurrency if low else None,
             "ttfd_low_p50_ms": ms(added_low("p50")),
             "ttfd_low_p99_ms": ms(added_low("p99")),
@@ -1260,8 +1270,8 @@ class Bench:
             "idle_runs_all_ended_after_close_s": rnd((idle or {}).get("all_ended_after_close_s"), 2),
             "elapsed_s": round(elapsed, 1),
         }
-        # With --ttfd-rounds the target is judged on the rounds' median, not on one round.
-        ttfd_judged = out["ttfd_p99_ms"] if out["ttfd_p99_ms_median"] is None else out["ttfd_p99_ms_median"]
+        # With --ttfd-rounds the target is judged on the p99 of all rounds' streams, not on one round.
+        ttfd_judged = out["ttfd_p99_ms"] if out["ttfd_p99_ms_pooled"] is None else out["ttfd_p99_ms_pooled"]
         out["targets"] = {
             "ratio>=0.9": _met(out["ratio"], 0.9, ge=True),
             "ratio_to_plain_floor>=0.9": _met(out["ratio_to_plain_floor"], 0.9, ge=True),
@@ -1291,7 +1301,7 @@ def _met(value: float | None, bound: float, ge: bool) -> bool | None:
 def _slim(scenario: dict | None) -> dict | None:
     if scenario is None:
         return None
-    keep = {k: v for k, v in scenario.items() if k not in ("load", "floor")}
+    keep = {k: v for k, v in scenario.items() if k not in ("load", "floor", "ttfd_client_s", "ttfd_floor_s")}
     keep["load"] = {k: v for k, v in scenario["load"].items() if k != "error_samples" or v}
     keep["floor"] = scenario["floor"]
     return json.loads(json.dumps(keep, default=str), parse_float=lambda s: round(float(s), 4))
@@ -1319,7 +1329,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1,
         help="measure the C=--concurrency TTFD this many times, floor and server alternating "
-        "(the JSON line adds each round's server-added p99 and their median; default 1)",
+        "(the JSON line adds each round's server-added p99, their median, and the p99 of all "
+        "rounds' streams together, on which the target is then judged; default 1)",
     )
     p.add_argument(
         "--ttfd-sweep",
