@@ -1,5 +1,6 @@
 """Model request bodies without openai's transform walk (agents_app/providers/fast_requests.py)."""
 
+import contextlib
 import datetime
 import json
 from typing import Annotated, Required
@@ -109,6 +110,19 @@ async def test_a_type_that_renames_or_formats_always_takes_openais_walk(transfor
     fast = await chat_completions.async_maybe_transform(data, Aliased)
     assert fast == {"cardID": "c1", "when": "2026-11-25"}
     assert transform_calls == [Aliased]
+
+
+async def test_a_type_the_check_cannot_read_takes_openais_walk(transform_calls):
+    class Unresolved(TypedDict, total=False):
+        note: "NoSuchType"  # noqa: F821  (a hint that does not resolve)
+
+    unhashable = Annotated[str, {"not": "hashable"}]
+    for expected_type in (Unresolved, unhashable):
+        assert fast_requests.transform_can_change(expected_type)
+    for expected_type in (Unresolved, unhashable):
+        with contextlib.suppress(NameError, TypeError):  # openai's walk may fail on it; ours must not
+            await chat_completions.async_maybe_transform({"note": "x"}, expected_type)
+    assert transform_calls == [Unresolved, unhashable]
 
 
 def test_the_check_reaches_every_message_type():

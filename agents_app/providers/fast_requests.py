@@ -41,9 +41,18 @@ def plain(value: Any) -> bool:
     return kind in SCALARS
 
 
-@functools.cache
 def transform_can_change(expected_type: Any) -> bool:
-    """Whether openai's transform may rename or format something in data of this type."""
+    """Whether openai's transform may rename or format something in data of this type. A type
+    this cannot read (unhashable, a hint that does not resolve) counts as one that may: the
+    request then takes openai's walk, and fails or not as it did without this module."""
+    try:
+        return _type_can_change(expected_type)
+    except Exception:
+        return True
+
+
+@functools.cache
+def _type_can_change(expected_type: Any) -> bool:
     return _renames_or_formats(expected_type, set())
 
 
