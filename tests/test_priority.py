@@ -179,11 +179,9 @@ async def test_a_starting_run_pauses_once_its_first_output_is_produced():
     stream on while others still wait for theirs."""
     priority = FirstTokenPriority(5)
     own, other = priority.ticket(), priority.ticket()
-    pulled = []
 
     async def model_stream():
         for kind in ("response.created", "response.output_text.delta", "response.output_text.delta"):
-            pulled.append(kind)
             yield Event(kind)
 
     stream = _taking_turns(model_stream(), own)
