@@ -7,7 +7,11 @@ delta waits for all of them. This script does exactly that hop N times in one pr
 fresh SQLite file or a temporary PostgreSQL database, and prints one JSON line: wall and CPU time
 per hop (best and median of several blocks) and the SQL statements per hop.
 
-    .venv/bin/python bench/start_hop.py [--postgres] [--hops 500] [--blocks 5]
+With `--end` it times the other trip every run makes to that thread instead: the commit of its
+end (`executor._commit_ends` for one run: its final fields, its terminal event, the two memory
+items a chat turn adds), which in a closed-loop burst queues among the starts.
+
+    .venv/bin/python bench/start_hop.py [--postgres] [--end] [--hops 500] [--blocks 5]
 """
 
 import argparse
@@ -31,6 +35,7 @@ def main() -> None:
     p.add_argument("--postgres", action="store_true", help="a temporary database on 127.0.0.1:5432")
     p.add_argument("--hops", type=int, default=500, help="hops per block")
     p.add_argument("--blocks", type=int, default=5)
+    p.add_argument("--end", action="store_true", help="time the commit of a run's end instead")
     args = p.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="start-hop-")
@@ -69,9 +74,11 @@ def measure(args: argparse.Namespace, db: str) -> dict:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import close_old_connections, connection
+    from django.utils import timezone
     from rest_framework.authtoken.models import Token
 
-    from agents_app.models import Run
+    from agents_app.executor import _commit_ends
+    from agents_app.models import ConversationItem, Run
     from agents_app.sse import AgentStreamConsumer
 
     call_command("migrate", verbosity=0, interactive=False)
@@ -97,7 +104,7 @@ def measure(args: argparse.Namespace, db: str) -> dict:
         statements.append(sql.split()[0].upper())
         return execute(sql, params, many, context)
 
-    def block(n: int) -> tuple[float, float]:
+    def start_block(n: int) -> tuple[float, float]:
         wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(n):
             consumer._open(body)
@@ -106,23 +113,66 @@ def measure(args: argparse.Namespace, db: str) -> dict:
         close_old_connections()
         return wall / n, cpu / n
 
+    def ends(n: int) -> list:
+        """n started runs, each with the end a completed chat turn commits."""
+        answer = "word " * 200
+        out = []
+        for _ in range(n):
+            run, _seq = consumer._open(body)
+            fields = {
+                "status": Run.Status.COMPLETED,
+                "final_output": answer,
+                "error": "",
+                "error_code": "",
+                "response_id": "",
+                "current_turn": 1,
+                "finished_at": timezone.now(),
+                "last_seq": 206,
+                "requests": 1,
+                "input_tokens": 12,
+                "output_tokens": 200,
+                "total_tokens": 212,
+            }
+            event = {"type": "stream_complete", "seq": 206, "run_id": str(run.pk), "final_output": answer}
+            turn = (
+                {"role": "user", "content": "Tell me something long."},
+                {"role": "assistant", "content": answer},
+            )
+            items = [ConversationItem(conversation_id=run.conversation_id, data=data) for data in turn]
+            out.append((run, fields, event, items))
+        return out
+
+    def end_block(n: int) -> tuple[float, float]:
+        batch = ends(n)
+        wall, cpu = time.perf_counter(), time.process_time()
+        for end in batch:
+            _commit_ends([end])
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        close_old_connections()
+        return wall / n, cpu / n
+
+    block = end_block if args.end else start_block
     block(50)  # warm-up: imports, first-use caches, the connection
     walls, cpus = [], []
     for _ in range(args.blocks):
         wall, cpu = block(args.hops)
         walls.append(wall)
         cpus.append(cpu)
+    [end] = ends(1)
     with connection.execute_wrapper(count):
-        consumer._open(body)
+        if args.end:
+            _commit_ends([end])
+        else:
+            consumer._open(body)
     return {
-        "bench": "start_hop",
+        "bench": "end_commit" if args.end else "start_hop",
         "db": db,
         "hops": args.hops * args.blocks,
         "wall_ms_best": round(min(walls) * 1000, 3),
         "wall_ms_median": round(statistics.median(walls) * 1000, 3),
         "cpu_ms_best": round(min(cpus) * 1000, 3),
         "cpu_ms_median": round(statistics.median(cpus) * 1000, 3),
-        "statements_per_hop": statements,
+        "statements_per_hop": statements,  # per end, with --end
         "health_check": bool(connection.settings_dict.get("CONN_HEALTH_CHECKS")),
     }
 
