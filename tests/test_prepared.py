@@ -7,13 +7,13 @@ from datetime import timedelta
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from agents_app import prepared
 from agents_app.auth import CLOSE_UNAUTHENTICATED
-from agents_app.models import Conversation, Run
+from agents_app.models import Conversation, ConversationItem, Run, RunEvent
 
 from .streams import SSEClient, ws_client
 
@@ -131,3 +131,89 @@ async def test_token_refusals_keep_drfs_rules(api_for, inactive, who):
     await ws.connect()
     assert (await ws.receive_output(1)) == {"type": "websocket.close", "code": CLOSE_UNAUTHENTICATED}
     assert await sync_to_async(Run.objects.count)() == 0
+
+
+def test_a_run_s_end_writes_what_the_orm_writes_in_one_statement_on_postgresql(alice):
+    from agents_app.executor import _commit_ends
+
+    ours, orm = (
+        Run.objects.create(
+            owner=alice,
+            agent="chat",
+            input="hi",
+            status=Run.Status.RUNNING,
+            conversation=Conversation.objects.create(owner=alice, agent="chat"),
+        )
+        for _ in range(2)
+    )
+    fields = dict(
+        status=Run.Status.COMPLETED,
+        final_output={"text": ["naïve ✓", 1.5, None]},
+        error="",
+        error_code="",
+        response_id="resp_1",
+        current_turn=2,
+        finished_at=timezone.now(),
+        last_seq=7,
+        requests=1,
+        input_tokens=3,
+        output_tokens=4,
+        total_tokens=7,
+    )
+    Run.objects.filter(pk=orm.pk).update(**fields)
+    event = {
+        "type": "stream_complete",
+        "seq": 7,
+        "run_id": str(ours.pk),
+        "final_output": fields["final_output"],
+    }
+    roles = ["user", "assistant", "user", "assistant"]
+    items = [
+        ConversationItem(conversation_id=ours.conversation_id, data={"role": r, "n": n})
+        for n, r in enumerate(roles)
+    ]
+    before = ours.conversation.updated_at
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql.split()[0].upper())
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        assert _commit_ends([(ours, fields, event, items)]) == [None]
+
+    # One round trip on PostgreSQL; elsewhere one transaction of statements built once.
+    assert statements == (
+        ["WITH"] if connection.vendor == "postgresql" else ["BEGIN", "UPDATE", "UPDATE", "INSERT", "INSERT"]
+    )
+    ours.refresh_from_db()
+    orm.refresh_from_db()
+    differ = {"id", "conversation_id", "created_at"}
+    assert {k: v for k, v in field_values(ours).items() if k not in differ} == {
+        k: v for k, v in field_values(orm).items() if k not in differ
+    }
+    stored = ConversationItem.objects.filter(conversation_id=ours.conversation_id).order_by("id")
+    assert [(i.data["role"], i.data["n"]) for i in stored] == list(zip(roles, range(4), strict=True))
+    assert all(i.created_at for i in stored)
+    [row] = RunEvent.objects.filter(run=ours)
+    assert (row.seq, row.type, row.data) == (7, "stream_complete", event)
+    assert Conversation.objects.get(pk=ours.conversation_id).updated_at > before
+
+
+def test_many_ends_go_in_statements_of_a_bounded_size(alice, monkeypatch):
+    """A mass disconnect's thousands of ends would pass the limit on parameters per statement."""
+    from agents_app import executor
+
+    monkeypatch.setattr(executor, "ENDS_PER_COMMIT", 3)
+    calls = []
+    update_and_add = prepared.update_and_add
+    monkeypatch.setattr(prepared, "update_and_add", lambda *a: calls.append(len(a[0])) or update_and_add(*a))
+    runs = [
+        Run.objects.create(owner=alice, agent="chat", input="hi", status=Run.Status.RUNNING) for _ in range(7)
+    ]
+    fields = {"status": Run.Status.CANCELLED, "finished_at": timezone.now(), "last_seq": 1}
+    ends = [(run, fields, {"type": "stream_complete", "seq": 1, "run_id": str(run.pk)}, []) for run in runs]
+    assert executor._commit_ends(ends) == [None] * 7
+    assert calls == [3, 3, 1]  # the updates of each statement: runs (no conversations here)
+    assert Run.objects.filter(status=Run.Status.CANCELLED).count() == 7
+    assert RunEvent.objects.filter(run__in=runs).count() == 7
