@@ -359,6 +359,8 @@ def _commit_ends(ends: list[RunEnd]) -> list[Exception | None]:
         conversations = {run.conversation_id for run, *_ in ends if run.conversation_id}
         prepared.update_and_add(
             [(Run, run.pk, fields) for run, fields, _event, _items in ends]
+            # In a fixed order, so two processes ending runs of the same conversations lock
+            # their rows in the same order.
             + [(Conversation, pk, {"updated_at": now}) for pk in sorted(conversations, key=str)],
             [
                 RunEvent(run_id=run.pk, seq=event["seq"], type=event["type"], data=event)

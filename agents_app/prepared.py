@@ -22,8 +22,9 @@ from rest_framework.authtoken.models import Token
 
 
 @cache
-def _insert_sql(model: type[Model], using: str, numbered: bool = False) -> tuple[str, tuple]:
-    """`numbered`: the database numbers the primary key (an auto field), so it is left out."""
+def _insert_sql(model: type[Model], using: str, numbered: bool = False) -> tuple[str, str, tuple]:
+    """The INSERT up to its VALUES, the placeholders of one row, the fields they stand for.
+    `numbered`: the database numbers the primary key (an auto field), so it is left out."""
     connection = connections[using]
     fields = tuple(
         f
@@ -32,8 +33,8 @@ def _insert_sql(model: type[Model], using: str, numbered: bool = False) -> tuple
     )
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    return f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({marks})", fields
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    return f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ", row, fields
 
 
 @cache
@@ -61,8 +62,9 @@ def insert(*objs: Model, using: str = "default") -> None:
     connection = connections[using]
     statements = []
     for obj in objs:
-        sql, fields = _insert_sql(type(obj), using)
-        statements.append((sql, [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]))
+        head, row, fields = _insert_sql(type(obj), using)
+        params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+        statements.append((head + row, params))
     _execute_together(statements, using)
     for obj in objs:
         obj._state.adding, obj._state.db = False, using
@@ -86,10 +88,9 @@ def update_and_add(
     for model, objs in by_model.items():
         # One statement per table, its rows in order: the database numbers them in that order
         # (as `bulk_create` relies on too), and a conversation's items are read back by id.
-        sql, fields = _insert_sql(model, using, numbered=True)
-        row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        head, row, fields = _insert_sql(model, using, numbered=True)
         params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in objs for f in fields]
-        statements.append((sql + f", {row}" * (len(objs) - 1), params))
+        statements.append((head + ", ".join([row] * len(objs)), params))
     _execute_together(statements, using)
 
 
