@@ -284,6 +284,20 @@ class Stream:
         )
 
 
+def first_start_delay(args: argparse.Namespace, index: int) -> float:
+    """--start-spread: worker `index` of C starts its first stream index/C of the spread late, so
+    the load does not begin with C simultaneous starts (0: all at once). Client and floor alike."""
+    return args.start_spread * index / max(1, min(args.concurrency, args.streams))
+
+
+def write_trace(args: argparse.Namespace, who: str, delay_ms: float, points: list[tuple]) -> None:
+    """--ttfd-trace DIR: each stream's start (s after the load began) and its time to first delta,
+    in start order, one file per load (`<who>-<delay>ms-<time>.json`)."""
+    if args.ttfd_trace:
+        path = Path(args.ttfd_trace) / f"{who}-{delay_ms:g}ms-{time.time_ns()}.json"
+        path.write_text(json.dumps(sorted(points)))
+
+
 async def client_load(args: argparse.Namespace) -> dict:
     """`--streams` streams, `--concurrency` at a time; closed loop, each stream on a new connection."""
     body = json.dumps({"input": "Tell me something long."}).encode()
@@ -306,8 +320,9 @@ async def client_load(args: argparse.Namespace) -> dict:
     results: list[Stream] = []
     remaining = args.streams
 
-    async def worker() -> None:
+    async def worker(index: int) -> None:
         nonlocal remaining
+        await asyncio.sleep(first_start_delay(args, index))
         while remaining > 0 and time.perf_counter() < deadline:
             remaining -= 1
             results.append(await one())
@@ -315,7 +330,7 @@ async def client_load(args: argparse.Namespace) -> dict:
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     deadline = start + args.timeout
-    await asyncio.gather(*(worker() for _ in range(min(args.concurrency, args.streams))))
+    await asyncio.gather(*(worker(i) for i in range(min(args.concurrency, args.streams))))
     wall = time.perf_counter() - start
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
 
@@ -324,6 +339,7 @@ async def client_load(args: argparse.Namespace) -> dict:
     for s in good:
         gaps.extend(b - a for a, b in zip(s.arrivals, s.arrivals[1:], strict=False))
     ttfds = [s.ttfd for s in good if s.ttfd is not None]
+    write_trace(args, "server", args.delay, [(s.t0 - start, s.ttfd) for s in good if s.ttfd is not None])
     events = sum(s.events for s in results)
     errors = [s.error or f"bad terminal {s.terminal}" for s in results if not s.ok]
     return {
@@ -487,7 +503,7 @@ def floor_main(args: argparse.Namespace) -> None:
     providers.configure_tracing()
     spec = get_spec(args.agent)
 
-    async def one() -> tuple[int, float | None, bool]:
+    async def one() -> tuple[int, float | None, bool, float]:
         agent = spec.build(None)
         t0 = time.perf_counter()
         result = Runner.run_streamed(agent, "Tell me something long.", run_config=providers.run_config())
@@ -503,25 +519,27 @@ def floor_main(args: argparse.Namespace) -> None:
                     ttfd = time.perf_counter() - t0
         finally:
             result.cancel()
-        return events, ttfd, bool(result.final_output)
+        return events, ttfd, bool(result.final_output), t0
 
     async def scenario() -> dict:
         for _ in range(max(0, args.warmup)):
             await one()
-        results: list[tuple[int, float | None, bool]] = []
+        results: list[tuple[int, float | None, bool, float]] = []
         remaining = args.streams
         start, cpu_start = time.perf_counter(), time.process_time()
         deadline = start + args.timeout
 
-        async def worker() -> None:
+        async def worker(index: int) -> None:
             nonlocal remaining
+            await asyncio.sleep(first_start_delay(args, index))
             while remaining > 0 and time.perf_counter() < deadline:
                 remaining -= 1
                 results.append(await one())
 
-        await asyncio.gather(*(worker() for _ in range(min(args.concurrency, args.streams))))
+        await asyncio.gather(*(worker(i) for i in range(min(args.concurrency, args.streams))))
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         good = [r for r in results if r[2]]
+        write_trace(args, "floor", delay_ms, [(r[3] - start, r[1]) for r in good if r[1] is not None])
         return {
             "streams": len(results),
             "ok": len(good),
@@ -803,13 +821,22 @@ class Bench:
             raise RuntimeError(f"{role} {extra[:2]} failed ({proc.returncode}); see {log}")
         return json.loads(out.decode().strip().splitlines()[-1])
 
-    def client_args(self, port: int, token: str, mode: str, streams: int, concurrency: int) -> list[str]:
+    def client_args(
+        self, port: int, token: str, mode: str, streams: int, concurrency: int, delay_ms: float = 0.0
+    ) -> list[str]:
         a = self.args
         return [
             "--mode", mode, "--port", str(port), "--token", token, "--agent", a.agent,
             "--streams", str(streams), "--concurrency", str(concurrency), "--timeout", str(a.timeout),
-            "--stream-timeout", str(a.stream_timeout), "--warmup", str(a.warmup),
+            "--stream-timeout", str(a.stream_timeout), "--warmup", str(a.warmup), "--delay", str(delay_ms),
+            *self.load_shape_args(),
         ]  # fmt: skip
+
+    def load_shape_args(self) -> list[str]:
+        """What client and floor loads share: --start-spread, --ttfd-trace."""
+        a = self.args
+        trace = ["--ttfd-trace", a.ttfd_trace] if a.ttfd_trace else []
+        return ["--start-spread", str(a.start_spread), *trace]
 
     # scenarios
 
@@ -834,7 +861,7 @@ class Bench:
             return [
                 "--fake-port", str(fake_port), "--delays", *map(str, at_delays), "--agent", a.agent,
                 "--streams", str(a.streams), "--concurrency", str(a.concurrency), "--deltas", str(a.deltas),
-                "--warmup", str(a.warmup), "--timeout", str(a.timeout),
+                "--warmup", str(a.warmup), "--timeout", str(a.timeout), *self.load_shape_args(),
             ]  # fmt: skip
 
         floor_env = dict(self.env, OPENAI_BASE_URL=f"http://{HOST}:{fake_port}/v1")
@@ -853,7 +880,8 @@ class Bench:
             say(f"server: {a.streams} streams, C={a.concurrency}, {a.deltas} deltas, {delay_ms} ms/delta")
             configure_fake(fake_port, a.deltas, delay_ms / 1000)
             cpu0 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
-            load = self.role("client", self.client_args(port, token, "load", a.streams, a.concurrency))
+            load_args = self.client_args(port, token, "load", a.streams, a.concurrency, delay_ms)
+            load = self.role("client", load_args)
             cpu1 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
             scenarios[delay_ms] = self.scenario_result(delay_ms, load, floors[str(delay_ms)], cpu0, cpu1)
             scenarios[delay_ms]["server_rss_kb_after"] = rss_kb(server.pid)
@@ -867,7 +895,8 @@ class Bench:
                 round_floor = self.role("floor", floor_args(a.ttfd_delay_ms), env=floor_env)
                 round_floor = round_floor[str(a.ttfd_delay_ms)]
                 cpu0 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
-                load = self.role("client", self.client_args(port, token, "load", a.streams, a.concurrency))
+                load_args = self.client_args(port, token, "load", a.streams, a.concurrency, a.ttfd_delay_ms)
+                load = self.role("client", load_args)
                 cpu1 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
                 result = self.scenario_result(a.ttfd_delay_ms, load, round_floor, cpu0, cpu1)
                 result["db"] = self.db_check(result.pop("run_events"))
@@ -942,13 +971,13 @@ class Bench:
         say(f"ttfd at C={conc}: floor and server, {streams} streams, {delay_ms} ms/delta")
         floor_args = ["--fake-port", str(fake_port), "--delays", str(delay_ms), "--agent", a.agent]
         floor_args += ["--streams", str(streams), "--concurrency", str(conc), "--deltas", str(a.deltas)]
-        floor_args += ["--warmup", str(a.warmup), "--timeout", str(a.timeout)]
+        floor_args += ["--warmup", str(a.warmup), "--timeout", str(a.timeout), *self.load_shape_args()]
         floor = self.role(
             "floor", floor_args, env=dict(self.env, OPENAI_BASE_URL=f"http://{HOST}:{fake_port}/v1")
         )
         configure_fake(fake_port, a.deltas, delay_ms / 1000)
         cpu0 = (cpu_seconds(server.pid), 0.0)
-        load = self.role("client", self.client_args(port, token, "load", streams, conc))
+        load = self.role("client", self.client_args(port, token, "load", streams, conc, delay_ms))
         cpu1 = (cpu_seconds(server.pid), 0.0)
         return self.scenario_result(delay_ms, load, floor[str(delay_ms)], cpu0, cpu1)
 
@@ -1200,6 +1229,7 @@ class Bench:
             "channel_layer": "redis" if a.redis else "in-memory",
             "first_token_max_pause": self.server_setting("RUN_FIRST_TOKEN_MAX_PAUSE"),
             "concurrency": a.concurrency,
+            "start_spread_s": a.start_spread,
             "deltas": a.deltas,
             "streams": a.streams,
             "delay_ms": a.delay_ms,
@@ -1349,6 +1379,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--disconnect-reps", type=int, default=5, help="client-disconnect probes")
     p.add_argument("--agent", default="chat", help="agent slug (default chat)")
     p.add_argument("--warmup", type=int, default=5, help="untimed streams before each timed load")
+    p.add_argument(
+        "--start-spread",
+        type=float,
+        default=0.0,
+        help="seconds over which each load's C workers start their first streams, evenly (server and "
+        "floor alike); 0: all at once, so equal-length streams then restart in waves of C (default 0)",
+    )
+    p.add_argument(
+        "--ttfd-trace",
+        metavar="DIR",
+        help="write each load's (start, time to first delta) per stream to DIR, server and floor",
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="upper bound (s) for each timed phase")
     p.add_argument("--stream-timeout", type=float, default=120.0, help="upper bound (s) for one stream")
     p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne", help="ASGI server")
@@ -1393,6 +1435,9 @@ def main(argv: list[str] | None = None) -> int:
         "sink": (sink_main, False),
         "fake": (fake_main, True),
     }
+    if args.ttfd_trace:
+        args.ttfd_trace = str(Path(args.ttfd_trace).resolve())
+        Path(args.ttfd_trace).mkdir(parents=True, exist_ok=True)
     if args.role in roles:
         entry, many_files = roles[args.role]
         if many_files:
