@@ -339,7 +339,7 @@ async def client_load(args: argparse.Namespace) -> dict:
     for s in good:
         gaps.extend(b - a for a, b in zip(s.arrivals, s.arrivals[1:], strict=False))
     ttfds = [s.ttfd for s in good if s.ttfd is not None]
-    write_trace(args, "server", args.delay, [(s.t0 - start, s.ttfd) for s in good if s.ttfd is not None])
+    write_trace(args, "server", args.load_delay_ms, [(s.t0 - start, s.ttfd) for s in good if s.ttfd])
     events = sum(s.events for s in results)
     errors = [s.error or f"bad terminal {s.terminal}" for s in results if not s.ok]
     return {
@@ -828,8 +828,8 @@ class Bench:
         return [
             "--mode", mode, "--port", str(port), "--token", token, "--agent", a.agent,
             "--streams", str(streams), "--concurrency", str(concurrency), "--timeout", str(a.timeout),
-            "--stream-timeout", str(a.stream_timeout), "--warmup", str(a.warmup), "--delay", str(delay_ms),
-            *self.load_shape_args(),
+            "--stream-timeout", str(a.stream_timeout), "--warmup", str(a.warmup),
+            "--load-delay-ms", str(delay_ms), *self.load_shape_args(),
         ]  # fmt: skip
 
     def load_shape_args(self) -> list[str]:
@@ -1417,6 +1417,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fake-port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--delays", type=float, nargs="+", default=[0.0], help=argparse.SUPPRESS)
     p.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--load-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)  # trace names
     args = p.parse_args(argv)
     if args.smoke and args.role == "main":
         args.concurrency, args.deltas, args.streams = 4, 20, 8
