@@ -158,7 +158,7 @@ def measure(args: argparse.Namespace, db: str) -> dict:
         wall, cpu = block(args.hops)
         walls.append(wall)
         cpus.append(cpu)
-    [end] = ends(1)
+    end = ends(1)[0] if args.end else None  # made before the count starts
     with connection.execute_wrapper(count):
         if args.end:
             _commit_ends([end])

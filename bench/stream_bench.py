@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -284,18 +285,33 @@ class Stream:
         )
 
 
-def first_start_delay(args: argparse.Namespace, index: int) -> float:
-    """--start-spread: worker `index` of C starts its first stream index/C of the spread late, so
-    the load does not begin with C simultaneous starts (0: all at once). Client and floor alike."""
-    return args.start_spread * index / max(1, min(args.concurrency, args.streams))
+async def closed_loop(args: argparse.Namespace, one: Callable[[], Awaitable[Any]], start: float) -> list:
+    """`--streams` calls of `one`, `--concurrency` at a time: each worker starts its next call as
+    soon as its last one returned, until the streams are done or `--timeout` after `start` passed.
+    With --start-spread worker i of C makes its first call i/C of the spread late, so the load
+    does not begin with C simultaneous starts. The server's load and the floor's alike."""
+    results: list = []
+    remaining = args.streams
+    workers = min(args.concurrency, args.streams)
+    deadline = start + args.timeout
+
+    async def worker(index: int) -> None:
+        nonlocal remaining
+        await asyncio.sleep(args.start_spread * index / max(1, workers))
+        while remaining > 0 and time.perf_counter() < deadline:
+            remaining -= 1
+            results.append(await one())
+
+    await asyncio.gather(*(worker(i) for i in range(workers)))
+    return results
 
 
 def write_trace(args: argparse.Namespace, who: str, delay_ms: float, points: list[tuple]) -> None:
     """--ttfd-trace DIR: each stream's start (s after the load began) and its time to first delta,
-    in start order, one file per load (`<who>-<delay>ms-<time>.json`)."""
+    in start order, one file per load (`<who>-<delay>ms-<time>.json`); streams without one left out."""
     if args.ttfd_trace:
         path = Path(args.ttfd_trace) / f"{who}-{delay_ms:g}ms-{time.time_ns()}.json"
-        path.write_text(json.dumps(sorted(points)))
+        path.write_text(json.dumps(sorted(p for p in points if p[1] is not None)))
 
 
 async def client_load(args: argparse.Namespace) -> dict:
@@ -317,20 +333,9 @@ async def client_load(args: argparse.Namespace) -> dict:
     for _ in range(max(0, args.warmup)):
         await one()
 
-    results: list[Stream] = []
-    remaining = args.streams
-
-    async def worker(index: int) -> None:
-        nonlocal remaining
-        await asyncio.sleep(first_start_delay(args, index))
-        while remaining > 0 and time.perf_counter() < deadline:
-            remaining -= 1
-            results.append(await one())
-
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
-    deadline = start + args.timeout
-    await asyncio.gather(*(worker(i) for i in range(min(args.concurrency, args.streams))))
+    results: list[Stream] = await closed_loop(args, one, start)
     wall = time.perf_counter() - start
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
 
@@ -339,7 +344,7 @@ async def client_load(args: argparse.Namespace) -> dict:
     for s in good:
         gaps.extend(b - a for a, b in zip(s.arrivals, s.arrivals[1:], strict=False))
     ttfds = [s.ttfd for s in good if s.ttfd is not None]
-    write_trace(args, "server", args.load_delay_ms, [(s.t0 - start, s.ttfd) for s in good if s.ttfd])
+    write_trace(args, "server", args.load_delay_ms, [(s.t0 - start, s.ttfd) for s in good])
     events = sum(s.events for s in results)
     errors = [s.error or f"bad terminal {s.terminal}" for s in results if not s.ok]
     return {
@@ -524,22 +529,11 @@ def floor_main(args: argparse.Namespace) -> None:
     async def scenario() -> dict:
         for _ in range(max(0, args.warmup)):
             await one()
-        results: list[tuple[int, float | None, bool, float]] = []
-        remaining = args.streams
         start, cpu_start = time.perf_counter(), time.process_time()
-        deadline = start + args.timeout
-
-        async def worker(index: int) -> None:
-            nonlocal remaining
-            await asyncio.sleep(first_start_delay(args, index))
-            while remaining > 0 and time.perf_counter() < deadline:
-                remaining -= 1
-                results.append(await one())
-
-        await asyncio.gather(*(worker(i) for i in range(min(args.concurrency, args.streams))))
+        results: list[tuple[int, float | None, bool, float]] = await closed_loop(args, one, start)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         good = [r for r in results if r[2]]
-        write_trace(args, "floor", delay_ms, [(r[3] - start, r[1]) for r in good if r[1] is not None])
+        write_trace(args, "floor", delay_ms, [(r[3] - start, r[1]) for r in good])
         return {
             "streams": len(results),
             "ok": len(good),
