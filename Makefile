@@ -5,10 +5,11 @@ BIN := $(VENV)/bin
 
 .PHONY: install demo test lint
 
-$(BIN)/.installed: requirements.txt constraints.txt
+$(BIN)/.installed: requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 install: $(BIN)/.installed

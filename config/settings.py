@@ -113,15 +113,32 @@ TEMPLATES = [
 
 (BASE_DIR / "var").mkdir(exist_ok=True)
 DATABASE_URL = env_str("DATABASE_URL")
-# Persistent connections: Channels closes "old" connections around every consumer message, and
-# with a max age of 0 that meant a new PostgreSQL backend (or a re-opened SQLite file) per
-# request. Few threads touch the database (Django's sync thread, the event writer), so a few
-# long-lived connections are all there is; health checks replace a broken one.
+# PostgreSQL connections come from Django's pool (psycopg_pool), at most DB_POOL_MAX_SIZE per
+# process: under ASGI every request runs in a thread of its own, and a connection kept per thread
+# (CONN_MAX_AGE > 0) leaked until the database refused new clients. A request, a consumer's
+# database hop and the event journal take a connection and give it back when done; a request
+# beyond the pool waits up to DB_POOL_TIMEOUT seconds for one. 0 turns the pool off (behind
+# pgbouncer, say), and DB_CONN_MAX_AGE then applies.
+DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 10)
+DB_POOL_MIN_SIZE = env_int("DB_POOL_MIN_SIZE", 2)
+DB_POOL_TIMEOUT = env_float("DB_POOL_TIMEOUT", 30.0)
+# Seconds a connection is kept by the thread that opened it, where there is no pool (SQLite, or
+# DB_POOL_MAX_SIZE=0): Channels closes "old" connections around every consumer message, and with 0
+# SQLite re-opened its file (and ran its PRAGMAs) per request.
 DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 300)
 if DATABASE_URL:
+    pooled = DB_POOL_MAX_SIZE > 0
     DATABASES = {
-        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True)
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=0 if pooled else DB_CONN_MAX_AGE, conn_health_checks=True
+        )
     }
+    if pooled:
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(DB_POOL_MIN_SIZE, DB_POOL_MAX_SIZE),
+            "max_size": DB_POOL_MAX_SIZE,
+            "timeout": DB_POOL_TIMEOUT,
+        }
 else:
     DATABASES = {
         "default": {
