@@ -8,8 +8,8 @@ from django.core.paginator import Paginator
 from django.forms.models import BaseInlineFormSet
 from django.utils.html import format_html
 
-from . import services
 from .models import Conversation, ConversationItem, Run, RunEvent
+from .runs.cancel import cancel_run
 
 
 def pretty_json(value) -> str:
@@ -184,7 +184,7 @@ class RunAdmin(admin.ModelAdmin):
     def cancel_runs(self, request, queryset):
         cancelled = 0
         for run in queryset.filter(status__in=Run.ACTIVE):
-            async_to_sync(services.run_cancel)(run)
+            async_to_sync(cancel_run)(run)
             cancelled += 1
         self.message_user(request, f"Cancel requested for {cancelled} run(s).", messages.SUCCESS)
 

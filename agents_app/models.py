@@ -48,7 +48,7 @@ class ConversationItem(models.Model):
 
 class Run(models.Model):
     class Status(models.TextChoices):
-        QUEUED = "queued"
+        QUEUED = "queued"  # waits for its conversation's earlier runs (`if_busy=enqueue`)
         RUNNING = "running"
         COMPLETED = "completed"
         FAILED = "failed"
@@ -91,11 +91,12 @@ class Run(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            # One active run per conversation, enforced by the database itself.
+            # One running run per conversation, enforced by the database itself (any number may
+            # wait their turn, `queued`).
             models.UniqueConstraint(
                 fields=["conversation"],
-                condition=Q(status__in=["queued", "running"]),
-                name="one_active_run_per_conversation",
+                condition=Q(status="running"),
+                name="one_running_run_per_conversation",
             )
         ]
         indexes = [models.Index(fields=["owner", "-created_at"])]

@@ -3,15 +3,12 @@
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agents import Agent
 
 from .ai_agents.assistant import build_assistant_agent
 from .ai_agents.chat import build_chat_agent
-
-if TYPE_CHECKING:
-    from .executor import RunContext
 
 
 @dataclass(frozen=True)
@@ -21,9 +18,10 @@ class AgentSpec:
     description: str
     # Builds the SDK agent for a model name (None = provider default).
     build: Callable[[str | None], Agent]
-    # Optional custom pipeline replacing the single `Runner.run_streamed` call
-    # (the research agent runs several agents); returns the final output.
-    pipeline: Callable[["RunContext"], Awaitable[Any]] | None = None
+    # Optional custom pipeline replacing the single `Runner.run_streamed` call (the research
+    # agent runs several agents): called with the run's `runs.execute.RunContext`, returns the
+    # final output.
+    pipeline: Callable[[Any], Awaitable[Any]] | None = None
     uses_memory: bool = True
 
 

@@ -1,9 +1,8 @@
-"""Signals for apps built on the run machinery (research reports follow their runs' ends)."""
+"""Signals for apps built on the run engine (research reports follow their runs' ends)."""
 
 from django.dispatch import Signal
 
-# Sent in the transaction that marks a run `interrupted` because its process died (the stale
-# sweep), with `run` (the Run) and `error` (what the run now records). A run interrupted by
-# its own process stopping ends in that process instead, through its code's cancellation
-# (see RunContext.interrupted).
-run_interrupted = Signal()
+# Sent by the journal in the transaction that ends a run (whoever ends it: its own process, its
+# process stopping, the stale sweep of another process), with `run_id`, `status` (what the run
+# now is) and `error`. A receiver's writes commit or roll back with the run's end.
+run_ended = Signal()

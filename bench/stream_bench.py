@@ -600,7 +600,7 @@ def floor_main(args: argparse.Namespace) -> None:
 
 
 def sink_main(args: argparse.Namespace) -> None:
-    """The executor's EventSink alone (no SDK, no HTTP): how many events/s one process can persist and
+    """The run engine's journal alone (no SDK, no HTTP): how many events/s one process can persist and
     publish. `--streams` runs each get `--deltas` delta events, added round-robin as fast as the loop goes."""
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -609,16 +609,18 @@ def sink_main(args: argparse.Namespace) -> None:
     django.setup()
     from django.contrib.auth import get_user_model
 
-    from agents_app.executor import EventSink
     from agents_app.models import Run, RunEvent
+    from agents_app.runs.journal import Journal
+    from agents_app.runs.publish import Hub
 
     async def main() -> dict:
         user = await get_user_model().objects.aget(username="bench")
         runs = [
             await Run.objects.acreate(owner=user, agent=args.agent, input="sink") for _ in range(args.streams)
         ]
-        # Every batch goes to the channel-layer group too, as when another process watches each run.
-        sink = EventSink(lambda message: True)
+        # Every batch goes to the channel-layer group too, as when another process watches each run
+        # (the runs are not this hub's own).
+        sink = Journal(Hub(), on_lost=lambda run_id, error: None)
         total = args.streams * args.deltas
         start = time.perf_counter()
         for seq in range(1, args.deltas + 1):
@@ -632,7 +634,7 @@ def sink_main(args: argparse.Namespace) -> None:
                     "item_id": "__fake_id__",
                     "output_index": 0,
                 }
-                sink.add(run.pk, event)
+                sink.append(str(run.pk), event)
             await asyncio.sleep(0)  # a producer yields between events; let the sink run
         await sink.flush()
         stored, deadline = 0, time.monotonic() + 60
@@ -677,7 +679,6 @@ class Bench:
             "RUN_EVENT_BATCH_SIZE",
             "RUN_EVENT_FLUSH_INTERVAL",
             "CHANNEL_CAPACITY",
-            "RUN_FIRST_TOKEN_MAX_PAUSE",
         ):
             if getattr(args, name.lower(), None) is not None:
                 self.env[name] = str(getattr(args, name.lower()))
@@ -906,7 +907,7 @@ class Bench:
             sweep[conc] = level
         if not a.smoke:
             self.stop(server)
-        say(f"persistence capacity: EventSink alone, {a.streams} runs x {a.deltas} events")
+        say(f"persistence capacity: the journal alone, {a.streams} runs x {a.deltas} events")
         sink = self.role("sink", ["--streams", str(a.streams), "--deltas", str(a.deltas), "--agent", a.agent])
         for delay_ms, result in scenarios.items():
             say(f"checking the stored events of the {delay_ms} ms scenario")
@@ -1221,7 +1222,6 @@ class Bench:
             "smoke": a.smoke,
             "db": "postgresql" if a.postgres else "sqlite",
             "channel_layer": "redis" if a.redis else "in-memory",
-            "first_token_max_pause": self.server_setting("RUN_FIRST_TOKEN_MAX_PAUSE"),
             "concurrency": a.concurrency,
             "start_spread_s": a.start_spread,
             "deltas": a.deltas,
@@ -1393,9 +1393,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-event-batch-size", type=int, help="server RUN_EVENT_BATCH_SIZE override")
     p.add_argument("--run-event-flush-interval", type=float, help="server RUN_EVENT_FLUSH_INTERVAL override")
     p.add_argument("--channel-capacity", type=int, help="server CHANNEL_CAPACITY override")
-    p.add_argument(
-        "--run-first-token-max-pause", type=float, help="server RUN_FIRST_TOKEN_MAX_PAUSE override (0: off)"
-    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (DB, logs)")
     p.add_argument("--detail", action="store_true", help="include per-scenario detail in the JSON line")
     p.add_argument("--smoke", action="store_true", help="tiny numbers for CI (< 60 s)")

@@ -16,9 +16,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
-from agents_app.auth import WebsocketAuthStack  # noqa: E402
-from agents_app.executor import lifespan  # noqa: E402
-from agents_app.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
+from agents_app.api.auth import WebsocketAuthStack  # noqa: E402
+from agents_app.api.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
+from agents_app.runs.lifespan import lifespan  # noqa: E402
 
 if settings.GIL_SWITCH_INTERVAL > 0:
     sys.setswitchinterval(settings.GIL_SWITCH_INTERVAL)

@@ -167,12 +167,23 @@ REDIS_URL = env_str("REDIS_URL")
 # control channel dropped out). It must stay above 5. A `socket_timeout` in REDIS_URL wins.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 15.0)
 if REDIS_URL:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
     CHANNEL_LAYERS = {
         "default": {
-            # channels_redis's layer, made to honour a cancelled receive (see agents_app/layers.py).
-            "BACKEND": "agents_app.layers.CancelSafeRedisChannelLayer",
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": REDIS_SOCKET_TIMEOUT}],
+                # `retry`: a command sent on a pooled connection that Redis dropped (it restarted
+                # meanwhile) is sent once more on a new connection; redis-py's default is not to
+                # retry, and the first group_add or send after a restart failed.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": REDIS_SOCKET_TIMEOUT,
+                        "retry": Retry(NoBackoff(), 1),
+                    }
+                ],
                 "capacity": env_int("CHANNEL_CAPACITY", 1000),
                 "expiry": 60,
                 "prefix": env_str("CHANNEL_PREFIX", "asgi"),
@@ -211,14 +222,14 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "agents_app.auth.FastTokenAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "agents_app.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "agents_app.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -271,10 +282,6 @@ RUN_DB_RETRY_SECONDS = env_float("RUN_DB_RETRY_SECONDS", 60.0)
 # When the serving process stops (SIGTERM to daphne, ASGI lifespan shutdown elsewhere), its runs
 # get this many seconds to finish; the others are recorded as interrupted at once.
 RUN_SHUTDOWN_GRACE = env_float("RUN_SHUTDOWN_GRACE", 5.0)
-# First-token priority (agents_app/priority.py): while new runs are on their way to their first
-# output, runs already streaming pause between model events, for at most this many seconds at a
-# time (and a run holds priority for at most as long). 0 turns it off.
-RUN_FIRST_TOKEN_MAX_PAUSE = env_float("RUN_FIRST_TOKEN_MAX_PAUSE", 1.0)
 # Under load the event loop's thread holds the GIL nearly all the time, and Django's sync thread
 # (auth, run rows) and the event writer need it back after every database round trip: with
 # Python's default 5 ms switch interval that wait dominated each request's database work.

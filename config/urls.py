@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from agents_app import views as agent_views
+from agents_app.api import rest as agent_views
 
 # The reference server's paths (DESIGN section 9), same auth as the rest of the API.
 reference_urls = []
@@ -15,7 +15,7 @@ for slug in ("chat", "assistant"):
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
-    path("api/", include("agents_app.urls")),
+    path("api/", include("agents_app.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
@@ -25,5 +25,5 @@ urlpatterns = [
     *reference_urls,
 ]
 
-handler404 = "agents_app.views.not_found"
-handler500 = "agents_app.views.server_error"
+handler404 = "agents_app.api.rest.not_found"
+handler500 = "agents_app.api.rest.server_error"

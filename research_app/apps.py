@@ -2,15 +2,16 @@ from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
 
-def _report_interrupted(sender, run, error, **kwargs) -> None:
-    """A research run whose process died: its report says so too, not `running` for ever."""
+def _report_follows_its_run(sender, run_id, status, error, **kwargs) -> None:
+    """A research run that ended before its pipeline could say so (its process died, a cancel
+    cut it short): its report ends as the run did, not `running` for ever."""
     from django.utils import timezone
 
     from .models import ResearchReport
 
     active = [ResearchReport.Status.QUEUED, ResearchReport.Status.RUNNING]
-    ResearchReport.objects.filter(run=run, status__in=active).update(
-        status=ResearchReport.Status.INTERRUPTED, error=error, finished_at=timezone.now()
+    ResearchReport.objects.filter(run_id=run_id, status__in=active).update(
+        status=status, error=error, finished_at=timezone.now()
     )
 
 
@@ -35,6 +36,6 @@ class ResearchAppConfig(AppConfig):
         from . import pipeline  # noqa: F401
 
         post_migrate.connect(_ensure_fulltext, sender=self)
-        from agents_app.signals import run_interrupted
+        from agents_app.signals import run_ended
 
-        run_interrupted.connect(_report_interrupted, dispatch_uid="research-report-interrupted")
+        run_ended.connect(_report_follows_its_run, dispatch_uid="research-report-follows-its-run")

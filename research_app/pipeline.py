@@ -14,10 +14,10 @@ from agents import gen_trace_id, trace
 from django.conf import settings
 from django.utils import timezone
 
-from agents_app.executor import RunContext
 from agents_app.models import Run
 from agents_app.providers import register_structured_composer
 from agents_app.registry import AgentSpec, register
+from agents_app.runs.execute import RunContext
 
 from .ai_agents import (
     SearchContext,
@@ -125,17 +125,20 @@ async def research_pipeline(ctx: RunContext) -> dict[str, Any] | None:
         # An immediate cancel, or the server stopping: record what was found so far, then let
         # the executor finish the run.
         status = ResearchReport.Status.INTERRUPTED if ctx.interrupted else ResearchReport.Status.CANCELLED
-        await asyncio.shield(_stop(state, status))
+        await asyncio.shield(_stop(ctx, state, status))
         raise
     except Exception as exc:
-        await _stop(state, ResearchReport.Status.FAILED, error=str(exc) or type(exc).__name__)
+        await _stop(ctx, state, ResearchReport.Status.FAILED, error=str(exc) or type(exc).__name__)
         raise
     # A cancel after the current turn: the stage in progress ended early and nothing more starts.
-    await _stop(state, ResearchReport.Status.CANCELLED)
-    return {"report_id": report.pk, "status": ResearchReport.Status.CANCELLED, "plan": state.plan}
+    await _stop(ctx, state, ResearchReport.Status.CANCELLED)
+    return ctx.partial_output
 
 
-async def _stop(state: ResearchState, status: str, error: str = "") -> None:
+async def _stop(ctx: RunContext, state: ResearchState, status: str, error: str = "") -> None:
+    """A research that stops early: its report keeps what was found so far, and the run's output
+    says where that report is (never the text of an inner agent cut short)."""
+    ctx.partial_output = {"report_id": state.report.pk, "status": status, "plan": state.plan}
     await _save(
         state.report,
         status=status,
@@ -149,7 +152,7 @@ async def _stop(state: ResearchState, status: str, error: str = "") -> None:
 
 async def _plan(ctx: RunContext, state: ResearchState) -> None:
     _progress(ctx, state, "planning", 0, 0)
-    result = await ctx.stream_agent(build_planner_agent(), state.query, max_turns=3)
+    result = await ctx.stream_agent(build_planner_agent(), state.query, answering=False, max_turns=3)
     if ctx.cancelled or result.final_output is None:
         return
     seen: set[str] = set()
@@ -217,7 +220,9 @@ async def _search(ctx: RunContext, item: dict[str, str]) -> dict[str, Any]:
         {"role": "developer", "content": f"Reason for this search: {item['reason']}"},
         {"role": "user", "content": item["query"]},
     ]
-    result = await ctx.stream_agent(build_search_agent(), input, context=search_ctx, max_turns=4)
+    result = await ctx.stream_agent(
+        build_search_agent(), input, answering=False, context=search_ctx, max_turns=4
+    )
     sources = search_ctx.hits if search_backend() == "local" else _web_sources(result)
     summary = str(result.final_output or "")
     return {**item, "status": "completed", "error": "", "summary": summary, "sources": sources}
@@ -245,7 +250,8 @@ def _web_sources(result: Any) -> list[dict[str, Any]]:
 async def _write(ctx: RunContext, state: ResearchState) -> dict[str, Any] | None:
     total = len(state.plan)
     _progress(ctx, state, "writing", total, total, sources=state.sources())
-    result = await ctx.stream_agent(build_writer_agent(), writer_input(state.query, state.finished_results()))
+    writing = writer_input(state.query, state.finished_results())
+    result = await ctx.stream_agent(build_writer_agent(), writing, answering=False)
     if ctx.cancelled or result.final_output is None:
         return None
     data = result.final_output

@@ -13,8 +13,8 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents_app import services as run_services
-from agents_app.api_errors import choice_param, error_body
+from agents_app.api.errors import choice_param, error_body
+from agents_app.runs.errors import NotFound
 
 from . import services
 from .models import Document, ResearchReport
@@ -86,7 +86,7 @@ class ResearchReportDetailView(generics.RetrieveAPIView):
     def get_object(self):
         report = self.get_queryset().filter(pk=self.kwargs["pk"]).first()
         if report is None:
-            raise run_services.NotFound(f"research report {self.kwargs['pk']} not found")
+            raise NotFound(f"research report {self.kwargs['pk']} not found")
         return report
 
 

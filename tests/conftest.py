@@ -8,28 +8,29 @@ from collections.abc import Callable
 import pytest
 from agents import ModelProvider
 from agents.testing import ScriptedModel, assistant_message
+from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
 from django.test import AsyncClient
 from rest_framework.authtoken.models import Token
 
-from agents_app.executor import close_executor
+from agents_app.runs.engine import close_engine
 from tests.fake_openai import FakeOpenAI
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_worker_thread_connections(django_db_setup):
-    """The event writer and asgiref's sync thread keep their database connections (persistent
-    connections); close them before the test database is dropped, which PostgreSQL refuses
-    while other sessions use it."""
+    """The journal's writer thread and asgiref's sync thread may keep a database connection;
+    close them before the test database is dropped, which PostgreSQL refuses while other
+    sessions use it."""
     yield
-    from asgiref.sync import SyncToAsync
+    from asgiref.sync import sync_to_async
     from django.db import connections
 
-    from agents_app.executor import _writer
+    from agents_app.runs.journal import on_writer_thread
 
-    for pool in (_writer, SyncToAsync.single_thread_executor):
-        pool.submit(connections.close_all).result(timeout=30)
+    on_writer_thread(connections.close_all)
+    asyncio.run(sync_to_async(connections.close_all)())  # thread-sensitive: the sync thread's
 
 
 @pytest.fixture(autouse=True)
@@ -43,17 +44,16 @@ def _offline_fast(settings):
 
 @pytest.fixture(autouse=True)
 def _fresh_channel_layer():
-    """In-memory layers hold asyncio queues bound to one loop; each test gets new ones."""
-    channel_layers.backends = {}
-    yield
-    channel_layers.backends = {}
+    """In-memory layers hold asyncio queues bound to one loop; each test gets a new one (a test
+    that changes CHANNEL_LAYERS gets the new configuration's: Channels resets its layers then)."""
+    channel_layers.set(DEFAULT_CHANNEL_LAYER, channel_layers.make_backend(DEFAULT_CHANNEL_LAYER))
 
 
 @pytest.fixture(autouse=True)
-async def _close_executor():
-    """Stop the test loop's run executor so the loop closes cleanly (see RunExecutor.aclose)."""
+async def _close_engine():
+    """Stop the test loop's run engine so the loop closes cleanly (see RunExecutor.aclose)."""
     yield
-    await close_executor()
+    await close_engine()
 
 
 @pytest.fixture

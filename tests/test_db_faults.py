@@ -12,8 +12,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connection
 
-from agents_app.executor import _writer
 from agents_app.models import Run, RunEvent
+from agents_app.runs.journal import on_writer_thread
 
 from .streams import SSEClient, stream_run, stream_until_first_delta, text_of, wait_finished
 
@@ -30,10 +30,10 @@ def backend_pid() -> int:
 
 
 async def kill_server_connections() -> int:
-    """Terminate the server's connections, as a database restart does: the event writer's and
+    """Terminate the server's connections, as a database restart does: the journal writer's and
     Django's sync thread's (the test's own stay: pytest-django needs them). Returns how many."""
     pids = [await sync_to_async(backend_pid)()]
-    pids.append(await asyncio.get_running_loop().run_in_executor(_writer, backend_pid))
+    pids.append(await asyncio.to_thread(on_writer_thread, backend_pid))
     return await asyncio.to_thread(terminate, pids)
 
 

@@ -18,9 +18,9 @@ def corpus(db):
 
 async def wait_for_report(report_id: int) -> ResearchReport:
     report = await ResearchReport.objects.select_related("run").aget(pk=report_id)
-    from agents_app.executor import get_executor
+    from agents_app.runs.engine import get_engine
 
-    task = get_executor().tasks.get(str(report.run_id))
+    task = get_engine().executor.tasks.get(str(report.run_id))
     if task is not None:
         await task
     return await ResearchReport.objects.aget(pk=report_id)

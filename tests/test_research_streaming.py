@@ -135,10 +135,9 @@ async def test_a_stopping_server_leaves_the_report_interrupted_like_its_run(alic
 async def test_the_report_of_a_run_whose_process_died_is_interrupted_too(alice, settings):
     from datetime import timedelta
 
-    from asgiref.sync import sync_to_async
     from django.utils import timezone
 
-    from agents_app.services import runs_sweep_stale
+    from agents_app.runs.engine import sweep_stale_runs
 
     old = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER + 5)
     run = await Run.objects.acreate(owner=alice, agent="research", input=QUESTION, status="running")
@@ -150,7 +149,7 @@ async def test_the_report_of_a_run_whose_process_died_is_interrupted_too(alice, 
         query="x",
         status="completed",
     )
-    assert await sync_to_async(runs_sweep_stale)() == 1
+    assert await sweep_stale_runs() == 1
     report = await ResearchReport.objects.aget(pk=report.pk)
     assert report.status == "interrupted" and "stale heartbeat" in report.error and report.finished_at
     assert (await ResearchReport.objects.aget(pk=done.pk)).status == "completed"

@@ -1,7 +1,6 @@
 """Run lifecycle: one active run per conversation, cancel modes, stale runs, stored events, admin."""
 
 import asyncio
-import threading
 import time
 from datetime import timedelta
 
@@ -10,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from agents_app.models import Conversation, ConversationItem, Run, RunEvent
-from agents_app.services import runs_sweep_stale
+from agents_app.runs.engine import sweep_stale_runs
 
 from .streams import SSEClient, lifespan_shutdown, stream_run, stream_until_first_delta, ws_client
 
@@ -124,34 +123,6 @@ async def test_cancel_immediate_keeps_partial_output_and_usage(api_for, alice, s
     assert again.status_code == 409 and again.json()["error"]["code"] == "run_not_active"
 
 
-async def test_a_second_cancel_while_the_run_ends_does_not_cut_its_stream_short(alice, settings, monkeypatch):
-    """A cancel from another process reaches the run's executor twice: its signal, and the
-    heartbeat finding the request in the database. The second one landed while the run was
-    writing its end, ended the run's task early and so dropped its stream from the run's
-    readers: the terminal event came only with the stream's idle poll, 15 s later."""
-    from agents_app import executor as executor_module
-
-    settings.SSE_KEEPALIVE_INTERVAL = 60  # the idle poll must not stand in for the delivery
-    client, run_id = await start_slow_stream(alice, settings)
-    committing = threading.Event()
-    real_commit = executor_module._commit_ends
-
-    def slow_commit(ends):
-        committing.set()
-        time.sleep(0.3)
-        return real_commit(ends)
-
-    monkeypatch.setattr(executor_module, "_commit_ends", slow_commit)
-    executor = executor_module.current_executor()
-    assert executor.cancel_local(run_id, "immediate")
-    while not committing.is_set():
-        await asyncio.sleep(0.01)
-    executor.cancel_local(run_id, "immediate")  # while the end is being written
-    events = await client.read_all(timeout=3)
-    assert events[-1]["type"] == "stream_complete" and events[-1]["status"] == "cancelled"
-    assert (await Run.objects.aget(pk=run_id)).status == "cancelled"
-
-
 async def test_cancel_after_turn_finishes_the_turn(api_for, alice, settings):
     client, run_id = await start_slow_stream(alice, settings, "What is 2 + 2?")
     assert (
@@ -190,7 +161,7 @@ async def test_stale_run_is_interrupted_on_read_and_sweep(api_for, alice, settin
     assert response.status_code == 200
     other = await Run.objects.acreate(owner=alice, agent="chat", input="y", status="queued")
     await Run.objects.filter(pk=other.pk).aupdate(created_at=old)
-    assert await sync_to_async(runs_sweep_stale)() == 1
+    assert await sweep_stale_runs() == 1
     assert (await Run.objects.aget(pk=other.pk)).status == "interrupted"
     join = SSEClient("GET", f"/api/runs/{other.pk}/stream", token=alice.token)
     assert await join.start() == 200
@@ -199,7 +170,7 @@ async def test_stale_run_is_interrupted_on_read_and_sweep(api_for, alice, settin
 
 async def test_live_run_is_not_swept(api_for, alice, settings):
     client, run_id = await start_slow_stream(alice, settings)
-    assert await sync_to_async(runs_sweep_stale)() == 0
+    assert await sweep_stale_runs() == 0
     await asyncio.sleep(1.2)  # heartbeats keep it fresh
     assert (await Run.objects.aget(pk=run_id)).heartbeat_at > timezone.now() - timedelta(seconds=1)
     await api_for(alice).post(f"/api/runs/{run_id}/cancel")
@@ -289,69 +260,24 @@ async def test_admin_cancel_action(alice, admin_client, settings):
     assert events[-1]["status"] == "cancelled"
 
 
-async def test_flush_waits_for_the_batch_in_flight(alice):
-    """The terminal event is committed only after every earlier event, even one mid-write."""
-    from agents_app.executor import get_executor
-
-    sink = get_executor().sink
-    run = await Run.objects.acreate(owner=alice, agent="chat", input="x", status="running")
-    real_write = sink._write
-    writing = asyncio.Event()
-
-    async def slow_write(batch):
-        writing.set()
-        await asyncio.sleep(0.3)
-        await real_write(batch)
-
-    sink._write = slow_write
-    sink.add(run.pk, {"type": "run_started", "seq": 1, "run_id": str(run.pk)})
-    await writing.wait()  # the batch has left `_pending` and is being written
-    await sink.flush()
-    assert await RunEvent.objects.filter(run=run).acount() == 1
-
-
-async def test_events_of_a_deleted_run_do_not_cost_other_runs_theirs(alice, caplog):
-    """One batch carries the events of many runs: when one run's rows cannot be stored (the run
-    was deleted meanwhile, or a seq is already taken), the others' rows still are, and the drop
-    is logged."""
-    from agents_app.executor import get_executor
-
-    sink = get_executor().sink
-    kept = await Run.objects.acreate(owner=alice, agent="chat", input="x", status="running")
-    gone = await Run.objects.acreate(owner=alice, agent="chat", input="y", status="running")
-    taken = await Run.objects.acreate(owner=alice, agent="chat", input="z", status="running")
-    await RunEvent.objects.acreate(run=taken, seq=1, type="run_started", data={"type": "run_started"})
-    gone_pk = gone.pk
-    await gone.adelete()
-    for seq in (1, 2):
-        for run_pk in (kept.pk, gone_pk, taken.pk):
-            sink.add(run_pk, {"type": "raw_response", "seq": seq, "run_id": str(run_pk), "delta": "é"})
-    await sink.flush()
-    assert [e.seq async for e in RunEvent.objects.filter(run=kept).order_by("seq")] == [1, 2]
-    assert [e.data["delta"] async for e in RunEvent.objects.filter(run=kept)] == ["é", "é"]
-    assert not await RunEvent.objects.filter(run_id=gone_pk).aexists()
-    assert [e.type async for e in RunEvent.objects.filter(run=taken)] == ["run_started"]
-    assert f"dropped 2 events of run {gone_pk}" in caplog.text
-    assert f"dropped 2 events of run {taken.pk}" in caplog.text
-
-
 async def test_reader_in_another_process_gets_the_run_through_its_group(alice, settings, monkeypatch):
     """A reader outside the owning process joins the run's group and sends `run.watch` to the
     owner's control channel; from then on the owner publishes the run's batches to the group."""
 
-    from agents_app import services, streaming
-    from agents_app.executor import get_executor
     from agents_app.registry import get_spec
+    from agents_app.runs import read
+    from agents_app.runs.engine import get_engine
+    from agents_app.runs.start import start_run
 
     settings.OFFLINE_MODEL_DELAY = 0.05
-    run, task = await services.run_start(user=alice, spec=get_spec("chat"), input="Tell me a long story")
-    executor = get_executor()
-    assert run.worker_channel == executor.channel_name
-    assert str(run.pk) not in executor.watched
-    inbox = streaming.Inbox()
-    channel = streaming.LayerChannel(inbox)
-    monkeypatch.setattr(streaming, "current_executor", lambda: None)  # as if in another process
-    follower = streaming.RunCursor(run.pk)
+    run, task = await start_run(user=alice, spec=get_spec("chat"), input="Tell me a long story")
+    engine = get_engine()
+    assert run.worker_channel == engine.executor.channel_name
+    assert str(run.pk) not in engine.hub.watched
+    inbox = read.Inbox()
+    channel = read.LayerChannel(inbox)
+    monkeypatch.setattr(read, "current_engine", lambda: None)  # as if in another process
+    follower = read.RunCursor(run.pk)
     await follower.follow(run, channel)
     assert follower.local is False
     events = []
@@ -363,32 +289,18 @@ async def test_reader_in_another_process_gets_the_run_through_its_group(alice, s
             batch, _ended = await follower.on_message(message)
             events += [seq for seq, _text in batch]
     await follower.unfollow(channel)
-    channel.close()
+    await channel.close()
     await task
-    assert str(run.pk) not in executor.watched  # forgotten once the run is over
+    assert str(run.pk) not in engine.hub.watched  # forgotten once the run is over
     stored = [seq async for seq in RunEvent.objects.filter(run=run).values_list("seq", flat=True)]
     assert events == stored and len(events) > 10
-
-
-def test_event_json_is_compact_strict_and_never_refused():
-    """Every event is encoded once (orjson): compact, non-ASCII kept as is, NaN as null (strict
-    JSON a browser can parse); what orjson refuses falls back to the standard encoder."""
-    import json
-
-    from agents_app.executor import encode
-
-    event = {"type": "raw_response", "seq": 3, "delta": "héllo ✓", "output_index": 0}
-    assert encode(event) == '{"type":"raw_response","seq":3,"delta":"héllo ✓","output_index":0}'
-    assert json.loads(encode({"score": float("nan"), "big": float("inf")})) == {"score": None, "big": None}
-    # Keys that are not strings and integers beyond 64 bits: the standard encoder's output.
-    assert encode({"counts": {1: 2}, "n": 2**70}) == '{"counts":{"1":2},"n":1180591620717411303424}'
 
 
 async def test_a_follower_cancelled_as_new_events_arrive_stops(alice):
     """A RunFollower (the commands' reader) waited for new events with `asyncio.wait_for`,
     which on Python 3.11 swallows a cancel that lands just as the wait ends: the reader then
     went on following the run. The cancel is walked across the loop turns after a wake-up."""
-    from agents_app.streaming import RunFollower
+    from agents_app.runs.read import RunFollower
 
     run = await Run.objects.acreate(owner=alice, agent="chat", input="x", status="running")
 
@@ -411,113 +323,6 @@ async def test_a_follower_cancelled_as_new_events_arrive_stops(alice):
                 reader.cancel()
                 await asyncio.wait([reader], timeout=1)
     assert stuck == [], f"readers cancelled after these loop turns kept reading: {stuck}"
-
-
-async def test_runs_that_stop_together_share_their_final_commits(alice, slow_model, monkeypatch):
-    """A mass disconnect stops thousands of runs at once; their ends (status, terminal event,
-    memory) went to the sync thread one transaction each. Ends that arrive while a commit is
-    on its way now share the next one, and every run still gets its full record."""
-    from agents_app import executor as executor_module
-    from agents_app import services
-    from agents_app.registry import get_spec
-
-    batches = []
-    real_commit = executor_module._commit_ends
-
-    def counting_commit(ends):
-        batches.append(len(ends))
-        return real_commit(ends)
-
-    monkeypatch.setattr(executor_module, "_commit_ends", counting_commit)
-    slow_model["seconds"] = 30
-    chat = get_spec("chat")
-    started = [
-        await services.run_start(user=alice, spec=chat, input=f"question {i}", session_key=f"s{i}")
-        for i in range(20)
-    ]
-    await asyncio.sleep(0.2)  # all waiting on the model
-    assert all(services.run_cancel_here(run.pk) for run, _ in started)
-    await asyncio.wait([task for _, task in started], timeout=10)
-    assert sum(batches) == 20 and len(batches) < 20, batches
-    for run, _ in started:
-        await run.arefresh_from_db()
-        assert run.status == "cancelled" and run.cancel_mode == "immediate" and run.finished_at
-        last = await RunEvent.objects.filter(run=run).order_by("-seq").afirst()
-        assert last.seq == run.last_seq and last.type == "stream_complete"
-    memory = await Conversation.objects.filter(items__isnull=False).distinct().acount()
-    assert memory == 20  # each run's input reached its conversation's memory
-
-
-async def test_a_bad_end_in_a_shared_commit_costs_the_others_nothing(alice, caplog):
-    """One transaction for many ends: if one cannot be stored (its run was deleted meanwhile),
-    the others are committed on their own and only the bad one fails."""
-    from agents_app.executor import _commit_ends
-
-    runs = [
-        await Run.objects.acreate(owner=alice, agent="chat", input="x", status="running") for _ in range(3)
-    ]
-    ends = [
-        (run, {"status": "completed", "last_seq": 1}, {"type": "stream_complete", "seq": 1}, [])
-        for run in runs
-    ]
-    gone_pk = runs[1].pk
-    await Run.objects.filter(pk=gone_pk).adelete()
-    errors = await sync_to_async(_commit_ends)(ends)
-    assert [e is None for e in errors] == [True, False, True]
-    for run in (runs[0], runs[2]):
-        await run.arefresh_from_db()
-        assert run.status == "completed"
-        assert await RunEvent.objects.filter(run=run, seq=1, type="stream_complete").aexists()
-    assert not await RunEvent.objects.filter(run_id=gone_pk).aexists()
-
-
-def outage(monkeypatch, name: str, seconds: float) -> dict:
-    """`agents_app.executor.<name>` fails as a lost database connection does, for `seconds`
-    from its first call; returns how many calls failed."""
-    from django.db import OperationalError
-
-    from agents_app import executor
-
-    real = getattr(executor, name)
-    state = {"until": None, "failed": 0}
-
-    def flaky(*args, **kwargs):
-        now = time.monotonic()
-        if state["until"] is None:
-            state["until"] = now + seconds
-        if now < state["until"]:
-            state["failed"] += 1
-            raise OperationalError("server closed the connection unexpectedly")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(executor, name, flaky)
-    return state
-
-
-async def test_events_wait_out_a_database_outage(alice, settings, monkeypatch):
-    """Persist, then publish, even when the database is away for a while (a restart, a
-    failover): the stream stalls, then goes on; nothing is lost, nothing is out of order."""
-    settings.OFFLINE_MODEL_DELAY = 0.01
-    state = outage(monkeypatch, "_insert_events", 1.5)
-    _, events = await stream_run(alice.token, {"input": "Tell me about forests"})
-    assert state["failed"] >= 3
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert events[-1]["type"] == "stream_complete" and events[-1]["status"] == "completed"
-    stored = [e.data async for e in RunEvent.objects.filter(run_id=events[0]["run_id"]).order_by("seq")]
-    assert stored == events
-
-
-async def test_a_runs_end_waits_out_a_database_outage(alice, settings, monkeypatch):
-    """The final output, usage and terminal event exist nowhere else: the end is retried until
-    the database is back, and the record is complete."""
-    settings.OFFLINE_MODEL_DELAY = 0.0
-    state = outage(monkeypatch, "_commit_ends", 1.0)
-    _, events = await stream_run(alice.token, {"input": "What is 17 * 23?"})
-    assert state["failed"] >= 2
-    run = await Run.objects.aget(pk=events[0]["run_id"])
-    assert run.status == "completed" and "391" in run.final_output and run.total_tokens > 0
-    terminal = await RunEvent.objects.aget(run=run, seq=run.last_seq)
-    assert terminal.data == events[-1] and terminal.type == "stream_complete"
 
 
 async def test_shutdown_interrupts_the_runs_that_outlast_the_grace(alice, settings):
@@ -544,34 +349,6 @@ async def test_shutdown_lets_runs_finish_within_the_grace(alice, settings):
     assert events[-1]["type"] == "stream_complete" and events[-1]["status"] == "completed"
 
 
-async def test_a_channel_layer_outage_is_logged_once_not_per_batch(alice, caplog, monkeypatch):
-    """Redis down: every batch of every watched run fails to publish (readers fall back to the
-    database). One warning with the traceback, not thousands; one more when it works again."""
-    from agents_app.executor import get_executor
-
-    sink = get_executor().sink
-    run = await Run.objects.acreate(owner=alice, agent="chat", input="x", status="running")
-    sink.deliver = lambda message: True  # as if a reader in another process watched the run
-    real_send, down = sink.layer.group_send, {"now": True}
-
-    async def group_send(group, message):
-        if down["now"]:
-            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379")
-        await real_send(group, message)
-
-    monkeypatch.setattr(sink.layer, "group_send", group_send)
-    for seq in range(1, 31):
-        sink.add(run.pk, {"type": "raw_response", "seq": seq, "run_id": str(run.pk)})
-        await sink.flush()
-    down["now"] = False
-    sink.add(run.pk, {"type": "raw_response", "seq": 31, "run_id": str(run.pk)})
-    await sink.flush()
-    warnings = [r for r in caplog.records if r.name == "agents_app.executor" and r.levelname == "WARNING"]
-    assert [r.exc_info is not None for r in warnings] == [True, False]
-    assert "works again after 30 failures" in warnings[-1].getMessage()
-    assert await RunEvent.objects.filter(run=run).acount() == 31
-
-
 @pytest.mark.django_db
 def test_a_started_run_holds_no_user_or_token():
     """A run's instance lives as long as the run (its executor and its readers hold it); it used
@@ -580,14 +357,14 @@ def test_a_started_run_holds_no_user_or_token():
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
-    from agents_app import prepared, services
     from agents_app.registry import get_spec
+    from agents_app.runs.start import create_run
 
     user = get_user_model().objects.create_user("carol", password="pw")
-    token = prepared.token_with_user(Token.objects.create(user=user).key)
+    token = Token.objects.select_related("user").get(key=Token.objects.create(user=user).key)
     for session_key in (None, "s-1"):
-        run = services.create_run(
-            user=token.user, spec=get_spec("chat"), input="hi", worker="w", session_key=session_key
+        run, _fresh = create_run(
+            token.user, get_spec("chat"), "hi", {}, None, session_key, "continue", "reject", "w"
         )
         assert run.owner_id == user.pk and run.conversation.owner_id == user.pk
         assert not Run.owner.is_cached(run)
@@ -597,7 +374,7 @@ def test_a_started_run_holds_no_user_or_token():
 
 async def test_runs_of_a_built_in_agent_share_one_agent(alice, monkeypatch):
     """The chat agent is built once, not per run; runs on it at once still keep apart."""
-    from agents_app.executor import RunContext
+    from agents_app.runs.execute import RunContext
 
     agents = []
     stream_agent = RunContext.stream_agent

@@ -6,9 +6,9 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 
+from agents_app.api.sse import RunStreamConsumer
 from agents_app.models import Run, RunEvent
-from agents_app.sse import RunStreamConsumer
-from agents_app.streaming import RunCursor
+from agents_app.runs.read import RunCursor
 
 from .streams import SSEClient, parse_sse, stream_run, text_of, wait_finished
 
@@ -199,11 +199,11 @@ async def test_on_disconnect_cancel_does_not_queue_behind_the_sync_thread(alice,
     process is now cancelled at once; its end records the request with its status."""
     import time
 
-    from agents_app.executor import get_executor
+    from agents_app.runs.engine import get_engine
 
     settings.OFFLINE_MODEL_DELAY = 0.2
     client, run_id = await stream_until_first_response(alice.token, "A long story", CANCELS_ON_DISCONNECT)
-    ctx = get_executor().contexts[run_id]
+    ctx = get_engine().executor.contexts[run_id]
     busy = asyncio.ensure_future(sync_to_async(time.sleep)(1.5))  # the sync thread is taken
     await asyncio.sleep(0.05)
     await client.disconnect()
@@ -286,32 +286,6 @@ async def test_joining_a_local_run_needs_no_group(alice, settings, monkeypatch):
     assert added == []
 
 
-async def test_starting_a_stream_takes_one_sync_hop(alice, monkeypatch):
-    """Connection check, auth and run creation share one trip to the sync thread: under load
-    every trip waits a full turn of a busy event loop, and this path is the time to first delta."""
-    from asgiref.sync import SyncToAsync
-
-    from agents_app import services
-
-    hops, at_launch = [], []
-    real_handler, real_launch = SyncToAsync.thread_handler, services.launch_run
-
-    def counting_handler(self, *args, **kwargs):
-        hops.append(getattr(self.func, "__name__", repr(self.func)))
-        return real_handler(self, *args, **kwargs)
-
-    async def recording_launch(*args, **kwargs):
-        at_launch.extend(hops)
-        return await real_launch(*args, **kwargs)
-
-    monkeypatch.setattr(SyncToAsync, "thread_handler", counting_handler)
-    monkeypatch.setattr(services, "launch_run", recording_launch)
-    _client, events = await stream_run(alice.token, {"input": "What is 17 * 23?"})
-    assert events[-1]["type"] == "stream_complete", events[-1]
-    # (The executor's start-up sweep of stale runs is its own background work, not the request's.)
-    assert [hop for hop in at_launch if hop != "runs_sweep_stale"] == ["_open"], at_launch
-
-
 def test_serving_process_hands_the_gil_over_quickly(settings):
     """The sync thread waits for the GIL after each database round trip; the server shortens
     Python's 5 ms switch interval so that wait does not dominate a request's database work."""
@@ -334,44 +308,6 @@ def test_serving_process_collects_young_garbage_less_often(settings):
     assert gc.get_threshold()[0] == settings.GC_GEN0_THRESHOLD
 
 
-async def test_group_batches_skip_the_connection_cleanup_hop(alice, settings, monkeypatch):
-    """A reader in another process gets each batch as a `run.events` message on its own channel;
-    unlike client messages, those reach its inbox without Channels' close_old_connections trip
-    to the sync thread."""
-    import channels.consumer
-
-    from agents_app import services, streaming
-    from agents_app.registry import get_spec
-
-    settings.OFFLINE_MODEL_DELAY = 0.02
-    cleanups = []
-    real_cleanup = channels.consumer.aclose_old_connections
-
-    async def counting_cleanup():
-        cleanups.append(1)
-        await real_cleanup()
-
-    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counting_cleanup)
-    run, task = await services.run_start(user=alice, spec=get_spec("chat"), input="Tell me a long story")
-    monkeypatch.setattr(streaming, "current_executor", lambda: None)  # join as if from another process
-    delivered = []
-    real_deliver = streaming.Inbox.__call__
-
-    def counting_deliver(self, message):
-        delivered.append(len(message["seqs"]))
-        real_deliver(self, message)
-
-    monkeypatch.setattr(streaming.Inbox, "__call__", counting_deliver)
-    joiner = SSEClient("GET", f"/api/runs/{run.pk}/stream", None, alice.token)
-    assert await joiner.start() == 200
-    events = await joiner.read_all()
-    await task
-    assert events[-1]["type"] == "stream_complete"
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert len(delivered) > 5, "the batches came through the group"
-    assert len(cleanups) <= 2, f"{len(cleanups)} cleanup hops for {len(delivered)} group messages"
-
-
 def _receivers() -> list[asyncio.Task]:
     tasks = [t for t in asyncio.all_tasks() if not t.done()]
     return [t for t in tasks if "LayerChannel._receive" in t.get_coro().__qualname__]
@@ -383,11 +319,11 @@ async def test_only_a_reader_of_another_process_s_run_gets_a_channel(alice, sett
     idle stream); a reader of another process's run gets one, for as long as it reads."""
     from channels.layers import get_channel_layer
 
-    from agents_app import streaming
-    from agents_app.executor import get_executor
+    from agents_app.runs import read
+    from agents_app.runs.engine import get_engine
 
     settings.OFFLINE_MODEL_DELAY = 0.02
-    await get_executor().ensure_started()  # its control channel is made once, not per stream
+    await get_engine().executor.ensure_started()  # its control channel is made once, not per stream
     layer = get_channel_layer()
     made = []
     real_new_channel = layer.new_channel
@@ -405,7 +341,7 @@ async def test_only_a_reader_of_another_process_s_run_gets_a_channel(alice, sett
     assert events[-1]["type"] == "stream_complete" and made == []
 
     run_id = events[0]["run_id"]
-    monkeypatch.setattr(streaming, "current_executor", lambda: None)  # as if from another process
+    monkeypatch.setattr(read, "current_engine", lambda: None)  # as if from another process
     last = events[-1]["seq"]
     joiner = SSEClient("GET", f"/api/runs/{run_id}/stream?last_event_id={last}", None, alice.token)
     assert await joiner.start() == 204  # finished and read: nothing to follow, but it made a channel

@@ -4,7 +4,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from agents_app.auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+from agents_app.api.auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
 from agents_app.models import Conversation, Run, RunEvent
 from config.asgi import application
 
@@ -126,13 +126,13 @@ async def test_on_disconnect_cancel_over_a_socket_does_not_wait_for_the_sync_thr
     import asyncio
     import time
 
-    from agents_app.executor import get_executor
+    from agents_app.runs.engine import get_engine
 
     settings.OFFLINE_MODEL_DELAY = 0.2
     ws = await connected(alice.token)
     await ws.send_json_to({"type": "run", "input": "Tell me a long story", "on_disconnect": "cancel"})
     run_id = (await ws.receive_json_from(2))["run_id"]
-    ctx = get_executor().contexts[run_id]
+    ctx = get_engine().executor.contexts[run_id]
     busy = asyncio.ensure_future(sync_to_async(time.sleep)(1.5))
     await asyncio.sleep(0.05)
     await ws.disconnect()
@@ -261,16 +261,16 @@ async def test_a_long_lived_socket_does_not_keep_the_runs_it_has_finished(alice,
     import gc
     import weakref
 
-    from agents_app import consumers
+    from agents_app.api import sockets
 
     cursors = weakref.WeakSet()
 
-    class Tracked(consumers.RunCursor):
+    class Tracked(sockets.RunCursor):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             cursors.add(self)
 
-    monkeypatch.setattr(consumers, "RunCursor", Tracked)
+    monkeypatch.setattr(sockets, "RunCursor", Tracked)
     ws = await connected(alice.token)
     for n in range(4):
         await ws.send_json_to({"type": "run", "input": f"What is {n} + 1?"})

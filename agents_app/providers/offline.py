@@ -19,7 +19,6 @@ from django.conf import settings
 from openai.types.responses import Response
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 
-from ..priority import yield_to_first_tokens
 from . import responses_stream
 from .offline_intents import best_match, tool_requests
 from .offline_replies import Conversation, compose_text
@@ -194,4 +193,4 @@ class OfflineModelProvider(ModelProvider):
     """Hands out offline models; any model name is accepted."""
 
     def get_model(self, model_name: str | None) -> Model:
-        return yield_to_first_tokens(OfflineModel(model_name or DEFAULT_OFFLINE_MODEL))
+        return OfflineModel(model_name or DEFAULT_OFFLINE_MODEL)

@@ -11,7 +11,6 @@ from django.conf import settings
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from openai._constants import DEFAULT_CONNECTION_LIMITS
 
-from ..priority import yield_to_first_tokens
 from .fast_events import FastEventsAsyncOpenAI
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
@@ -113,5 +112,4 @@ class PerLoopOpenAIProvider(OpenAIProvider):
             provider = self._by_loop[loop] = OpenAIProvider(
                 openai_client=client, use_responses=self._responses
             )
-        # Its streams pause between events while new runs go to their first token (priority.py).
-        return yield_to_first_tokens(provider.get_model(model_name))
+        return provider.get_model(model_name)

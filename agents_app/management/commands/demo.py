@@ -1,3 +1,5 @@
+import asyncio
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -5,7 +7,7 @@ from django.core.management.base import BaseCommand
 from rest_framework.authtoken.models import Token
 
 from agents_app import providers
-from agents_app.services import runs_sweep_stale
+from agents_app.runs.engine import close_engine, sweep_stale_runs
 
 DEMO_USERS = [
     # (username, password, is_staff)
@@ -24,7 +26,8 @@ class Command(BaseCommand):
 
     def handle(self, host, port, no_serve, **options):
         call_command("migrate", interactive=False, verbosity=0)
-        runs_sweep_stale()
+        # Runs a previous server left running (it was killed) end `interrupted` before it serves.
+        asyncio.run(_sweep())
         lines = []
         for username, password, staff in DEMO_USERS:
             user, created = get_user_model().objects.get_or_create(username=username)
@@ -63,3 +66,8 @@ class Command(BaseCommand):
 
         if "load_demo_corpus" in get_commands():
             call_command("load_demo_corpus", verbosity=0)
+
+
+async def _sweep() -> None:
+    await sweep_stale_runs()
+    await close_engine()

@@ -4,11 +4,11 @@ import json
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from agents_app import services
-from agents_app.executor import close_executor
+from agents_app.api.serializers import validate_run_input
 from agents_app.registry import all_specs, get_spec
-from agents_app.serializers import validate_run_input
-from agents_app.streaming import RunFollower
+from agents_app.runs.engine import close_engine
+from agents_app.runs.read import RunFollower
+from agents_app.runs.start import start_run
 
 
 class Command(BaseCommand):
@@ -36,13 +36,13 @@ class Command(BaseCommand):
             raise CommandError(f"run ended with status {status}")
 
     async def _run(self, spec, text, owner, session) -> str:
-        run, task = await services.run_start(user=owner, spec=spec, input=text, session_key=session)
+        run, task = await start_run(user=owner, spec=spec, input=text, session_key=session)
         status = "failed"
         async with RunFollower(run) as follower:
             async for _seq, raw in follower.events():
                 status = self._show(json.loads(raw)) or status
         await task
-        await close_executor()
+        await close_engine()
         return status
 
     def _show(self, event: dict) -> str | None:

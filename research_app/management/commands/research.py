@@ -4,9 +4,9 @@ import json
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from agents_app.executor import close_executor
-from agents_app.services import ServiceError
-from agents_app.streaming import RunFollower
+from agents_app.runs.engine import close_engine
+from agents_app.runs.errors import ServiceError
+from agents_app.runs.read import RunFollower
 from research_app.models import ResearchReport
 from research_app.services import query_validate, research_start
 
@@ -40,7 +40,7 @@ class Command(BaseCommand):
             async for _seq, raw in follower.events():
                 self._show(json.loads(raw))
         await asyncio.gather(task, return_exceptions=True)
-        await close_executor()
+        await close_engine()
         return report.pk
 
     def _show(self, event: dict) -> None:

@@ -4,32 +4,33 @@ The consumer never loops inside `handle()`: that would block its dispatch loop, 
 disconnect would only be seen when the server kills the consumer ~10 s later. Instead the
 response stays open while the dispatch loop keeps receiving (`http.disconnect` arrives the
 moment the client leaves), and a pump task writes the stream: live batches reach it through an
-`Inbox` (handed over by this process's executor, or by the stream's `LayerChannel` for a run
+`Inbox` (handed over by this process's journal, or by the stream's `LayerChannel` for a run
 of another process), and once a second it wakes to poll an idle run and send keep-alives.
 """
 
 import asyncio
 import json
 import time
+from typing import Any
 from urllib.parse import parse_qs
 
-from asgiref.sync import sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import close_old_connections
 from rest_framework.exceptions import APIException, ValidationError
 
-from . import services
-from .api_errors import error_body
+from ..models import Run
+from ..registry import all_specs, get_spec
+from ..runs.cancel import cancel_on_disconnect
+from ..runs.errors import NotFound, ServiceError
+from ..runs.read import Batch, Inbox, LayerChannel, RunCursor
+from ..runs.start import start_run
+from ..runs.sync import in_sync_thread
+from ..selectors import runs_for
 from .auth import authenticated_request
-from .executor import get_executor
-from .models import Run
-from .registry import AgentSpec, all_specs, get_spec
-from .selectors import runs_for
-from .streaming import Batch, Inbox, LayerChannel, ReaderConsumer, RunCursor
-from .views import parse_run_request
+from .errors import error_body, exception_handler
+from .serializers import parse_run_request
 
 SSE_HEADERS = [
     (b"Content-Type", b"text/event-stream; charset=utf-8"),
@@ -37,28 +38,40 @@ SSE_HEADERS = [
     (b"X-Accel-Buffering", b"no"),
 ]
 MIN_TICK = 0.05  # seconds: the soonest the pump's idle check comes back
+# An alias with no channel layer configured: Channels then gives the consumer no channel and no
+# receive task on it. A reader needs one only to follow a run of another process, and then makes
+# its own (`LayerChannel`), for as long as it follows that run.
+NO_CHANNEL_LAYER = "none"
 
 
 def sse_frames(batch: Batch) -> bytes:
     return "".join(f"id: {seq}\ndata: {text}\n\n" for seq, text in batch).encode()
 
 
-class RunStreamConsumer(ReaderConsumer, AsyncHttpConsumer):
-    """Shared SSE machinery; subclasses decide which run to stream (`open_run`)."""
+class RunStreamConsumer(AsyncHttpConsumer):
+    """Shared SSE machinery; subclasses decide which run to stream (`parse`, then `open`)."""
 
+    channel_layer_alias = NO_CHANNEL_LAYER
     method = "GET"
-    # The request's database work (stale-connection check, auth, opening the run) is done in
-    # one hop to the sync thread by `_open`, not in a separate hop before the handler: under
-    # load every hop waits a full turn of a busy event loop.
-    # A client leaving is handled without that hop too: with `on_disconnect=cancel` a run of
-    # this process is cancelled at once, even when many streams drop together.
-    internal_handlers = {"http.request": "http_request", "http.disconnect": "http_disconnect"}
 
     # Set once the request is complete; until then `_cleanup` has nothing to stop.
     pump: asyncio.Task | None = None
     timer: asyncio.TimerHandle | None = None
     cursor: RunCursor | None = None
+    layer_channel: LayerChannel | None = None
     body_size = 0
+
+    async def dispatch(self, message):
+        """The request and the disconnect are handled without Channels' stale-connection trip to
+        the sync thread before each: the request's database work closes connections around its
+        own one trip, and a client leaving needs none (a run of this process with
+        `on_disconnect=cancel` is cancelled at once, even when many streams drop together)."""
+        if message["type"] == "http.request":
+            await self.http_request(message)
+        elif message["type"] == "http.disconnect":
+            await self.http_disconnect(message)
+        else:
+            await super().dispatch(message)
 
     async def http_request(self, message):
         if "body" in message:
@@ -72,7 +85,6 @@ class RunStreamConsumer(ReaderConsumer, AsyncHttpConsumer):
             return
         self.inbox = Inbox()
         self.layer_channel = LayerChannel(self.inbox)
-        self.fresh = False  # True when our executor subscribed us before the run's first event
         if not await self._start(b"".join(self.body)):
             await self._close()
 
@@ -90,14 +102,13 @@ class RunStreamConsumer(ReaderConsumer, AsyncHttpConsumer):
             await self._json(405, error_body("method_not_allowed", f"use {self.method}"))
             return False
         try:
-            await self.prepare()
-            self.run, after = await sync_to_async(self._open)(body)
-            await self.launch()
-        except (APIException, services.ServiceError, RequestDataTooBig) as exc:
+            parsed = await in_sync_thread(self._parse)(body)
+            self.run, after, fresh = await self.open(parsed)
+        except (APIException, ServiceError, RequestDataTooBig) as exc:
             await self._api_error(exc)
             return False
         self.cursor = RunCursor(self.run.pk, after)
-        if self.fresh:
+        if fresh:  # subscribed before the run's first event: nothing to replay
             self.cursor.set_local(True)
             batch, ended = [], False
         else:
@@ -115,19 +126,17 @@ class RunStreamConsumer(ReaderConsumer, AsyncHttpConsumer):
         self._tick()
         return True
 
-    def _open(self, body: bytes) -> tuple[Run, int]:
-        close_old_connections()
-        return self.open_run(authenticated_request(self.scope, body))
+    def _parse(self, body: bytes) -> Any:
+        return self.parse(authenticated_request(self.scope, body))
 
-    async def prepare(self) -> None:
-        """Before the sync hop (subclasses: anything async the hop relies on)."""
-
-    def open_run(self, request) -> tuple[Run, int]:
-        """In the sync thread: the run to stream and the seq to resume after."""
+    def parse(self, request) -> Any:
+        """In the sync thread, with the authenticated request: what `open` needs."""
         raise NotImplementedError
 
-    async def launch(self) -> None:
-        """After the sync hop (subclasses: start the run that `open_run` created)."""
+    async def open(self, parsed: Any) -> tuple[Run, int, bool]:
+        """The run to stream, the seq to resume after, and whether the stream is already
+        subscribed to it from its first event."""
+        raise NotImplementedError
 
     def last_event_id(self) -> int:
         headers = dict(self.scope["headers"])
@@ -164,8 +173,7 @@ class RunStreamConsumer(ReaderConsumer, AsyncHttpConsumer):
             if ended:
                 # The response is complete. The server now delivers `http.disconnect` (ASGI: to
                 # a receive pending once the response is sent; daphne and uvicorn both do), and
-                # the consumer leaves through the dispatch loop, which owns its life. No message
-                # through the channel layer (a Redis round trip per stream otherwise).
+                # the consumer leaves through the dispatch loop, which owns its life.
                 if self.timer is not None:
                     self.timer.cancel()
                 return
@@ -186,19 +194,19 @@ class RunStreamConsumer(ReaderConsumer, AsyncHttpConsumer):
             self.pump.cancel()
         if self.cursor is not None:
             await self.cursor.unfollow(self.layer_channel)
+        if self.layer_channel is not None:
+            await self.layer_channel.close()
 
     async def http_disconnect(self, message):
         if self.cursor is not None and not self.cursor.ended and self.run.on_disconnect == "cancel":
-            await services.run_cancel_on_disconnect(self.run.pk)
+            await cancel_on_disconnect(self.run.pk)
         await self._cleanup()
         raise StopConsumer()
 
     async def _api_error(self, exc) -> None:
-        if isinstance(exc, services.ServiceError):
+        if isinstance(exc, ServiceError):
             await self._json(exc.status, error_body(exc.code, exc.message, **exc.extra))
             return
-        from .api_errors import exception_handler
-
         response = exception_handler(exc, {})
         headers = [(b"WWW-Authenticate", b"Token")] if response.status_code == 401 else []
         await self._json(response.status_code, response.data, headers)
@@ -218,56 +226,46 @@ class AgentStreamConsumer(RunStreamConsumer):
         super().__init__(**kwargs)
         self.slug = slug
 
-    async def _start(self, body: bytes) -> bool:
-        # First-token priority from the moment the request is whole (auth and the run row
-        # included); the executor ends the ticket once the run's first output is handed over.
-        self.ticket = get_executor().priority.ticket()
-        try:
-            return await super()._start(body)
-        finally:
-            if not self.fresh:
-                self.ticket.end()  # refused or failed before the run was launched
-
-    async def prepare(self) -> None:
-        # The run row names the executor's control channel: it must exist before the hop.
-        self.worker = await get_executor().ensure_started()
-
-    def open_run(self, request):
+    def parse(self, request):
         slug = self.slug or self.scope["url_route"]["kwargs"]["slug"]
         spec = get_spec(slug)
         if spec is None:
-            raise services.NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
+            raise NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
         data = parse_run_request(request)
         on_disconnect = parse_qs(self.scope["query_string"].decode()).get("on_disconnect", [None])[0]
         if on_disconnect not in (None, "continue", "cancel"):
             raise ValidationError({"on_disconnect": ["must be 'continue' or 'cancel'"]})
-        run = services.create_run(
-            user=request.user,
+        return request.user, spec, data, on_disconnect or data["on_disconnect"]
+
+    async def open(self, parsed):
+        user, spec, data, on_disconnect = parsed
+        run, _task = await start_run(
+            user=user,
             spec=spec,
-            worker=self.worker,
             input=data["input"],
             context=data.get("context"),
             conversation_id=data.get("conversation_id"),
             session_key=data.get("session_id"),
-            on_disconnect=on_disconnect or data["on_disconnect"],
+            on_disconnect=on_disconnect,
+            if_busy=data["if_busy"],
+            reader=self.inbox,
         )
-        self.spec: AgentSpec = spec
-        return run, 0
-
-    async def launch(self) -> None:
-        await services.launch_run(self.run, self.spec, reader=self.inbox, ticket=self.ticket)
-        self.fresh = True
+        return run, 0, True
 
 
 class RunJoinConsumer(RunStreamConsumer):
     """GET /api/runs/<id>/stream: replay and follow any run of the caller's, live or finished."""
 
-    def open_run(self, request):
+    def parse(self, request):
         after = self.last_event_id()
         run_id = self.scope["url_route"]["kwargs"]["run_id"]
         run = runs_for(request.user).filter(pk=run_id).first()
         if run is None:
-            raise services.NotFound(f"run {run_id} not found")
+            raise NotFound(f"run {run_id} not found")
         # Joining never cancels on disconnect: only the request that started a run may ask that.
         run.on_disconnect = "continue"
         return run, after
+
+    async def open(self, parsed):
+        run, after = parsed
+        return run, after, False

@@ -15,13 +15,10 @@ from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.handlers.asgi import ASGIRequest
 from django.http.request import validate_host
-from django.utils.translation import gettext_lazy as _
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
-
-from .prepared import token_with_user
 
 WS_SUBPROTOCOL = "agents.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "token."
@@ -29,19 +26,6 @@ TOKEN_SUBPROTOCOL_PREFIX = "token."
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_NOT_FOUND = 4404  # a conversation socket for a conversation that is not the caller's
-
-
-class FastTokenAuthentication(TokenAuthentication):
-    """DRF's token authentication with its rules and errors, the lookup done by a statement
-    built once (`prepared.token_with_user`) instead of an ORM query compiled per request."""
-
-    def authenticate_credentials(self, key):
-        token = token_with_user(key)
-        if token is None:
-            raise AuthenticationFailed(_("Invalid token."))
-        if not token.user.is_active:
-            raise AuthenticationFailed(_("User inactive or deleted."))
-        return token.user, token
 
 
 def _drf_request(scope: dict, body: bytes) -> Request:
@@ -54,7 +38,7 @@ def _drf_request(scope: dict, body: bytes) -> Request:
     return Request(
         django_request,
         parsers=[parser() for parser in api_settings.DEFAULT_PARSER_CLASSES],
-        authenticators=[FastTokenAuthentication(), SessionAuthentication()],
+        authenticators=[TokenAuthentication(), SessionAuthentication()],
     )
 
 
@@ -89,7 +73,7 @@ def origin_allowed(origin: str) -> bool:
 @database_sync_to_async
 def _user_for_token(key: str):
     try:
-        user, _token = FastTokenAuthentication().authenticate_credentials(key)
+        user, _token = TokenAuthentication().authenticate_credentials(key)
     except AuthenticationFailed:
         return None
     return user

@@ -1,25 +1,25 @@
 """One JSON error shape for every API failure: {"error": {"code", "message", "fields"?, ...}}."""
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from .services import ServiceError
+from ..runs.errors import ServiceError
 
 
 def error_body(code: str, message: str, **extra) -> dict:
     return {"error": {"code": code, "message": message, **{k: v for k, v in extra.items() if v is not None}}}
 
 
-def _first_message(detail) -> str:
+def first_message(detail) -> str:
+    """The first problem of a validation error's details, named by its field."""
     if isinstance(detail, dict):
         for field, value in detail.items():
-            inner = _first_message(value)
+            inner = first_message(value)
             return inner if field == "non_field_errors" else f"{field}: {inner}"
     if isinstance(detail, list) and detail:
-        return _first_message(detail[0])
+        return first_message(detail[0])
     return str(detail)
 
 
@@ -41,14 +41,8 @@ def exception_handler(exc, context):
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        response.data = error_body("invalid", _first_message(exc.detail), fields=exc.detail)
+        response.data = error_body("invalid", first_message(exc.detail), fields=exc.detail)
     elif isinstance(exc, exceptions.APIException):
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
         response.data = error_body(code, str(exc.detail))
     return response
-
-
-def json_error(
-    code: str, message: str, status_code: int = status.HTTP_400_BAD_REQUEST, **extra
-) -> JsonResponse:
-    return JsonResponse(error_body(code, message, **extra), status=status_code)

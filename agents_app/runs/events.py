@@ -1,8 +1,10 @@
-"""Translate Agents SDK stream events into the wire events of the protocol (docs/events.md)."""
+"""The wire events of the protocol (docs/events.md): translated from Agents SDK stream events,
+and encoded once, as stored and as sent."""
 
 import json
 from typing import Any
 
+import orjson
 from agents import ItemHelpers
 from agents.stream_events import AgentUpdatedStreamEvent, RawResponsesStreamEvent, RunItemStreamEvent
 
@@ -20,6 +22,24 @@ RAW_EVENT_TYPES = frozenset(
 )
 TERMINAL_TYPES = frozenset({"stream_complete", "error"})
 TEXT_DELTA = "response.output_text.delta"
+# A run's first output, which its client waits for: the journal writes it without delay.
+FIRST_OUTPUT_TYPES = frozenset({"raw_response", "run_item"})
+
+# The fallback encoder, built once: json.dumps with options builds a new encoder per call.
+_encode_std = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def encode(event: dict) -> str:
+    """Compact JSON text of one event, as stored and as sent.
+
+    orjson does it ten times faster than the standard encoder (every event of every run passes
+    here) and writes strict JSON (NaN and infinities become null, which browsers can parse).
+    What orjson refuses (keys that are not strings, integers beyond 64 bits, lone surrogates)
+    goes to the standard encoder."""
+    try:
+        return orjson.dumps(event).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _encode_std(event)
 
 
 def translate(event: Any) -> dict | None:

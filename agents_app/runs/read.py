@@ -1,10 +1,10 @@
 """Reading a run's event stream: replay from the database, then follow it live.
 
-A reader in the process that runs the run gets its batches handed over by the executor
-(an `Inbox`, no channel layer); a reader elsewhere joins the run's channel-layer group and
-asks the owning executor to publish there (`follow`). Every reader (SSE, WebSocket,
-`run_agent`) keeps a `RunCursor`, which de-duplicates by seq and fills any gap from the
-database, so a dropped message (full inbox or channel, lost wake-up) costs latency, never data.
+A reader in the process that runs the run gets its batches handed over by the journal (an
+`Inbox`, no channel layer); a reader elsewhere joins the run's channel-layer group and asks the
+owning executor to publish there (`follow`). Every reader (SSE, WebSocket, `run_agent`) keeps a
+`RunCursor`, which de-duplicates by seq and fills any gap from the database, so a dropped message
+(full inbox or channel, lost wake-up) costs latency, never data.
 """
 
 import asyncio
@@ -14,24 +14,39 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from .events import TERMINAL_TYPES
-from .executor import FailureLog, current_executor, encode, run_group, runs_here
-from .models import Run, RunEvent
-from .services import run_refresh_liveness
+from ..models import Run, RunEvent
+from .engine import current_engine, get_engine
+from .events import TERMINAL_TYPES, encode
+from .publish import run_group
+from .retry import FailureLog
+from .sweep import end_stale, is_stale
 
 log = logging.getLogger(__name__)
 # Channel-layer failures of all readers of this process, logged without flooding the log.
 _layer_failures = FailureLog()
 
 Batch = list[tuple[int, str]]
+STOP = "reader.stop"  # the message that ends a `LayerChannel`'s receiving task
 DB_PAGE = 1000
 # How often an idle reader checks that its run's process is still alive (seconds).
 LIVENESS_EVERY = 30.0
+
+
+def runs_here(run_id: Any) -> bool:
+    """True if this process executes the run (alive by definition)."""
+    engine = current_engine()
+    return engine is not None and engine.hub.owns(run_id)
+
+
+async def refresh_liveness(run: Run) -> Run:
+    """A run as it really is: an active run whose process died is ended `interrupted` first."""
+    if is_stale(run) and not runs_here(run.pk):
+        await end_stale(get_engine().journal, [run.pk])
+        await run.arefresh_from_db()
+    return run
 
 
 class RunCursor:
@@ -118,7 +133,7 @@ class RunCursor:
             self.ended = True
             return [], True
         if run.is_active:
-            await sync_to_async(run_refresh_liveness)(run)
+            await refresh_liveness(run)
             if run.is_active:
                 return [], False
         # Not active: its terminal event is stored (possibly just now, by the stale sweep).
@@ -128,8 +143,8 @@ class RunCursor:
         """Start receiving the run's live batches into the reader's inbox (`channel.inbox`; call
         before replaying from the database): straight from this process's executor if it runs
         the run (`local`), else through the run's group on the reader's `channel`."""
-        executor = current_executor()
-        if executor is not None and executor.subscribe(run.pk, channel.inbox):
+        engine = current_engine()
+        if engine is not None and engine.hub.subscribe(run.pk, channel.inbox):
             self.set_local(True)
             return
         self.set_local(False)
@@ -146,9 +161,9 @@ class RunCursor:
 
     async def unfollow(self, channel: "LayerChannel") -> None:
         if self.local:
-            executor = current_executor()
-            if executor is not None:
-                executor.unsubscribe(self.run_id, channel.inbox)
+            engine = current_engine()
+            if engine is not None:
+                engine.hub.unsubscribe(self.run_id, channel.inbox)
         elif channel.name:
             try:
                 await get_channel_layer().group_discard(run_group(self.run_id), channel.name)
@@ -234,7 +249,11 @@ class Inbox:
 class LayerChannel:
     """Where a reader's live batches come in: its `inbox`, and the channel-layer channel made the
     first time it follows a run of another process (a reader of this process's runs never needs
-    one); a task passes that channel's `run.events` messages to the inbox until `close()`."""
+    one); a task passes that channel's `run.events` messages to the inbox until `close()`.
+
+    `close()` stops that task with a message on its own channel rather than a cancel: on Python
+    3.11 a cancel that lands inside redis-py's `wait_for` can be swallowed, and the receive
+    would go on waiting for ever."""
 
     def __init__(self, inbox: Inbox) -> None:
         self.inbox = inbox
@@ -248,9 +267,14 @@ class LayerChannel:
             self._receiver = asyncio.create_task(self._receive(layer))
         return self.name
 
-    def close(self) -> None:
-        if self._receiver is not None:
-            self._receiver.cancel()
+    async def close(self) -> None:
+        receiver, self._receiver = self._receiver, None
+        if receiver is None or receiver.done():
+            return
+        try:
+            await get_channel_layer().send(self.name, {"type": STOP})
+        except Exception:
+            receiver.cancel()  # the layer is away: its receive is not waiting on Redis either
 
     async def _receive(self, layer: Any) -> None:
         while True:
@@ -265,43 +289,8 @@ class LayerChannel:
             _layer_failures.ok("receiving on the channel layer")
             if message.get("type") == "run.events":
                 self.inbox(message)
-
-
-class ReaderConsumer:
-    """Consumer mixin for the run readers (SSE, WebSocket).
-
-    Channels gives every consumer a channel-layer channel and waits on it and on the server
-    with a task per message. A reader of a run of this process needs no channel (the executor
-    hands it the batches), so it gets one only when it follows a run of another process
-    (`LayerChannel`), and the server's messages are awaited directly: an idle stream holds no
-    channel, no queue and no tasks of its own besides its pump.
-
-    Channels also closes stale database connections (a hop to Django's sync thread) before
-    every handler; the handlers named in `internal_handlers` touch no connection, so they are
-    called directly."""
-
-    internal_handlers: dict[str, str] = {}
-    layer_channel: LayerChannel | None = None
-
-    async def __call__(self, scope, receive, send):
-        self.scope = scope
-        self.channel_layer = None  # see `LayerChannel`
-        self.base_send = send
-        try:
-            while True:
-                await self.dispatch(await receive())
-        except StopConsumer:
-            pass
-        finally:
-            if self.layer_channel is not None:
-                self.layer_channel.close()
-
-    async def dispatch(self, message):
-        handler = getattr(self, self.internal_handlers.get(message.get("type"), ""), None)
-        if handler is not None:
-            await handler(message)
-        else:
-            await super().dispatch(message)
+            elif message.get("type") == STOP:
+                return
 
 
 class RunFollower:
@@ -320,7 +309,7 @@ class RunFollower:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.cursor.unfollow(self.channel)
-        self.channel.close()
+        await self.channel.close()
 
     async def events(self) -> AsyncIterator[tuple[int, str]]:
         """(seq, json text) in seq order, each once, ending after the terminal event."""

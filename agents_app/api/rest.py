@@ -1,10 +1,10 @@
-"""REST API. Views validate, call a service, serialize; the run itself belongs to the executor."""
+"""REST API. Views validate, call the run engine, serialize; the run itself belongs to the executor."""
 
 import asyncio
 import uuid
 
 from adrf.views import APIView as AsyncAPIView
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync
 from django.http import JsonResponse
 from django.shortcuts import render
 from drf_spectacular.utils import extend_schema
@@ -15,12 +15,15 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import providers, services
-from .api_errors import choice_param, error_body
-from .executor import UPSTREAM_ERROR_CODES
-from .models import Run
-from .registry import all_specs, get_spec
-from .selectors import agent_describe, conversations_for, run_events_after, runs_for
+from .. import providers
+from ..models import Run
+from ..registry import all_specs, get_spec
+from ..runs.cancel import cancel_run
+from ..runs.errors import UPSTREAM_ERROR_CODES, ConversationBusy, NotFound
+from ..runs.read import refresh_liveness
+from ..runs.start import start_run
+from ..selectors import agent_describe, conversations_for, run_events_after, runs_for
+from .errors import choice_param, error_body
 from .serializers import (
     CancelRequestSerializer,
     ConversationItemSerializer,
@@ -28,6 +31,7 @@ from .serializers import (
     RunEventSerializer,
     RunRequestSerializer,
     RunSerializer,
+    parse_run_request,
 )
 
 UUID_RE = "[0-9a-fA-F-]{36}"
@@ -36,7 +40,7 @@ UUID_RE = "[0-9a-fA-F-]{36}"
 def spec_or_404(slug: str):
     spec = get_spec(slug)
     if spec is None:
-        raise services.NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
+        raise NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
     return spec
 
 
@@ -73,14 +77,6 @@ def run_response(run: Run, session_key: str | None) -> dict:
     }
 
 
-def parse_run_request(request) -> dict:
-    if not isinstance(request.data, dict):
-        raise ValidationError({"non_field_errors": ["the request body must be a JSON object"]})
-    serializer = RunRequestSerializer(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
 class AgentRunView(AsyncAPIView):
     """Start a run and wait for its result (async: a waiting run holds no thread)."""
 
@@ -88,7 +84,7 @@ class AgentRunView(AsyncAPIView):
     async def post(self, request, slug: str):
         spec = spec_or_404(slug)
         data = parse_run_request(request)
-        run, task = await services.run_start(
+        run, task = await start_run(
             user=request.user,
             spec=spec,
             input=data["input"],
@@ -96,13 +92,14 @@ class AgentRunView(AsyncAPIView):
             conversation_id=data.get("conversation_id"),
             session_key=data.get("session_id"),
             on_disconnect=data["on_disconnect"],
+            if_busy=data["if_busy"],
         )
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
             # The client went away; the run continues unless it asked otherwise.
             if data["on_disconnect"] == "cancel":
-                await services.run_cancel(run)
+                await cancel_run(run)
             raise
         await run.arefresh_from_db()
         body = run_response(run, data.get("session_id"))
@@ -120,9 +117,9 @@ class RunCancelView(AsyncAPIView):
         serializer.is_valid(raise_exception=True)
         run = await runs_for(request.user).filter(pk=pk).afirst()
         if run is None:
-            raise services.NotFound(f"run {pk} not found")
-        await sync_to_async(services.run_refresh_liveness)(run)
-        run = await services.run_cancel(run, serializer.validated_data["mode"])
+            raise NotFound(f"run {pk} not found")
+        await refresh_liveness(run)
+        run = await cancel_run(run, serializer.validated_data["mode"])
         return Response(RunSerializer(run).data, status=202)
 
 
@@ -144,7 +141,7 @@ class ConversationViewSet(
 
     def perform_destroy(self, instance):
         if instance.runs.filter(status__in=Run.ACTIVE).exists():
-            raise services.ConversationBusy("cannot delete a conversation while a run is active")
+            raise ConversationBusy("cannot delete a conversation while a run is active")
         instance.delete()
 
     @action(detail=True, methods=["get"])
@@ -182,7 +179,7 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         return qs
 
     def get_object(self):
-        return services.run_refresh_liveness(super().get_object())
+        return async_to_sync(refresh_liveness)(super().get_object())
 
     @action(detail=True, methods=["get"], pagination_class=EventPagination)
     def events(self, request, pk=None):

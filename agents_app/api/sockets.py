@@ -16,25 +16,35 @@ import json
 from channels.generic.websocket import AsyncWebsocketConsumer
 from rest_framework.exceptions import ValidationError
 
-from . import services
-from .api_errors import _first_message
+from ..models import Conversation, Run
+from ..registry import all_specs, get_spec
+from ..runs.cancel import cancel_on_disconnect, cancel_run
+from ..runs.errors import NotFound, ServiceError
+from ..runs.read import Inbox, LayerChannel, RunCursor
+from ..runs.start import start_run
+from ..selectors import runs_for
 from .auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, WS_SUBPROTOCOL
-from .models import Conversation, Run
-from .registry import all_specs, get_spec
-from .selectors import runs_for
+from .errors import first_message
 from .serializers import CancelRequestSerializer, RunRequestSerializer
-from .streaming import Inbox, LayerChannel, ReaderConsumer, RunCursor
+from .sse import NO_CHANNEL_LAYER
 
 MAX_MESSAGE_BYTES = 256 * 1024
 TICK = 1.0  # seconds between the pump's idle checks
 
 
-class AgentSocketConsumer(ReaderConsumer, AsyncWebsocketConsumer):
+class AgentSocketConsumer(AsyncWebsocketConsumer):
     """Live batches of every followed run reach one `Inbox`; a pump task writes them out."""
 
-    # A client leaving needs no stale-connection check first (a hop to the sync thread): runs
-    # of this process with `on_disconnect=cancel` are cancelled at once.
-    internal_handlers = {"websocket.disconnect": "websocket_disconnect"}
+    channel_layer_alias = NO_CHANNEL_LAYER  # see sse.NO_CHANNEL_LAYER
+    layer_channel: LayerChannel | None = None
+
+    async def dispatch(self, message):
+        """A client leaving needs no stale-connection check first (a trip to the sync thread):
+        runs of this process with `on_disconnect=cancel` are cancelled at once."""
+        if message["type"] == "websocket.disconnect":
+            await self.websocket_disconnect(message)
+        else:
+            await super().dispatch(message)
 
     async def connect(self):
         self.cursors: dict[str, RunCursor] = {}
@@ -71,42 +81,44 @@ class AgentSocketConsumer(ReaderConsumer, AsyncWebsocketConsumer):
             if not cursor.ended:
                 await cursor.unfollow(self.layer_channel)
             if run_id in self.cancel_on_disconnect and not cursor.ended:
-                await services.run_cancel_on_disconnect(run_id)
+                await cancel_on_disconnect(run_id)
+        if self.layer_channel is not None:
+            await self.layer_channel.close()
 
     async def receive(self, text_data=None, bytes_data=None):
         if not getattr(self, "user", None):
             return
         try:
             if text_data is None or len(text_data) > MAX_MESSAGE_BYTES:
-                raise services.ServiceError("send one JSON text message of at most 256 KiB")
+                raise ServiceError("send one JSON text message of at most 256 KiB")
             try:
                 message = json.loads(text_data)
             except ValueError:
-                raise services.ServiceError("message is not valid JSON") from None
+                raise ServiceError("message is not valid JSON") from None
             if not isinstance(message, dict):
-                raise services.ServiceError("message must be a JSON object")
+                raise ServiceError("message must be a JSON object")
             handler = {"run": self._run, "cancel": self._cancel, "resume": self._resume}.get(
                 message.get("type")
             )
             if handler is None:
-                raise services.ServiceError("type must be one of run, cancel, resume", field="type")
+                raise ServiceError("type must be one of run, cancel, resume", field="type")
             await handler(message)
-        except services.ServiceError as exc:
+        except ServiceError as exc:
             await self._error(exc.code, exc.message, **exc.extra)
         except ValidationError as exc:
-            await self._error("invalid", _first_message(exc.detail), fields=exc.detail)
+            await self._error("invalid", first_message(exc.detail), fields=exc.detail)
 
     async def _run(self, message: dict) -> None:
         slug = message.get("agent") or self.slug
         spec = get_spec(slug) if isinstance(slug, str) else None
         if spec is None:
-            raise services.NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
+            raise NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
         serializer = RunRequestSerializer(
             data={k: v for k, v in message.items() if k not in ("type", "agent")}
         )
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        run, _task = await services.run_start(
+        run, _task = await start_run(
             user=self.user,
             spec=spec,
             input=data["input"],
@@ -114,6 +126,7 @@ class AgentSocketConsumer(ReaderConsumer, AsyncWebsocketConsumer):
             conversation_id=data.get("conversation_id"),
             session_key=data.get("session_id"),
             on_disconnect=data["on_disconnect"],
+            if_busy=data["if_busy"],
             reader=self.inbox,
         )
         # Subscribed before its first event: nothing to replay.
@@ -127,7 +140,7 @@ class AgentSocketConsumer(ReaderConsumer, AsyncWebsocketConsumer):
         run = await self._own_run(message.get("run_id"))
         serializer = CancelRequestSerializer(data={"mode": message.get("mode", "immediate")})
         serializer.is_valid(raise_exception=True)
-        await services.run_cancel(run, serializer.validated_data["mode"])
+        await cancel_run(run, serializer.validated_data["mode"])
 
     async def _resume(self, message: dict) -> None:
         run = await self._own_run(message.get("run_id"))
@@ -135,18 +148,18 @@ class AgentSocketConsumer(ReaderConsumer, AsyncWebsocketConsumer):
         if isinstance(last, str) and last.isdigit():
             last = int(last)
         if not isinstance(last, int) or isinstance(last, bool) or last < 0:
-            raise services.ServiceError("last_event_id must be a non-negative integer", field="last_event_id")
+            raise ServiceError("last_event_id must be a non-negative integer", field="last_event_id")
         await self._follow(run, last)
 
     async def _own_run(self, run_id) -> Run:
         if not isinstance(run_id, str) or not run_id:
-            raise services.ServiceError("run_id is required", field="run_id")
+            raise ServiceError("run_id is required", field="run_id")
         try:
             run = await runs_for(self.user).filter(pk=run_id).afirst()
         except Exception:
             run = None
         if run is None:
-            raise services.NotFound(f"run {run_id} not found", run_id=run_id)
+            raise NotFound(f"run {run_id} not found", run_id=run_id)
         return run
 
     async def _follow(self, run: Run, after: int) -> None:
@@ -224,13 +237,13 @@ class ConversationSocketConsumer(AgentSocketConsumer):
         bound = {"conversation_id": str(self.conversation.pk), "agent": self.slug}
         for field, value in bound.items():
             if message.get(field) not in (None, value):
-                raise services.ServiceError(
+                raise ServiceError(
                     f"this socket is bound to conversation {bound['conversation_id']} "
                     f"(agent {self.slug!r}): leave {field} out or send {value!r}",
                     field=field,
                 )
         if message.get("session_id") is not None:
-            raise services.ServiceError(
+            raise ServiceError(
                 "session_id names a conversation: not accepted on a conversation socket", field="session_id"
             )
         await super()._run({**message, **bound})
@@ -238,5 +251,5 @@ class ConversationSocketConsumer(AgentSocketConsumer):
     async def _own_run(self, run_id) -> Run:
         run = await super()._own_run(run_id)
         if run.conversation_id != self.conversation.pk:
-            raise services.NotFound(f"run {run_id} is not a run of this conversation", run_id=run_id)
+            raise NotFound(f"run {run_id} is not a run of this conversation", run_id=run_id)
         return run

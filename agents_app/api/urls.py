@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from . import views
+from . import rest as views
 
 router = SimpleRouter()
 # The slash is optional, as in the and the reference server's paths (`/api/runs/<id>/events`):

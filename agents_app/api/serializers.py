@@ -3,7 +3,8 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from .models import Conversation, ConversationItem, Run, RunEvent
+from ..models import Conversation, ConversationItem, Run, RunEvent
+from ..runs.start import IF_BUSY
 
 
 def validate_run_input(value):
@@ -50,6 +51,9 @@ class RunRequestSerializer(serializers.Serializer):
     session_id = serializers.CharField(required=False, allow_null=True, max_length=128, allow_blank=False)
     conversation_id = serializers.UUIDField(required=False, allow_null=True)
     on_disconnect = serializers.ChoiceField(choices=["continue", "cancel"], default="continue")
+    # What a message to a conversation with an active run does: 409 (reject), wait its turn
+    # (enqueue), or cancel the active run and start (interrupt).
+    if_busy = serializers.ChoiceField(choices=list(IF_BUSY), default="reject")
 
     def validate_context(self, value):
         if len(str(value)) > 8_000:
@@ -60,6 +64,15 @@ class RunRequestSerializer(serializers.Serializer):
         if attrs.get("session_id") and attrs.get("conversation_id"):
             raise serializers.ValidationError("give session_id or conversation_id, not both")
         return attrs
+
+
+def parse_run_request(request) -> dict:
+    """A run request's body, validated (a DRF ValidationError names what is wrong)."""
+    if not isinstance(request.data, dict):
+        raise serializers.ValidationError({"non_field_errors": ["the request body must be a JSON object"]})
+    serializer = RunRequestSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
 
 
 class CancelRequestSerializer(serializers.Serializer):

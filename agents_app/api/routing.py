@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .consumers import AgentSocketConsumer, ConversationSocketConsumer
+from .sockets import AgentSocketConsumer, ConversationSocketConsumer
 from .sse import AgentStreamConsumer, RunJoinConsumer
 
 http_urlpatterns = [

@@ -1,0 +1,257 @@
+"""Executing one run: its agent (or pipeline) streamed, each SDK event translated, numbered and
+journalled, then its end with exactly one terminal event.
+
+Only this code iterates `Runner.run_streamed(...).stream_events()`: cancelling the task that
+does so cancels the run, and `result.cancel()` in `finally` stops the SDK's own task.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from agents import Runner
+
+from .. import providers
+from ..models import Conversation, Run
+from ..registry import AgentSpec
+from ..session import DjangoSession
+from .errors import JOURNAL_FAILED, error_code
+from .events import FIRST_OUTPUT_TYPES, TEXT_DELTA, final_output_json, translate
+from .journal import REFUSED, Journal, RunEnd
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED_BY_SHUTDOWN = "the run was interrupted: the server stopped before it finished"
+
+
+class RunContext:
+    """What one run's code sees: emit events, stream SDK agents, check for cancellation.
+
+    A pipeline (several agents, as research runs them) streams its agents through `stream_agent`
+    and may set `partial_output`: what the run keeps if it is cancelled or fails. A single agent's
+    run keeps the text of the agent that was answering."""
+
+    def __init__(self, run: Run, spec: AgentSpec, journal: Journal, fresh_conversation: bool = False) -> None:
+        self.run = run
+        self.run_key = str(run.pk)
+        self.spec = spec
+        self.journal = journal
+        self.fresh_conversation = fresh_conversation  # no memory to read yet
+        self.seq = 0
+        self.cancel_mode: str | None = None
+        # Set when the serving process stops before the run ends (RunExecutor.shutdown).
+        self.interrupted = False
+        # Set when the journal could not store the run's events: the run ends `failed`.
+        self.lost: BaseException | None = None
+        # A cancel request the database does not hold yet: the run's end records it.
+        self.unrecorded_cancel_at: datetime | None = None
+        self.answer: list[str] = []
+        self.partial_output: Any = None
+        self.response_id = ""
+        self.current_turn = 0
+        self.session: DjangoSession | None = None  # its deferred items are written with the end
+        self.usage = {"requests": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+        self._results: list = []
+        self._tool_names: dict[str, str] = {}
+        self._first_output = False
+
+    def next_event(self, body: dict) -> dict:
+        """`body` as this run's next event: numbered, with the run's id."""
+        self.seq += 1
+        # `type` first, as on the wire; `**body` sets it again to the same value, in place.
+        return {"type": body["type"], "seq": self.seq, "run_id": self.run_key, **body}
+
+    def emit(self, body: dict) -> dict:
+        event = self.next_event(body)
+        urgent = not self._first_output and body["type"] in FIRST_OUTPUT_TYPES
+        if urgent:
+            self._first_output = True  # the client waits for it: no batching delay
+        self.journal.append(self.run_key, event, urgent)
+        return event
+
+    async def stream_agent(self, agent: Any, input: Any, *, answering: bool = True, **kwargs: Any) -> Any:
+        """Run one SDK agent streamed, translating its events into this run's stream.
+
+        `answering`: its text is the run's answer so far (what a cancelled run keeps); a
+        pipeline's inner agents (planners, parallel searches) pass False."""
+        kwargs.setdefault("run_config", providers.run_config())
+        result = Runner.run_streamed(agent, input, **kwargs)
+        self._results.append(result)
+        if self.cancel_mode == "after_turn":
+            result.cancel(mode="after_turn")
+        if answering:
+            self.answer = []
+        try:
+            async for sdk_event in result.stream_events():
+                body = translate(sdk_event)
+                if body is None:
+                    continue
+                if answering:
+                    self._follow_answer(body)
+                self._name_tool_output(body)
+                if body["type"] == "raw_response" and body.get("response_id"):
+                    self.response_id = body["response_id"]
+                self.emit(body)
+        finally:
+            # Stops the SDK's background run task if we leave early (cancel or error).
+            result.cancel()
+            self._results.remove(result)
+            self._add_usage(result)
+        return result
+
+    def _follow_answer(self, body: dict) -> None:
+        if body["type"] == "agent_updated":
+            self.answer = []  # a handoff: the new agent answers from here
+        elif body["type"] == "raw_response" and body["event_type"] == TEXT_DELTA:
+            self.answer.append(body["delta"])
+
+    def _name_tool_output(self, body: dict) -> None:
+        """Tool outputs only carry the call id; name the tool like the call did."""
+        if body["type"] != "run_item" or not body.get("call_id"):
+            return
+        if body["name"] == "tool_called":
+            self._tool_names[body["call_id"]] = body["tool_name"]
+        elif body["name"] == "tool_output":
+            body["tool_name"] = self._tool_names.get(body["call_id"])
+
+    def request_cancel(self, mode: str) -> None:
+        self.cancel_mode = mode
+        for result in list(self._results):
+            result.cancel(mode="after_turn")
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel_mode is not None
+
+    def _add_usage(self, result: Any) -> None:
+        usage = result.context_wrapper.usage
+        self.usage["requests"] += usage.requests
+        self.usage["input_tokens"] += usage.input_tokens
+        self.usage["output_tokens"] += usage.output_tokens
+        self.usage["total_tokens"] += usage.total_tokens
+        self.current_turn += getattr(result, "current_turn", 0) or 0
+
+    def partial(self, status: str) -> Any:
+        """What a run that did not complete keeps as its output."""
+        if self.spec.pipeline is not None:
+            return self.partial_output
+        text = "".join(self.answer)
+        return text if text or status != Run.Status.FAILED else None
+
+
+async def execute(ctx: RunContext, wait_for_turn: Callable[[RunContext], Awaitable[None]]) -> None:
+    """A run's whole life in its task; `wait_for_turn` holds a queued run until it may start."""
+    run = ctx.run
+    status, final, error, code = Run.Status.COMPLETED, None, "", ""
+    try:
+        if run.status == Run.Status.QUEUED:
+            await wait_for_turn(ctx)
+        ctx.emit(
+            {
+                "type": "run_started",
+                "conversation_id": str(run.conversation_id) if run.conversation_id else None,
+                "agent": run.agent,
+                "provider": run.provider,
+                "model": run.model,
+            }
+        )
+        final = await _run_body(ctx)
+        if ctx.cancelled:
+            status = Run.Status.CANCELLED
+    except asyncio.CancelledError:
+        status = Run.Status.CANCELLED
+    except Exception as exc:
+        status, error, code = Run.Status.FAILED, str(exc) or type(exc).__name__, error_code(exc)
+        # A traceback only for faults of this server: upstream failures and limits say it all.
+        log.warning("run %s failed (%s): %s", run.pk, code, error, exc_info=code == "internal_error")
+    if ctx.lost is not None:
+        status, code = Run.Status.FAILED, JOURNAL_FAILED
+        error = f"the run's events could not be stored: {ctx.lost}"
+    elif ctx.interrupted and status == Run.Status.CANCELLED:
+        status, error, code = Run.Status.INTERRUPTED, INTERRUPTED_BY_SHUTDOWN, "interrupted"
+    if status != Run.Status.COMPLETED and final is None:
+        final = ctx.partial(status)
+    await _finish(ctx, status, final_output_json(final), error, code)
+
+
+async def _run_body(ctx: RunContext) -> Any:
+    if ctx.spec.pipeline is not None:
+        return await ctx.spec.pipeline(ctx)
+    run = ctx.run
+    session = None
+    if ctx.spec.uses_memory and run.conversation_id:
+        cached = Run.conversation.is_cached(run)
+        conversation = run.conversation if cached else await Conversation.objects.aget(pk=run.conversation_id)
+        session = ctx.session = DjangoSession(conversation, empty=ctx.fresh_conversation, deferred=True)
+    agent = ctx.spec.build(None)
+    result = await ctx.stream_agent(agent, run.input, session=session, context=run.context or None)
+    return result.final_output
+
+
+async def _finish(ctx: RunContext, status: str, final: Any, error: str, code: str) -> None:
+    # A cancel arriving now (a second request, the heartbeat finding the first one in the
+    # database, shutdown) must neither interrupt the end nor end this task before it: the
+    # task's end drops the run's local readers, which must get the terminal event.
+    ending = asyncio.ensure_future(_record_end(ctx, status, final, error, code))
+    while True:
+        try:
+            await asyncio.shield(ending)
+            return
+        except asyncio.CancelledError:
+            if ending.cancelled():
+                raise
+            asyncio.current_task().uncancel()  # this task is ending anyway, once it is written
+
+
+async def _record_end(ctx: RunContext, status: str, final: Any, error: str, code: str) -> None:
+    """The run's final state and its terminal event, committed together by the journal: no reader
+    ever sees one without the other. Everything the run emitted before is stored first."""
+    run = ctx.run
+    fields = dict(
+        status=status,
+        final_output=final,
+        error=error,
+        error_code=code,
+        response_id=ctx.response_id,
+        current_turn=ctx.current_turn,
+        **ctx.usage,
+    )
+    if ctx.unrecorded_cancel_at is not None:
+        fields.update(cancel_requested_at=ctx.unrecorded_cancel_at, cancel_mode=ctx.cancel_mode)
+    if ctx.lost is not None:
+        ctx.seq = ctx.journal.next_seq(ctx.run_key) - 1  # right after the last event stored
+    # A failed or interrupted run leaves the conversation's memory as it was: its input
+    # (which may be what made it fail) would otherwise be replayed to every later run of
+    # the conversation, and a retry would repeat it. The run keeps its input and events.
+    keeps_memory = status not in (Run.Status.FAILED, Run.Status.INTERRUPTED)
+    memory = ctx.session.take_rows() if ctx.session is not None and keeps_memory else []
+    conversation_id = str(run.conversation_id) if run.conversation_id else None
+    if status in (Run.Status.COMPLETED, Run.Status.CANCELLED):
+        terminal = {
+            "type": "stream_complete",
+            "final_output": final,
+            "usage": ctx.usage,
+            "current_turn": ctx.current_turn,
+            "conversation_id": conversation_id,
+            "status": status,
+            "response_id": ctx.response_id or None,
+        }
+    else:
+        terminal = {"type": "error", "message": error, "code": code}
+    event = ctx.next_event(terminal)
+    outcome = await ctx.journal.end(ctx.run_key, event, RunEnd(fields, memory))
+    if outcome == REFUSED:
+        # Something in the result (the output, the memory) is what the database refused: the run
+        # ends failed without it, under the same seq.
+        error = "the run's result could not be stored"
+        fields = {"status": Run.Status.FAILED, "error": error, "error_code": JOURNAL_FAILED, **ctx.usage}
+        # Numbered after the run's last stored event (those in the refused batch may be lost).
+        seq = ctx.journal.next_seq(ctx.run_key)
+        event = {"type": "error", "seq": seq, "run_id": ctx.run_key, "message": error, "code": JOURNAL_FAILED}
+        outcome = await ctx.journal.end(ctx.run_key, event, RunEnd(fields))
+    if outcome not in ("committed", "void"):
+        log.error("the end of run %s could not be stored (%s); the stale sweep will end it", run.pk, outcome)
+    else:
+        run.status = fields["status"]

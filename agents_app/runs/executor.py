@@ -1,0 +1,209 @@
+"""The run executor: owns every run of this process as a detached asyncio task.
+
+A run's task lives independently of the connection that started it. The executor listens on its
+control channel (cancel signals and watch requests from other processes), keeps its runs'
+heartbeats fresh, picks up cancel requests whose signal was lost, and now and then sweeps the
+runs of dead processes.
+"""
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from .. import providers
+from ..models import Run
+from ..registry import AgentSpec
+from .execute import RunContext, execute
+from .journal import Journal
+from .publish import Hub, Reader
+from .queue import Turns
+from .retry import FailureLog
+from .sweep import sweep_stale
+
+log = logging.getLogger(__name__)
+
+
+class RunExecutor:
+    """One per event loop (one per process when served)."""
+
+    def __init__(self, hub: Hub, journal: Journal) -> None:
+        self.hub = hub
+        self.journal = journal
+        self.layer = hub.layer
+        self.turns = Turns()
+        self.channel_name = ""
+        self.contexts: dict[str, RunContext] = {}
+        self.tasks: dict[str, asyncio.Task] = {}
+        self._starting: asyncio.Future | None = None
+        self._background: list[asyncio.Task] = []
+
+    async def ensure_started(self) -> str:
+        """Start the control and heartbeat loops once; returns the control channel's name."""
+        if not self.channel_name:
+            if self._starting is None:
+                self._starting = asyncio.ensure_future(self._start_up())
+            # Callers arriving meanwhile wait for the same start-up: none sees an empty name.
+            await asyncio.shield(self._starting)
+        return self.channel_name
+
+    async def _start_up(self) -> None:
+        providers.configure_tracing()
+        # Default prefix on purpose: channels_redis has one receive loop per process for all
+        # process-local channels, and it only reads the list of the prefix its holder uses.
+        self.channel_name = await self.layer.new_channel()
+        self._background = [
+            asyncio.create_task(self._control_loop(), name="executor-control"),
+            asyncio.create_task(self._heartbeat_loop(), name="executor-heartbeat"),
+        ]
+
+    def launch(
+        self, run: Run, spec: AgentSpec, reader: Reader | None = None, fresh_conversation: bool = False
+    ) -> asyncio.Task:
+        """Run a run made by `start.create_run` (after `ensure_started`: the run names our channel).
+        `reader` is subscribed before the run's first event, so it needs no replay."""
+        ctx = RunContext(run, spec, self.journal, fresh_conversation)
+        key = ctx.run_key
+        self.contexts[key] = ctx
+        self.hub.own(key)
+        if reader is not None:
+            self.hub.subscribe(key, reader)
+        task = asyncio.create_task(self._run(ctx), name=f"run-{key}")
+        self.tasks[key] = task
+        return task
+
+    async def _run(self, ctx: RunContext) -> None:
+        try:
+            await execute(ctx, self.turns.wait_for_turn)
+        finally:
+            self.contexts.pop(ctx.run_key, None)
+            self.tasks.pop(ctx.run_key, None)
+            self.hub.disown(ctx.run_key)
+            if ctx.run.conversation_id:
+                self.turns.ended(ctx.run.conversation_id)
+
+    def on_lost(self, run_id: str, error: BaseException) -> None:
+        """The journal could not store this run's events: end it, `failed`."""
+        ctx, task = self.contexts.get(run_id), self.tasks.get(run_id)
+        if ctx is not None and task is not None and not task.done():
+            ctx.lost = error
+            task.cancel()
+
+    def cancel_local(self, run_id: Any, mode: str, unrecorded_at: datetime | None = None) -> bool:
+        """Cancel a run owned by this executor; False when it is not ours (or already over).
+
+        `unrecorded_at`: the time of a request the caller did not write to the database; the
+        run's end records it, in the same update as its status (one round trip fewer)."""
+        key = str(run_id)
+        ctx, task = self.contexts.get(key), self.tasks.get(key)
+        if ctx is None or task is None or task.done():
+            return False
+        if ctx.cancelled and mode != "immediate":
+            return True
+        if unrecorded_at is not None and not ctx.cancelled:
+            ctx.unrecorded_cancel_at = unrecorded_at
+        if mode == "immediate":
+            ctx.cancel_mode = "immediate"
+            task.cancel()
+        else:
+            ctx.request_cancel(mode)
+        return True
+
+    async def _control_loop(self) -> None:
+        failures = FailureLog()
+        while True:
+            try:
+                message = await self.layer.receive(self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Cancel signals are also picked up from the database by the heartbeat loop.
+                failures.failed("executor control channel failed")
+                await asyncio.sleep(1)
+                continue
+            failures.ok("the executor control channel")
+            if message.get("type") == "run.cancel":
+                self.cancel_local(message.get("run_id"), message.get("mode") or "immediate")
+            elif message.get("type") == "run.watch":
+                self.hub.watch(message.get("run_id"))
+            elif message.get("type") == "executor.stop":
+                return
+
+    async def _heartbeat_loop(self) -> None:
+        """Keep our runs' heartbeats fresh, pick up cancel requests whose signal was lost, and
+        now and then end runs of dead processes (the first time at once: at process start)."""
+        last_sweep = None
+        loop = asyncio.get_running_loop()
+        while True:
+            if last_sweep is None or loop.time() - last_sweep >= settings.RUN_STALE_AFTER:
+                last_sweep = loop.time()
+                try:
+                    swept = await sweep_stale(self.journal)
+                    if swept:
+                        log.warning("%d runs of stopped processes ended as interrupted", swept)
+                except Exception:
+                    log.warning("stale-run sweep failed", exc_info=True)
+                    await sync_to_async(close_old_connections)()
+            await asyncio.sleep(settings.RUN_HEARTBEAT_INTERVAL)
+            ids = list(self.contexts)
+            if not ids:
+                continue
+            try:
+                await Run.objects.filter(pk__in=ids, status__in=Run.ACTIVE).aupdate(
+                    heartbeat_at=timezone.now()
+                )
+                requested = Run.objects.filter(pk__in=ids, cancel_requested_at__isnull=False)
+                async for run_id, mode in requested.values_list("pk", "cancel_mode"):
+                    self.cancel_local(run_id, mode or "immediate")
+            except Exception:
+                log.warning("heartbeat failed", exc_info=True)
+                # After a database restart the sync thread's connection stays broken until
+                # something closes it; without this the heartbeats would fail until the next
+                # request, and other processes' sweeps would take our live runs for dead.
+                await sync_to_async(close_old_connections)()
+
+    async def shutdown(self, grace: float) -> None:
+        """The serving process is stopping. Runs get `grace` seconds to finish on their own;
+        the others end `interrupted` now, each with its terminal event, its partial output and
+        usage, instead of staying `running` (their conversations busy) until another process's
+        sweep finds them stale. Then the background tasks stop."""
+        running = [task for task in self.tasks.values() if not task.done()]
+        if running and grace > 0:
+            await asyncio.wait(running, timeout=grace)
+        ending = []
+        for key, task in list(self.tasks.items()):
+            ctx = self.contexts.get(key)
+            if ctx is not None and not task.done():
+                ctx.interrupted = True
+                task.cancel()
+                ending.append(task)
+        if ending:
+            log.warning("server stopping: %d runs interrupted", len(ending))
+            await asyncio.wait(ending, timeout=10)
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the background tasks once runs are done (a CLI command's or a test's loop ends).
+
+        The control loop is stopped by a message rather than cancelled: on Python 3.11 a cancel
+        that lands inside redis-py's `wait_for` can be swallowed, and the receive would go on."""
+        await self.journal.flush()
+        self.journal.close()
+        if not self._background:
+            return
+        control, *others = self._background
+        for task in others:
+            task.cancel()
+        try:
+            await self.layer.send(self.channel_name, {"type": "executor.stop"})
+        except Exception:
+            # The layer is away (Redis down): the loop waits in a receive that cannot return.
+            control.cancel()
+        stopped, _ = await asyncio.wait([control], timeout=10)
+        if not stopped:
+            log.warning("executor control loop did not stop")

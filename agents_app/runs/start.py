@@ -1,0 +1,192 @@
+"""Starting a run: the one start path of every surface (REST, SSE, WebSocket, the reference
+paths, research, the management commands).
+
+`start_run` checks the caller's limits, finds or creates the conversation, writes the Run row
+(`running`, or `queued` behind a busy conversation's runs) and hands it to this process's
+executor. A busy conversation gets the caller's choice (`if_busy`): `reject` (409 with the active
+run's id), `enqueue` (the run waits for the runs before it, in order) or `interrupt` (the active
+runs are cancelled, then the new run starts).
+"""
+
+import asyncio
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .. import providers
+from ..models import Conversation, Run
+from ..registry import AgentSpec
+from .cancel import cancel_run
+from .errors import ConversationBusy, NotFound, RunNotActive, ServiceError, TooManyRuns
+from .lifespan import start_engine
+from .publish import Reader
+from .read import refresh_liveness
+from .sweep import stale_cutoff
+from .sync import in_sync_thread
+
+IF_BUSY = ("reject", "enqueue", "interrupt")
+
+
+async def start_run(
+    *,
+    user,
+    spec: AgentSpec,
+    input: Any,
+    context: dict | None = None,
+    conversation_id: Any = None,
+    session_key: str | None = None,
+    on_disconnect: str = "continue",
+    if_busy: str = "reject",
+    reader: Reader | None = None,
+) -> tuple[Run, asyncio.Task]:
+    """Create a run and hand it to this process's executor; returns the Run and its task.
+
+    `reader` gets every batch of the run's events from the first on. Raises a ServiceError
+    (nothing is started) for a conversation that is not the caller's or is busy (`reject`),
+    or when the caller has too many active runs."""
+    if if_busy not in IF_BUSY:
+        raise ServiceError(f"if_busy must be one of {', '.join(IF_BUSY)}", field="if_busy")
+    engine = await start_engine()
+    worker = engine.executor.channel_name
+    args = (user, spec, input, context or {}, conversation_id, session_key, on_disconnect, if_busy, worker)
+    try:
+        run, fresh = await in_sync_thread(create_run)(*args)
+    except ConversationBusy as busy:
+        # A run left active by a process that died no longer holds the conversation.
+        if not await _swept(busy.extra.get("active_run_id")):
+            raise
+        run, fresh = await in_sync_thread(create_run)(*args)
+    task = engine.executor.launch(run, spec, reader=reader, fresh_conversation=fresh)
+    if if_busy == "interrupt" and run.status == Run.Status.QUEUED:
+        await _cancel_others(run)
+    return run, task
+
+
+async def _swept(run_id: str | None) -> bool:
+    """True if that run was active only because its process died (it is ended now)."""
+    run = await Run.objects.filter(pk=run_id).afirst() if run_id else None
+    if run is None or not run.is_active:
+        return run is not None
+    await refresh_liveness(run)
+    return not run.is_active
+
+
+async def _cancel_others(run: Run) -> None:
+    """`interrupt`: the conversation's other active runs are cancelled; the new one is next."""
+    others = Run.objects.filter(conversation_id=run.conversation_id, status__in=Run.ACTIVE).exclude(pk=run.pk)
+    async for other in others:
+        try:
+            await cancel_run(other)
+        except RunNotActive:
+            pass  # it ended meanwhile
+
+
+def create_run(
+    user, spec, input, context, conversation_id, session_key, on_disconnect, if_busy, worker
+) -> tuple[Run, bool]:
+    """The database half of a start (in the sync thread): the Run row, and whether its
+    conversation is new (it has no memory to read). `worker` is the control channel of the
+    executor that will run it. A refused start leaves nothing behind, not even a new conversation."""
+    with transaction.atomic():
+        if settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER > 0:
+            _check_active_runs(user)
+        conversation, fresh = _conversation(user, spec, conversation_id, session_key, input)
+        busy = None if fresh or conversation is None else _active_run(conversation)
+        if busy is not None and if_busy == "reject":
+            raise _busy(conversation, busy)
+        info = providers.provider_info()
+        now = timezone.now()
+        # owner_id, not owner: the run's instance (held by its readers and executor for the run's
+        # life) need not keep the user, and with it the token that authenticated it.
+        run = Run(
+            owner_id=user.pk,
+            agent=spec.slug,
+            conversation=conversation,
+            input=input,
+            context=context,
+            provider=info["provider"],
+            model=info["model"],
+            on_disconnect=on_disconnect,
+            status=Run.Status.RUNNING if busy is None else Run.Status.QUEUED,
+            started_at=now if busy is None else None,
+            heartbeat_at=now,
+            worker_channel=worker,
+        )
+        try:
+            with transaction.atomic():
+                run.save(force_insert=True)
+        except IntegrityError:
+            # Another start took the conversation a moment ago.
+            if if_busy == "reject" or run.status == Run.Status.QUEUED:
+                raise _busy(conversation, _active_run(conversation)) from None
+            run.status, run.started_at = Run.Status.QUEUED, None
+            run.save(force_insert=True)
+        return run, fresh
+
+
+def _conversation(
+    user, spec: AgentSpec, conversation_id, session_key, input
+) -> tuple[Conversation | None, bool]:
+    """The run's conversation and whether it is new (created here)."""
+    if conversation_id:
+        conversation = Conversation.objects.filter(pk=conversation_id, owner=user).first()
+        if conversation is None:
+            raise NotFound(f"conversation {conversation_id} not found")
+        if conversation.agent != spec.slug:
+            raise ServiceError(
+                f"conversation {conversation_id} belongs to agent {conversation.agent!r}, not {spec.slug!r}",
+                field="conversation_id",
+            )
+        return conversation, False
+    if session_key:
+        return Conversation.objects.get_or_create(
+            owner_id=user.pk, agent=spec.slug, session_key=session_key, defaults={"title": title_from(input)}
+        )
+    if not spec.uses_memory:
+        return None, False
+    return Conversation.objects.create(owner_id=user.pk, agent=spec.slug, title=title_from(input)), True
+
+
+def _active_run(conversation: Conversation) -> Run | None:
+    active = Run.objects.filter(conversation=conversation, status__in=Run.ACTIVE)
+    return active.order_by("-status", "created_at").first()  # the running one first
+
+
+def _busy(conversation: Conversation, active: Run | None) -> ConversationBusy:
+    return ConversationBusy(
+        "this conversation already has an active run",
+        active_run_id=str(active.pk) if active else None,
+        conversation_id=str(conversation.pk),
+    )
+
+
+def _check_active_runs(user) -> None:
+    """The per-user cap (AGENTS_MAX_ACTIVE_RUNS_PER_USER), across processes. Runs of processes that
+    died do not count."""
+    limit = settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER
+    # Serializes this user's starts: a row lock on PostgreSQL (SQLite's write transactions
+    # are serialized already: they begin IMMEDIATE).
+    list(type(user).objects.select_for_update().filter(pk=user.pk).values_list("pk"))
+    active = Run.objects.filter(owner=user, status__in=Run.ACTIVE, heartbeat_at__gte=stale_cutoff())
+    active_ids = [str(pk) for pk in active.values_list("pk", flat=True)]
+    if len(active_ids) >= limit:
+        raise TooManyRuns(
+            f"you already have {len(active_ids)} active runs (the limit is {limit}): wait for one to end",
+            limit=limit,
+            active_run_ids=active_ids,
+        )
+
+
+def title_from(input: Any) -> str:
+    """A conversation's title: its first message, on one line, at most 80 characters."""
+    text = (
+        input
+        if isinstance(input, str)
+        else next(
+            (i.get("content") for i in input if isinstance(i, dict) and isinstance(i.get("content"), str)), ""
+        )
+    )
+    text = " ".join((text or "").split())
+    return text[:80] + ("…" if len(text) > 80 else "")

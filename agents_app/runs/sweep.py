@@ -1,0 +1,54 @@
+"""The stale sweep: a run whose process died (its heartbeat stopped) is ended `interrupted`, with
+its terminal event, by whichever process notices: never left `running` for ever."""
+
+import asyncio
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from ..models import Run
+from .journal import COMMITTED, Journal, RunEnd
+
+STALE_ERROR = "the process running this run stopped (stale heartbeat)"
+STALE_MESSAGE = "the run was interrupted: the process running it stopped"
+
+
+def stale_cutoff() -> datetime:
+    """Runs whose last heartbeat is older than this are taken for dead."""
+    return timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER)
+
+
+def stale_runs(cutoff: datetime):
+    beat_before = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    return Run.objects.filter(beat_before, status__in=Run.ACTIVE)
+
+
+def is_stale(run: Run) -> bool:
+    beat = run.heartbeat_at or run.created_at
+    return run.is_active and beat < stale_cutoff()
+
+
+async def end_stale(journal: Journal, run_ids: list) -> int:
+    """End these runs `interrupted` if they are still active and stale; how many it ended."""
+    cutoff = stale_cutoff()
+    fields = {"status": Run.Status.INTERRUPTED, "error": STALE_ERROR, "error_code": "interrupted"}
+    ends = []
+    for run_id in run_ids:
+        event = {
+            "type": "error",
+            "seq": None,
+            "run_id": str(run_id),
+            "message": STALE_MESSAGE,
+            "code": "interrupted",
+        }
+        ends.append(journal.end(str(run_id), event, RunEnd(dict(fields), stale_before=cutoff)))
+    outcomes = await asyncio.gather(*ends)
+    return sum(outcome == COMMITTED for outcome in outcomes)
+
+
+async def sweep_stale(journal: Journal) -> int:
+    """End every stale active run (at process start and periodically)."""
+    run_ids = [pk async for pk in stale_runs(stale_cutoff()).values_list("pk", flat=True)]
+    return await end_stale(journal, run_ids) if run_ids else 0
