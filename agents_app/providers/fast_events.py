@@ -27,8 +27,6 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
 
-from . import fast_requests
-
 
 def _events_by_type() -> dict[str, type[pydantic.BaseModel]]:
     """The members of the `ResponseStreamEvent` union, by the value of their `type` field."""
@@ -53,12 +51,7 @@ def event_class(cast_to: Any, data: object) -> type[pydantic.BaseModel] | None:
 
 
 class FastEventsAsyncOpenAI(AsyncOpenAI):
-    """`AsyncOpenAI` whose streamed events are built by `model_validate` (see the module), and whose
-    request bodies skip openai's transform walk where it would change nothing (`fast_requests`)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        fast_requests.install()
+    """`AsyncOpenAI` whose streamed events are built by `model_validate` (see the module)."""
 
     def _process_response_data(self, *, data: object, cast_to: Any, response: Any) -> Any:
         cls = event_class(cast_to, data)
