@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import functools
 
+import httpx2
 from agents import OpenAIProvider
 from agents.models.interface import Model
 from django.conf import settings
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
-from openai._constants import DEFAULT_CONNECTION_LIMITS
 
 from .fast_events import FastEventsAsyncOpenAI
 
@@ -66,7 +66,8 @@ def _http_client() -> DefaultAsyncHttpxClient:
     silently for a free connection; OPENAI_MAX_CONNECTIONS sets the limit.
     """
     limit = settings.OPENAI_MAX_CONNECTIONS
-    limits = type(DEFAULT_CONNECTION_LIMITS)(max_connections=limit, max_keepalive_connections=min(limit, 200))
+    # httpx2 is the HTTP library openai's clients are built on (its client is an httpx2.AsyncClient).
+    limits = httpx2.Limits(max_connections=limit, max_keepalive_connections=min(limit, 200))
     return DefaultAsyncHttpxClient(limits=limits)
 
 
