@@ -262,7 +262,8 @@ OPENAI_MAX_CONNECTIONS = env_int("OPENAI_MAX_CONNECTIONS", 10_000)
 OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 600.0)
 OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 2)
 # Build streamed upstream events with pydantic's validator rather than openai's slower
-# `construct` (same objects; falls back per event: agents_app/providers/fast_events.py).
+# `construct` (same objects; openai's way for any event it fails on, and always with an openai
+# version it was not tested with: agents_app/providers/fast_events.py).
 OPENAI_FAST_EVENTS = env_bool("OPENAI_FAST_EVENTS", True)
 # Seconds the offline model waits between streamed deltas (0 in tests).
 OFFLINE_MODEL_DELAY = env_float("OFFLINE_MODEL_DELAY", 0.02)

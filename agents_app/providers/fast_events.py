@@ -1,36 +1,53 @@
 """Streamed OpenAI events built by pydantic's compiled validator instead of openai's `construct`.
 
-`openai` turns each streamed chunk into its model class with `construct_type`, a walk over the
-class's type hints in Python (with a runtime-`Protocol` check per nested model): about 90 µs for
-a one-word Chat Completions chunk on this machine, which made it ~40 % of the server's CPU in a
-stream of short deltas. The class's own `model_validate` (pydantic-core) builds the same object in
-about 4 µs.
+The project's one use of a library's private API (docs/decisions.md says why). `openai` turns each
+streamed chunk into its model class with `construct_type`, a walk over the class's type hints in
+Python (with a runtime-`Protocol` check per nested model): about 90 µs for a one-word Chat
+Completions chunk on this machine, which made it ~40 % of the server's CPU in a stream of short
+deltas. The class's own `model_validate` (pydantic-core) builds the same object in about 4 µs.
 
-So the clients of our OpenAI provider build the two streamed types, `ChatCompletionChunk` and the
-`ResponseStreamEvent` union (by its `type` member), with `model_validate`. The result is the same
-class with the same values and the same fields set (`tests/test_fast_events.py` compares the two
-ways on every kind of event the fake upstream sends). Unions inside an event come out the same
-too: `construct_type` itself first tries pydantic's validation of a union and only falls back to
-its discriminator when that fails. Validation is stricter than `construct`: where it refuses an
-event (a value the types do not allow yet, such as a new enum member), the event goes through
-openai's own lenient path, as it did before. Everything else the client receives (non-streamed
-responses, other endpoints) is untouched. `OPENAI_FAST_EVENTS=false` turns this off.
+So `FastEventsAsyncOpenAI` overrides the client's private `_process_response_data` and builds the
+two streamed types, `ChatCompletionChunk` and the `ResponseStreamEvent` union (by its `type`
+member), with `model_validate`: the same class with the same values and the same fields set.
+(openai itself validates a union, so unions inside an event come out the same too.) Anything
+else the client receives (non-streamed responses, other endpoints, a `type` it does not know) and
+any event the fast way fails on (a value the types do not allow yet, such as a new enum member, or
+any other error) goes through openai's own path.
+
+Guards: the provider uses this client only with the openai versions in `TESTED_OPENAI_VERSIONS`
+(others get the stock `AsyncOpenAI`, with a warning), and only while `OPENAI_FAST_EVENTS` is on;
+`tests/test_fast_events.py` replays a recorded stream of every event type through both ways and
+requires equal objects.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import typing
 from typing import Any
 
+import openai
 import pydantic
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionChunk
 from openai.types.responses import ResponseStreamEvent
 
+log = logging.getLogger(__name__)
+
+# `openai.__version__` values the override was tested with (tests/test_fast_events.py). After an
+# upgrade: re-record tests/data, run that test, then add the version here.
+TESTED_OPENAI_VERSIONS = frozenset({"3.54.0"})
+
+
+def tested_openai() -> bool:
+    """Whether the installed openai is one this module was tested with."""
+    return openai.__version__ in TESTED_OPENAI_VERSIONS
+
 
 def _events_by_type() -> dict[str, type[pydantic.BaseModel]]:
     """The members of the `ResponseStreamEvent` union, by the value of their `type` field."""
-    union = typing.get_args(ResponseStreamEvent)[0]  # Annotated[Union[...], PropertyInfo(...)]
+    union = typing.get_args(ResponseStreamEvent)[0]  # Annotated[Union[...], <discriminator>]
     by_type: dict[str, type[pydantic.BaseModel]] = {}
     for member in typing.get_args(union):
         for value in typing.get_args(member.model_fields["type"].annotation):
@@ -50,14 +67,27 @@ def event_class(cast_to: Any, data: object) -> type[pydantic.BaseModel] | None:
     return None
 
 
+@functools.cache
+def _warn_failure(kind: type[BaseException]) -> None:
+    log.warning(
+        "fast event parsing failed (%s); openai's own parsing takes over", kind.__name__, exc_info=True
+    )
+
+
 class FastEventsAsyncOpenAI(AsyncOpenAI):
     """`AsyncOpenAI` whose streamed events are built by `model_validate` (see the module)."""
 
+    def validate_event(self, cls: type[pydantic.BaseModel], data: object) -> pydantic.BaseModel:
+        """The fast way: the event built by its class's validator."""
+        return cls.model_validate(data)
+
     def _process_response_data(self, *, data: object, cast_to: Any, response: Any) -> Any:
-        cls = event_class(cast_to, data)
-        if cls is not None:
-            try:
-                return cls.model_validate(data)
-            except pydantic.ValidationError:
-                pass  # not what the types allow: openai's lenient path below builds it
+        try:
+            cls = event_class(cast_to, data)
+            if cls is not None:
+                return self.validate_event(cls, data)
+        except pydantic.ValidationError:
+            pass  # not what the types allow (yet): openai's lenient path below builds it
+        except Exception as exc:
+            _warn_failure(type(exc))
         return super()._process_response_data(data=data, cast_to=cast_to, response=response)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 
 import httpx2
+import openai
 from agents import OpenAIProvider
 from agents.models.interface import Model
 from django.conf import settings
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
-from .fast_events import FastEventsAsyncOpenAI
+from .fast_events import TESTED_OPENAI_VERSIONS, FastEventsAsyncOpenAI, tested_openai
+
+log = logging.getLogger(__name__)
 
 DEFAULT_OPENAI_MODEL = "gpt-4.1-mini"
 
@@ -35,7 +39,27 @@ def openai_provider() -> OpenAIProvider:
         uses_responses_api(),
         settings.OPENAI_TIMEOUT,
         settings.OPENAI_MAX_RETRIES,
-        bool(settings.OPENAI_FAST_EVENTS),
+        uses_fast_events(),
+    )
+
+
+def uses_fast_events() -> bool:
+    """OPENAI_FAST_EVENTS, with an openai version fast_events.py was tested with only."""
+    if not settings.OPENAI_FAST_EVENTS:
+        return False
+    if tested_openai():
+        return True
+    _warn_untested(openai.__version__)
+    return False
+
+
+@functools.cache
+def _warn_untested(version: str) -> None:
+    log.warning(
+        "OPENAI_FAST_EVENTS is on, but openai %s is not among the versions fast_events.py was tested "
+        "with (%s): streamed events are built by openai's own parsing",
+        version,
+        ", ".join(sorted(TESTED_OPENAI_VERSIONS)),
     )
 
 
