@@ -9,10 +9,12 @@ deltas. The class's own `model_validate` (pydantic-core) builds the same object 
 So `FastEventsAsyncOpenAI` overrides the client's private `_process_response_data` and builds the
 two streamed types, `ChatCompletionChunk` and the `ResponseStreamEvent` union (by its `type`
 member), with `model_validate`: the same class with the same values and the same fields set.
-(openai itself validates a union, so unions inside an event come out the same too.) Anything
-else the client receives (non-streamed responses, other endpoints, a `type` it does not know) and
-any event the fast way fails on (a value the types do not allow yet, such as a new enum member, or
-any other error) goes through openai's own path.
+(openai itself validates a union, so the Responses events and every Optional member come out
+validated either way; it constructs only a chunk, its choices and their deltas, and leaves their
+unknown members, such as a compatible server's `reasoning_content`, out of `model_fields_set`, as
+`as_constructed` does.) Anything else the client receives (non-streamed responses, other
+endpoints, a `type` it does not know) and any event the fast way fails on (a value the types do not
+allow yet, such as a new enum member, or any other error) goes through openai's own path.
 
 Guards: the provider uses this client only with the openai versions in `TESTED_OPENAI_VERSIONS`
 (others get the stock `AsyncOpenAI`, with a warning), and only while `OPENAI_FAST_EVENTS` is on;
@@ -68,6 +70,32 @@ def event_class(cast_to: Any, data: object) -> type[pydantic.BaseModel] | None:
 
 
 @functools.cache
+def _constructed_members(cls: type[pydantic.BaseModel]) -> tuple[str, ...]:
+    """Members of `cls` that openai's `construct` builds without validating them: a model class or a
+    list of one (openai validates a union, which includes every Optional member)."""
+    members = []
+    for name, field in cls.model_fields.items():
+        hint = field.annotation
+        if typing.get_origin(hint) is list:
+            hint = typing.get_args(hint)[0]
+        if isinstance(hint, type) and issubclass(hint, pydantic.BaseModel):
+            members.append(name)
+    return tuple(members)
+
+
+def as_constructed(model: pydantic.BaseModel) -> pydantic.BaseModel:
+    """`model` with its unknown members left out of `model_fields_set` (validation puts them in)
+    wherever openai's `construct` builds it: in a chunk, the chunk, its choices and their deltas."""
+    if model.model_extra:
+        model.model_fields_set.difference_update(model.model_extra)
+    for name in _constructed_members(type(model)):
+        value = getattr(model, name)
+        for item in value if type(value) is list else (value,):
+            as_constructed(item)
+    return model
+
+
+@functools.cache
 def _warn_failure(kind: type[BaseException]) -> None:
     log.warning(
         "fast event parsing failed (%s); openai's own parsing takes over", kind.__name__, exc_info=True
@@ -78,8 +106,9 @@ class FastEventsAsyncOpenAI(AsyncOpenAI):
     """`AsyncOpenAI` whose streamed events are built by `model_validate` (see the module)."""
 
     def validate_event(self, cls: type[pydantic.BaseModel], data: object) -> pydantic.BaseModel:
-        """The fast way: the event built by its class's validator."""
-        return cls.model_validate(data)
+        """The fast way: the event built by its class's validator (and a chunk as openai builds it)."""
+        event = cls.model_validate(data)
+        return event if cls is not ChatCompletionChunk else as_constructed(event)
 
     def _process_response_data(self, *, data: object, cast_to: Any, response: Any) -> Any:
         try:
