@@ -1,32 +1,42 @@
-"""Streamed OpenAI events built by `model_validate` (agents_app/providers/fast_events.py)."""
+"""Streamed OpenAI events built by `model_validate` (agents_app/providers/fast_events.py).
 
+The recorded streams in tests/data (see its README) are served, through httpx2's MockTransport, to a
+stock `AsyncOpenAI` and to `FastEventsAsyncOpenAI`, read through openai's public streaming API, and
+the two must give equal objects, event by event.
+"""
+
+import collections
 import json
+import logging
+import typing
+from pathlib import Path
 
+import httpx2
 import pydantic
 import pytest
 from openai import AsyncOpenAI
-from openai._models import construct_type
 from openai.types.chat import ChatCompletionChunk
+from openai.types.chat.chat_completion_chunk import Choice
 from openai.types.responses import ResponseStreamEvent
 
 from agents_app import providers
 from agents_app.ai_agents.chat import build_chat_agent
-from agents_app.providers.fast_events import RESPONSE_EVENTS, FastEventsAsyncOpenAI
-from tests.fake_openai import FakeOpenAI, Reply, _chat_frames, _responses_frames
+from agents_app.providers import fast_events
+from agents_app.providers import openai as openai_provider
+from agents_app.providers.fast_events import FastEventsAsyncOpenAI
 from tests.test_openai_provider import run_streamed, text_deltas
 
+DATA = Path(__file__).parent / "data"
 MODEL = "gpt-4.1-mini"
-DELTA_EVENTS = {"ResponseTextDeltaEvent", "ResponseFunctionCallArgumentsDeltaEvent"}
-REPLIES = [Reply(text="Hello there, in a few words."), Reply(tool=("calculate", {"expression": "6 * 7"}))]
+UNKNOWN = "x7Yq"  # the value of a member the types do not know
 
 
-def wire_payloads(frames) -> list[dict]:
-    payloads = []
-    for frame, _is_delta in frames:
-        data = frame.decode().split("data: ", 1)[1].strip()
-        if data != "[DONE]":
-            payloads.append(json.loads(data))
-    return payloads
+def recorded(name: str) -> list[dict]:
+    return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
+
+
+RESPONSES = recorded("responses_stream.jsonl")
+CHAT = recorded("chat_completions_stream.jsonl")
 
 
 def without_nulls(value):
@@ -38,28 +48,74 @@ def without_nulls(value):
     return value
 
 
-def chat_payloads() -> list[dict]:
-    fake = FakeOpenAI(deltas=4)
-    payloads = []
-    for reply in REPLIES:
-        payloads += wire_payloads(_chat_frames(fake, reply, MODEL, (12, 6), include_usage=True))
-    return payloads
+def with_unknown_everywhere(value):
+    """An extra member in every object, nested ones too."""
+    if isinstance(value, dict):
+        return {**{k: with_unknown_everywhere(v) for k, v in value.items()}, "future_member": UNKNOWN}
+    if isinstance(value, list):
+        return [with_unknown_everywhere(v) for v in value]
+    return value
 
 
-def responses_payloads() -> list[dict]:
-    fake = FakeOpenAI(deltas=4)
-    payloads = []
-    for reply in REPLIES:
-        payloads += wire_payloads(_responses_frames(fake, fake._response(reply, MODEL, (12, 6))))
-    return payloads
+VARIANTS = {
+    "as_sent": lambda p: p,
+    "without_nulls": without_nulls,
+    "unknown_member": lambda p: {**p, "future_member": UNKNOWN},
+    "unknown_member_everywhere": with_unknown_everywhere,
+}
 
 
-def variants(payloads: list[dict]) -> list[dict]:
-    """Each payload as sent, without its nulls, and with a member the types do not know."""
-    out = []
-    for payload in payloads:
-        out += [payload, without_nulls(payload), {**payload, "obfuscation": "x7Yq"}]
-    return out
+def sse_body(api: str, payloads: list[dict]) -> bytes:
+    if api == "responses":  # the Responses API names each event; it sends no [DONE]
+        frames = [f"event: {p.get('type')}\ndata: {json.dumps(p)}\n\n" for p in payloads]
+    else:
+        frames = [f"data: {json.dumps(p)}\n\n" for p in payloads] + ["data: [DONE]\n\n"]
+    return "".join(frames).encode()
+
+
+class CountingClient(FastEventsAsyncOpenAI):
+    """The fast client, counting the events its fast way built, by class."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.built = collections.Counter()
+
+    def validate_event(self, cls, data):
+        event = super().validate_event(cls, data)
+        self.built[type(event)] += 1
+        return event
+
+
+class FailingClient(FastEventsAsyncOpenAI):
+    def validate_event(self, cls, data):
+        raise RuntimeError("a bug in the fast way")
+
+
+async def replay(client_class, api: str, payloads: list[dict]):
+    """The events a client of `client_class` reads from a stream of these payloads, and the client."""
+    body = sse_body(api, payloads)
+    transport = httpx2.MockTransport(
+        lambda request: httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+    )
+    client = client_class(
+        api_key="k",
+        base_url="http://upstream.test/v1",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=transport),
+    )
+    async with client:
+        if api == "responses":
+            stream = await client.responses.create(model=MODEL, input="hi", stream=True)
+        else:
+            stream = await client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        events = [event async for event in stream]
+    assert len(events) == len(payloads)
+    return events, client
 
 
 def assert_same(fast, slow, path="event"):
@@ -82,104 +138,160 @@ def assert_same(fast, slow, path="event"):
         assert fast == slow, path
 
 
-def both_ways(cast_to, payload):
-    fast = FastEventsAsyncOpenAI(api_key="k", base_url="http://127.0.0.1:9/v1")
-    slow = AsyncOpenAI(api_key="k", base_url="http://127.0.0.1:9/v1")
-    return (
-        fast._process_response_data(data=payload, cast_to=cast_to, response=None),
-        slow._process_response_data(data=payload, cast_to=cast_to, response=None),
+def assert_streams_equal(fast_events, slow_events):
+    for i, (fast, slow) in enumerate(zip(fast_events, slow_events, strict=True)):
+        assert_same(fast, slow, f"event[{i}] ({getattr(slow, 'type', 'chunk')})")
+        assert fast.model_dump(warnings=False) == slow.model_dump(warnings=False), i
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(
+    "api, payloads", [("responses", RESPONSES), ("chat", CHAT)], ids=["responses", "chat"]
+)
+async def test_the_recorded_streams_come_out_as_openai_builds_them(api, payloads, variant):
+    sent = [VARIANTS[variant](payload) for payload in payloads]
+    slow, _ = await replay(AsyncOpenAI, api, sent)
+    fast, client = await replay(CountingClient, api, sent)
+    assert_streams_equal(fast, slow)
+    if variant != "unknown_member_everywhere":  # there, some (in dicts of typed values) are refused
+        # ... and the fast way built every one of them, not openai's construct.
+        assert client.built == collections.Counter(type(event) for event in fast)
+
+
+def union_members(union) -> set[type]:
+    return set(typing.get_args(typing.get_args(union)[0]))  # Annotated[Union[...], <discriminator>]
+
+
+async def test_the_recording_holds_every_event_type_of_the_installed_openai():
+    """A new member of `ResponseStreamEvent` (a later openai) fails here until it is recorded."""
+    events, _ = await replay(AsyncOpenAI, "responses", RESPONSES)
+    missing = union_members(ResponseStreamEvent) - {type(event) for event in events}
+    assert not missing, f"record these in tests/data (see its README): {sorted(c.__name__ for c in missing)}"
+    assert set(fast_events.RESPONSE_EVENTS.values()) == union_members(ResponseStreamEvent)
+
+
+def models_under(cls, seen=None) -> set[type[pydantic.BaseModel]]:
+    seen = set() if seen is None else seen
+    if cls not in seen:
+        seen.add(cls)
+        for field in cls.model_fields.values():
+            for model in annotation_models(field.annotation):
+                models_under(model, seen)
+    return seen
+
+
+def annotation_models(annotation):
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        yield annotation
+    for arg in typing.get_args(annotation):
+        yield from annotation_models(arg)
+
+
+def set_members(value, found):
+    """(class, member) of every non-null member in these objects, declared or extra."""
+    if isinstance(value, pydantic.BaseModel):
+        for name in [*type(value).model_fields, *(value.model_extra or {})]:
+            member = getattr(value, name)
+            if member is not None:
+                found.add((type(value), name))
+                set_members(member, found)
+    elif isinstance(value, list):
+        for item in value:
+            set_members(item, found)
+    return found
+
+
+async def test_the_recording_holds_every_chunk_shape_of_the_installed_openai():
+    """Every member of every class in a chunk is set somewhere (a later openai's new member fails
+    here until it is recorded); and what the SDK's stream handler reads: each finish reason, the
+    usage-only last chunk, reasoning as compatible servers send it."""
+    chunks, _ = await replay(AsyncOpenAI, "chat", CHAT)
+    found = set_members(chunks, set())
+    expected = {(cls, name) for cls in models_under(ChatCompletionChunk) for name in cls.model_fields}
+    assert not expected - found, (
+        f"record chunks with these set: {sorted((c.__name__, n) for c, n in expected - found)}"
     )
+    deltas = {name for cls, name in found if cls.__name__ == "ChoiceDelta"}
+    assert {"reasoning_content", "reasoning", "thinking_blocks"} <= deltas
+    finish_reason = Choice.model_fields["finish_reason"].annotation  # Optional[Literal[...]]
+    reasons = set(typing.get_args(typing.get_args(finish_reason)[0]))
+    assert reasons == {choice.finish_reason for chunk in chunks for choice in chunk.choices} - {None}
+    assert any(chunk.choices == [] and chunk.usage is not None for chunk in chunks)
 
 
-@pytest.mark.parametrize(
-    "cast_to, payloads",
-    [(ChatCompletionChunk, chat_payloads()), (ResponseStreamEvent, responses_payloads())],
-    ids=["chat_completions", "responses"],
-)
-def test_every_streamed_event_comes_out_as_openai_builds_it(cast_to, payloads, monkeypatch):
-    kinds = {p.get("type") or bool(p["choices"]) for p in payloads}
-    assert len(kinds) >= 2  # text, tool calls, usage or lifecycle events: more than one kind
-    validated = []
-    real_validate = pydantic.BaseModel.model_validate.__func__
-
-    def counting_validate(cls, *args, **kwargs):
-        validated.append(cls)
-        return real_validate(cls, *args, **kwargs)
-
-    monkeypatch.setattr(pydantic.BaseModel, "model_validate", classmethod(counting_validate))
-    fast_kinds = set()
-    for payload in variants(payloads):
-        fast, slow = both_ways(cast_to, payload)
-        assert_same(fast, slow)
-        fast_kinds.add(type(fast).__name__)
-    # ... and every one of them came through the validator, not through openai's construct.
-    assert len(validated) == 3 * len(payloads)
-    assert fast_kinds >= ({"ChatCompletionChunk"} if cast_to is ChatCompletionChunk else DELTA_EVENTS)
-
-
-@pytest.mark.parametrize(
-    "instructions",
-    [
-        [{"role": "developer", "content": "Be brief."}],
-        [{"type": "message", "role": "system", "content": [{"type": "input_text", "text": "Be brief."}]}],
-        [{"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": []}],
-        [{"type": "item_reference", "id": "msg_1"}, {"type": "message", "role": "user", "content": "hi"}],
-    ],
-    ids=["easy", "input_message", "output_message", "reference"],
-)
-def test_members_of_a_union_that_share_a_tag_come_out_as_openai_picks_them(instructions):
-    """A `Response`'s instructions may be input items, and three kinds of them share
-    `type: "message"`: openai's `construct_type` and the validator must pick the same class."""
-    completed = next(p for p in responses_payloads() if p["type"] == "response.completed")
-    payload = {**completed, "response": {**completed["response"], "instructions": instructions}}
-    RESPONSE_EVENTS["response.completed"].model_validate(payload)  # valid: the fast path takes it
-    fast, slow = both_ways(ResponseStreamEvent, payload)
-    assert_same(fast, slow)
-
-
-def test_what_the_validator_refuses_takes_openais_lenient_way():
-    [first, *_] = chat_payloads()
+async def test_what_the_validator_refuses_takes_openais_lenient_way():
+    first = CHAT[0]
     new_tier = {**first, "service_tier": "some-future-tier"}  # not in the Literal yet
-    fast, slow = both_ways(ChatCompletionChunk, new_tier)
-    assert fast.service_tier == "some-future-tier"
-    assert_same(fast, slow)
+    slow, _ = await replay(AsyncOpenAI, "chat", [new_tier])
+    fast, client = await replay(CountingClient, "chat", [new_tier])
+    assert fast[0].service_tier == "some-future-tier"
+    assert_streams_equal(fast, slow)
+    assert not client.built
 
     future_event = {"type": "response.some_future_event", "sequence_number": 3, "detail": {"a": 1}}
-    fast, slow = both_ways(ResponseStreamEvent, future_event)
-    assert_same(fast, slow)
-    assert fast == construct_type(type_=ResponseStreamEvent, value=future_event)
+    slow, _ = await replay(AsyncOpenAI, "responses", [future_event])
+    fast, client = await replay(CountingClient, "responses", [future_event])
+    assert_streams_equal(fast, slow)
+    assert not client.built
 
 
-@pytest.mark.parametrize("responses", [False, True], ids=["chat_completions", "responses"])
-@pytest.mark.parametrize("fast_events", [True, False], ids=["fast", "openai"])
-async def test_streamed_runs_skip_openais_construct(
-    start_fake, use_fake, settings, monkeypatch, responses, fast_events
-):
-    """Through the provider, openai's `construct_type` builds no streamed event; with
-    OPENAI_FAST_EVENTS off it builds every one."""
-    settings.OPENAI_FAST_EVENTS = fast_events
-    fake = start_fake(text="Built by the validator, one piece at a time.", deltas=5)
-    use_fake(fake, responses=responses)
-    constructed = []
-
-    def counting_construct(*, type_, value):
-        constructed.append(value.get("type", "chunk"))
-        return construct_type(type_=type_, value=value)
-
-    monkeypatch.setattr("openai._base_client.construct_type", counting_construct)
-    result, events = await run_streamed(build_chat_agent(), "Say hello")
-
-    assert result.final_output == "Built by the validator, one piece at a time."
-    assert len(text_deltas(events)) == 5
-    assert result.context_wrapper.usage.output_tokens == 5
-    if not fast_events:
-        assert constructed.count("response.output_text.delta" if responses else "chunk") >= 5
-    else:
-        assert constructed == []
+@pytest.mark.parametrize(
+    "api, payloads", [("responses", RESPONSES), ("chat", CHAT)], ids=["responses", "chat"]
+)
+async def test_an_error_in_the_fast_way_takes_openais_way(api, payloads, caplog):
+    fast_events._warn_failure.cache_clear()
+    slow, _ = await replay(AsyncOpenAI, api, payloads)
+    with caplog.at_level(logging.WARNING, logger=fast_events.__name__):
+        fast, _ = await replay(FailingClient, api, payloads)
+    assert_streams_equal(fast, slow)
+    [warning] = [r for r in caplog.records if "fast event parsing failed" in r.getMessage()]
+    assert "RuntimeError" in warning.getMessage()
 
 
-def test_the_setting_picks_the_client_class(settings):
+def test_the_setting_and_the_openai_version_pick_the_client_class(settings, monkeypatch, caplog):
     settings.OPENAI_API_KEY = "k"
     for flag, cls in ((True, FastEventsAsyncOpenAI), (False, AsyncOpenAI)):
         settings.OPENAI_FAST_EVENTS = flag
         assert providers.openai_provider()._client_class is cls
+
+    # An openai the module was not tested with: the stock client, and a warning once.
+    monkeypatch.setattr(fast_events, "TESTED_OPENAI_VERSIONS", frozenset({"0.0.1"}))
+    openai_provider._warn_untested.cache_clear()
+    settings.OPENAI_FAST_EVENTS = True
+    with caplog.at_level(logging.WARNING, logger=openai_provider.__name__):
+        assert providers.openai_provider()._client_class is AsyncOpenAI
+        assert providers.openai_provider()._client_class is AsyncOpenAI
+    [warning] = [r for r in caplog.records if "not among the versions" in r.getMessage()]
+    assert "OPENAI_FAST_EVENTS" in warning.getMessage()
+
+
+@pytest.mark.parametrize("responses", [False, True], ids=["chat_completions", "responses"])
+async def test_streamed_runs_are_the_same_either_way(start_fake, use_fake, settings, monkeypatch, responses):
+    """Runs through the SDK against the fake server: the fast way builds the events when
+    OPENAI_FAST_EVENTS is on, none when off, and the runs stream the same events."""
+    fake = start_fake(text="Built by the validator, one piece at a time.", deltas=5)
+    use_fake(fake, responses=responses)
+    built = []
+    original = FastEventsAsyncOpenAI.validate_event
+
+    def counting(self, cls, data):
+        built.append(cls)
+        return original(self, cls, data)
+
+    monkeypatch.setattr(FastEventsAsyncOpenAI, "validate_event", counting)
+    runs = {}
+    for fast in (True, False):
+        settings.OPENAI_FAST_EVENTS = fast
+        built.clear()
+        result, events = await run_streamed(build_chat_agent(), "Say hello")
+        assert result.final_output == "Built by the validator, one piece at a time."
+        assert len(text_deltas(events)) == 5
+        assert result.context_wrapper.usage.output_tokens == 5
+        assert len(built) >= 5 if fast else built == []
+        runs[fast] = [
+            (e.type, getattr(e, "name", None), getattr(e.data, "type", None), getattr(e.data, "delta", None))
+            if e.type == "raw_response_event"
+            else (e.type, getattr(e, "name", None))
+            for e in events
+        ]
+    assert runs[True] == runs[False]
