@@ -5,8 +5,9 @@ import pytest
 from agents_app.models import Run
 from research_app.models import Document, ResearchReport
 
-from .streams import SSEClient, lifespan_shutdown, ws_client, ws_events_until_terminal
+from .streams import SSEClient, lifespan_shutdown, text_of, ws_client, ws_events_until_terminal
 
+TEXT_DELTA = "response.output_text.delta"
 pytestmark = pytest.mark.django_db(transaction=True)
 
 QUESTION = "How do volcanoes and plate tectonics build islands?"
@@ -117,6 +118,39 @@ async def test_cancel_during_searches_over_rest_while_streaming_sse(alice, corpu
     assert events[-1]["type"] == "stream_complete" and events[-1]["status"] == "cancelled"
     report = await ResearchReport.objects.aget(run_id=run_id)
     assert report.status == "cancelled" and len(report.search_results) < len(report.plan)
+
+
+async def test_a_cancelled_research_keeps_where_its_report_is_not_its_searchers_text(
+    alice, corpus, settings, api_for
+):
+    """Searches run in parallel, each streaming its own text: cut short, a research run keeps as its
+    output where its report is and the plan, never the interleaved text of the searchers."""
+    settings.OFFLINE_MODEL_DELAY = 0.01
+    settings.RESEARCH_SEARCH_CONCURRENCY = 3
+    client = SSEClient("POST", "/api/agents/research/stream", {"input": QUESTION}, alice.token)
+    assert await client.start() == 200
+    searching = await client.read_until(
+        lambda e: e["type"] == "research_progress" and e["stage"] == "searching"
+    )
+    await client.read_until(lambda e: e["seq"] > searching[-1]["seq"] and e.get("event_type") == TEXT_DELTA)
+    run_id = searching[0]["run_id"]
+    assert (await api_for(alice).post(f"/api/runs/{run_id}/cancel")).status_code == 202
+    events = await client.read_all()
+    assert events[-1]["status"] == "cancelled"
+    searching_from = next(i for i, e in enumerate(events) if e.get("stage") == "searching")
+    assert text_of(events[searching_from:])  # the searchers had streamed text when the cancel came
+    run = await Run.objects.aget(pk=run_id)
+    report = await ResearchReport.objects.aget(run=run)
+    assert (
+        run.final_output
+        == events[-1]["final_output"]
+        == {
+            "report_id": report.pk,
+            "status": "cancelled",
+            "plan": report.plan,
+        }
+    )
+    assert report.status == "cancelled"
 
 
 async def test_a_stopping_server_leaves_the_report_interrupted_like_its_run(alice, corpus, settings):

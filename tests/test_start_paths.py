@@ -1,0 +1,145 @@
+"""Every surface starts its runs through the engine's one `start_run`: the same Run row, the same
+first events, whichever way the run came in."""
+
+import asyncio
+import json
+
+import pytest
+from django.core.management import call_command
+from django.db import connections
+
+from agents_app.models import Run, RunEvent
+from agents_app.runs import start
+
+from .streams import stream_run, ws_client, ws_events_until_terminal
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Every module that starts runs, by the name it imported `start_run` under.
+CALLERS = [
+    "agents_app.api.rest",
+    "agents_app.api.sse",
+    "agents_app.api.sockets",
+    "agents_app.management.commands.run_agent",
+    "research_app.services",
+]
+
+
+@pytest.fixture
+def starts(monkeypatch) -> list[str]:
+    """The surfaces' `start_run`, counted (the real one runs)."""
+    calls = []
+    for module in CALLERS:
+
+        async def counting(*args, _module=module, **kwargs):
+            calls.append(_module)
+            return await start.start_run(*args, **kwargs)
+
+        monkeypatch.setattr(f"{module}.start_run", counting)
+    return calls
+
+
+async def rest_run(alice, api_for):
+    return (await api_for(alice).post("/api/agents/chat/run", {"input": "What is 2 + 2?"})).json()["run_id"]
+
+
+async def reference_run(alice, api_for):
+    body = {"input": "What is 2 + 2?", "session_id": "123"}
+    return (await api_for(alice).post("/chat/run", body)).json()["run_id"]
+
+
+async def sse_stream(alice, api_for):
+    return (await stream_run(alice.token, {"input": "What is 2 + 2?"}))[1][0]["run_id"]
+
+
+async def reference_stream(alice, api_for):
+    _, events = await stream_run(alice.token, {"input": "What is 2 + 2?", "session_id": "7"}, "/chat/stream")
+    return events[0]["run_id"]
+
+
+async def websocket_run(alice, api_for):
+    ws = ws_client("chat", token=alice.token)
+    assert (await ws.connect())[0]
+    await ws.send_json_to({"type": "run", "input": "What is 2 + 2?"})
+    events = await ws_events_until_terminal(ws)
+    await ws.disconnect()
+    return events[0]["run_id"]
+
+
+async def research(alice, api_for):
+    response = await api_for(alice).post("/api/research/", {"query": "How do volcanoes build islands?"})
+    return response.json()["run_id"]
+
+
+async def reference_research(alice, api_for):
+    response = await api_for(alice).post("/research?query=How+do+volcanoes+build+islands%3F")
+    return response.json()["run_id"]
+
+
+async def run_agent_command(alice, api_for):
+    def command():  # in a thread of its own, as from a terminal: the command runs its own loop
+        try:
+            call_command("run_agent", "chat", "What is 2 + 2?", user=alice.username)
+        finally:
+            connections.close_all()
+
+    await asyncio.to_thread(command)
+    return str((await Run.objects.filter(owner=alice).order_by("-created_at").afirst()).pk)
+
+
+SURFACES = {
+    rest_run: ("agents_app.api.rest", "chat"),
+    reference_run: ("agents_app.api.rest", "chat"),
+    sse_stream: ("agents_app.api.sse", "chat"),
+    reference_stream: ("agents_app.api.sse", "chat"),
+    websocket_run: ("agents_app.api.sockets", "chat"),
+    research: ("research_app.services", "research"),
+    reference_research: ("research_app.services", "research"),
+    run_agent_command: ("agents_app.management.commands.run_agent", "chat"),
+}
+
+
+@pytest.mark.parametrize("surface", SURFACES, ids=[surface.__name__ for surface in SURFACES])
+async def test_every_surface_starts_its_run_through_start_run(surface, alice, api_for, starts):
+    caller, agent = SURFACES[surface]
+    run_id = await surface(alice, api_for)
+    assert starts == [caller]
+    run = await Run.objects.aget(pk=run_id)
+    for _ in range(100):  # the research endpoint answers before its run ends
+        if not run.is_active:
+            break
+        await asyncio.sleep(0.05)
+        await run.arefresh_from_db()
+    assert (run.owner_id, run.agent, run.status) == (alice.pk, agent, "completed")
+    assert (run.provider, run.model) == ("offline", "offline-echo-1")
+    assert run.worker_channel and run.started_at and run.heartbeat_at and run.finished_at
+    assert run.on_disconnect == "continue" and run.last_seq > 1
+    assert (run.conversation_id is None) == (agent == "research")
+    events = [e.data async for e in RunEvent.objects.filter(run=run).order_by("seq")]
+    assert events[0] == {
+        "type": "run_started",
+        "seq": 1,
+        "run_id": str(run.pk),
+        "conversation_id": str(run.conversation_id) if run.conversation_id else None,
+        "agent": agent,
+        "provider": "offline",
+        "model": "offline-echo-1",
+    }
+    assert events[-1]["type"] == "stream_complete" and events[-1]["seq"] == run.last_seq
+    assert json.loads(json.dumps(events[-1]["usage"])) == run.usage
+
+
+def test_no_surface_starts_a_run_another_way():
+    """Only `start_run` creates runs: nothing else in the project calls `create_run` or inserts one."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    creating = re.compile(r"\bcreate_run\(|\bRun\(|\bRun\.objects\.a?(create|bulk_create|get_or_create)\(")
+    offenders = []
+    for path in [*root.glob("agents_app/**/*.py"), *root.glob("research_app/**/*.py")]:
+        if "migrations" in path.parts or path.name in ("start.py", "models.py"):
+            continue
+        if creating.search(path.read_text()):
+            offenders.append(str(path.relative_to(root)))
+    assert offenders == []
