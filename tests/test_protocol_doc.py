@@ -8,6 +8,8 @@ import pytest
 
 from agents_app.models import RunEvent
 
+from .streams import SSEClient
+
 DOC = Path(__file__).resolve().parent.parent / "docs" / "events.md"
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,10 +23,20 @@ def shape(event: dict) -> tuple:
     return event["type"], event.get("name") or event.get("event_type")
 
 
-async def test_documented_examples_match_real_events(api_for, alice):
+async def test_documented_examples_match_real_events(api_for, alice, settings):
     api = api_for(alice)
     await api.post("/api/agents/chat/run", {"input": "What is 17 * 23?"})
     await api.post("/api/agents/assistant/run", {"input": "Please calculate 12 + 30"})
+    # A run that waits its turn behind another of its conversation.
+    settings.OFFLINE_MODEL_DELAY = 0.02
+    first = SSEClient(
+        "POST", "/api/agents/chat/stream", {"input": "Tell me a story", "session_id": "d"}, alice.token
+    )
+    assert await first.start() == 200
+    await first.read_until(lambda e: e["type"] == "run_started")
+    queued = {"input": "And then?", "session_id": "d", "if_busy": "enqueue"}
+    assert (await api.post("/api/agents/chat/run", queued)).status_code == 200
+    await first.read_all()
     real: dict[tuple, set] = {}
     async for event in RunEvent.objects.all():
         real.setdefault(shape(event.data), set(event.data))
