@@ -144,3 +144,27 @@ async def test_a_queued_run_can_be_cancelled_before_it_runs(alice, api_for, slow
     run = await Run.objects.aget(pk=queued_id)
     assert run.status == "cancelled" and run.started_at is None
     assert (await first.read_all())[-1]["status"] == "completed"
+
+
+async def test_a_conversation_socket_streams_the_running_run_then_the_queued_one(alice, slow_model):
+    from channels.testing import WebsocketCommunicator
+
+    from config.asgi import application
+
+    slow_model["seconds"] = 0.5
+    first = await start_stream(alice, "first", session_id="w")
+    second = await start_stream(alice, "second", session_id="w", if_busy="enqueue")
+    conversation = first.events()[0]["conversation_id"]
+    ws = WebsocketCommunicator(
+        application,
+        f"/ws/conversations/{conversation}/",
+        headers=[(b"authorization", f"Token {alice.token}".encode())],
+    )
+    assert (await ws.connect())[0]
+    first_id, second_id = first.events()[0]["run_id"], second.events()[0]["run_id"]
+    events = await ws_events_until_terminal(ws, first_id)
+    events += await ws_events_until_terminal(ws, second_id)
+    await ws.disconnect()
+    assert [e for e in events if e["run_id"] == first_id] == await first.read_all()
+    two = [e for e in events if e["run_id"] == second_id]
+    assert two == await second.read_all() and two[0]["type"] == "run_queued"

@@ -22,6 +22,7 @@ from ..runs.cancel import cancel_run
 from ..runs.errors import UPSTREAM_ERROR_CODES, ConversationBusy, NotFound
 from ..runs.read import refresh_liveness
 from ..runs.start import start_run
+from ..runs.sweep import is_stale
 from ..selectors import agent_describe, conversations_for, run_events_after, runs_for
 from .errors import choice_param, error_body
 from .serializers import (
@@ -179,7 +180,10 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         return qs
 
     def get_object(self):
-        return async_to_sync(refresh_liveness)(super().get_object())
+        run = super().get_object()
+        if is_stale(run):  # its process died: it ends now, not `running` for ever
+            async_to_sync(refresh_liveness)(run)
+        return run
 
     @action(detail=True, methods=["get"], pagination_class=EventPagination)
     def events(self, request, pk=None):

@@ -7,7 +7,7 @@ and the socket stays open.
 
 `/ws/agents/<slug>/` serves any run of the caller; `/ws/conversations/<id>/` is bound to one
 conversation: its runs continue that conversation, and on connect it streams the
-conversation's active run, if any, from its first event.
+conversation's active runs, if any, from their first events.
 """
 
 import asyncio
@@ -214,8 +214,9 @@ class ConversationSocketConsumer(AgentSocketConsumer):
 
     `run` messages continue this conversation with its agent (`conversation_id` and `agent` may
     be left out; if given they must match); `cancel` and `resume` take runs of this conversation
-    only. On connect the conversation's active run, if any, is streamed from its first event, so
-    a client that comes back mid-answer sees the whole answer so far and then the rest live."""
+    only. On connect the conversation's active runs (the running one, then any queued behind it)
+    are streamed from their first events, so a client that comes back mid-answer sees the whole
+    answer so far and then the rest live."""
 
     async def bind(self, user) -> bool:
         conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
@@ -224,13 +225,10 @@ class ConversationSocketConsumer(AgentSocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return False
         self.slug = self.conversation.agent
-        active = await (
-            Run.objects.filter(conversation=self.conversation, status__in=Run.ACTIVE)
-            .order_by("-created_at")
-            .afirst()
-        )
-        if active is not None:
-            await self._follow(active, 0)
+        # The running run first, then those queued behind it, in their order.
+        active = Run.objects.filter(conversation=self.conversation, status__in=Run.ACTIVE)
+        async for run in active.order_by("-status", "created_at"):
+            await self._follow(run, 0)
         return True
 
     async def _run(self, message: dict) -> None:

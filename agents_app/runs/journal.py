@@ -86,7 +86,6 @@ class Journal:
         self.lost: dict[str, BaseException] = {}
         self._pending: list[Entry] = []
         self._wake = asyncio.Event()
-        self._in_flight: asyncio.Future | None = None
         self._idle = asyncio.get_running_loop().create_future()
         self._idle.set_result(None)
         # The wait between flushes, while it lasts; an urgent event ends it or skips it.
@@ -165,10 +164,14 @@ class Journal:
             last_flush = loop.time()
             self._wake.clear()
             self._urgent = False
+            batch = self._take()
             try:
-                await self._write(self._take())
+                await self._write(batch)
             except Exception:
                 log.exception("the journal failed to write a batch")
+                for entry in batch:  # nobody waits for ever on an end
+                    if entry.done is not None and not entry.done.done():
+                        entry.done.set_result(REFUSED)
             if not self._pending and not self._idle.done():
                 self._idle.set_result(None)
 
