@@ -2,9 +2,11 @@ from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
 
-def _report_follows_its_run(sender, run_id, status, error, **kwargs) -> None:
+def _report_follows_its_run(sender, run_id, agent, status, error, **kwargs) -> None:
     """A research run that ended before its pipeline could say so (its process died, a cancel
     cut it short): its report ends as the run did, not `running` for ever."""
+    if agent != "research":
+        return
     from django.utils import timezone
 
     from .models import ResearchReport

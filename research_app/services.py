@@ -7,7 +7,7 @@ from django.db import transaction
 
 from agents_app.registry import get_spec
 from agents_app.runs.errors import ServiceError
-from agents_app.runs.start import start_run
+from agents_app.runs.start import RunRequest, start_run
 
 from .models import Document
 from .pipeline import report_for_run
@@ -128,6 +128,6 @@ def _display_path(file: Path) -> str:
 async def research_start(*, user, query: str, on_disconnect: str = "continue"):
     """Start a research run; returns (run, report, task). The report is created here or by the pipeline."""
     spec = get_spec("research")
-    run, task = await start_run(user=user, spec=spec, input=query, on_disconnect=on_disconnect)
+    run, task = await start_run(RunRequest(user=user, spec=spec, input=query, on_disconnect=on_disconnect))
     report = await report_for_run(run)
     return run, report, task

@@ -177,7 +177,7 @@ async def test_ends_that_arrive_together_share_a_commit(alice, slow_model, monke
     memory) share the journal's batches, and every run still gets its full record."""
     from agents_app.registry import get_spec
     from agents_app.runs.cancel import cancel_here
-    from agents_app.runs.start import start_run
+    from agents_app.runs.start import RunRequest, start_run
 
     batches = []
     real = journal_module._commit
@@ -192,7 +192,8 @@ async def test_ends_that_arrive_together_share_a_commit(alice, slow_model, monke
     slow_model["seconds"] = 30
     chat = get_spec("chat")
     started = [
-        await start_run(user=alice, spec=chat, input=f"question {i}", session_key=f"s{i}") for i in range(20)
+        await start_run(RunRequest(user=alice, spec=chat, input=f"question {i}", session_key=f"s{i}"))
+        for i in range(20)
     ]
     await asyncio.sleep(0.2)  # all waiting on the model
     assert all(cancel_here(run.pk) for run, _ in started)
@@ -217,7 +218,7 @@ def test_an_end_holds_only_while_its_run_is_active(alice):
             str(run.pk),
             {"type": "stream_complete", "seq": 1},
             '{"type":"stream_complete","seq":1}',
-            RunEnd({"status": "completed"}),
+            RunEnd({"status": "completed"}, "chat"),
         )
         for run in runs
     ]
@@ -310,3 +311,21 @@ def test_event_json_is_compact_strict_and_never_refused():
     assert json.loads(encode({"score": float("nan"), "big": float("inf")})) == {"score": None, "big": None}
     # Keys that are not strings and integers beyond 64 bits: the standard encoder's output.
     assert encode({"counts": {1: 2}, "n": 2**70}) == '{"counts":{"1":2},"n":1180591620717411303424}'
+
+
+async def test_events_are_stored_as_they_were_sent(alice):
+    """The journal hands the database already-encoded events (on PostgreSQL a batch is one JSON
+    array parameter): quotes, backslashes, control characters, non-ASCII and big numbers come
+    back as they went in."""
+    journal = get_engine().journal
+    run = await Run.objects.acreate(owner=alice, agent="chat", input="x", status="running")
+    texts = ['say "hi"', "back\\slash \\n", "tab\there\nnewline", "héllo ✓ 🚀", "</script><b>", "\u2028"]
+    sent = [delta(run.pk, seq, text) for seq, text in enumerate(texts, start=1)]
+    sent.append(
+        {"type": "raw_response", "seq": 7, "run_id": str(run.pk), "n": 2**53, "x": 0.25, "none": None}
+    )
+    for event in sent:
+        journal.append(str(run.pk), event)
+    await journal.flush()
+    stored = [e.data async for e in RunEvent.objects.filter(run=run).order_by("seq")]
+    assert stored == sent

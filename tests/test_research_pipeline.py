@@ -121,11 +121,11 @@ async def test_failed_search_is_reported_and_skipped(alice, corpus, monkeypatch)
 
 async def test_empty_question_fails_the_run_and_report(alice, corpus):
     from agents_app.registry import get_spec
-    from agents_app.runs.start import start_run
+    from agents_app.runs.start import RunRequest, start_run
     from research_app.pipeline import report_for_run
 
     run, task = await start_run(
-        user=alice, spec=get_spec("research"), input=[{"role": "assistant", "content": "x"}]
+        RunRequest(user=alice, spec=get_spec("research"), input=[{"role": "assistant", "content": "x"}])
     )
     await task
     report = await report_for_run(run)

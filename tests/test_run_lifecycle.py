@@ -267,10 +267,10 @@ async def test_reader_in_another_process_gets_the_run_through_its_group(alice, s
     from agents_app.registry import get_spec
     from agents_app.runs import read
     from agents_app.runs.engine import get_engine
-    from agents_app.runs.start import start_run
+    from agents_app.runs.start import RunRequest, start_run
 
     settings.OFFLINE_MODEL_DELAY = 0.05
-    run, task = await start_run(user=alice, spec=get_spec("chat"), input="Tell me a long story")
+    run, task = await start_run(RunRequest(user=alice, spec=get_spec("chat"), input="Tell me a long story"))
     engine = get_engine()
     assert run.worker_channel == engine.executor.channel_name
     assert str(run.pk) not in engine.hub.watched
@@ -358,14 +358,12 @@ def test_a_started_run_holds_no_user_or_token():
     from rest_framework.authtoken.models import Token
 
     from agents_app.registry import get_spec
-    from agents_app.runs.start import create_run
+    from agents_app.runs.start import RunRequest, create_run
 
     user = get_user_model().objects.create_user("carol", password="pw")
     token = Token.objects.select_related("user").get(key=Token.objects.create(user=user).key)
     for session_key in (None, "s-1"):
-        run, _fresh = create_run(
-            token.user, get_spec("chat"), "hi", {}, None, session_key, "continue", "reject", "w"
-        )
+        run, _fresh = create_run(RunRequest(token.user, get_spec("chat"), "hi", session_key=session_key), "w")
         assert run.owner_id == user.pk and run.conversation.owner_id == user.pk
         assert not Run.owner.is_cached(run)
         assert not Conversation.owner.is_cached(run.conversation)

@@ -33,6 +33,7 @@ from .serializers import (
     RunRequestSerializer,
     RunSerializer,
     parse_run_request,
+    run_request,
 )
 
 UUID_RE = "[0-9a-fA-F-]{36}"
@@ -85,16 +86,7 @@ class AgentRunView(AsyncAPIView):
     async def post(self, request, slug: str):
         spec = spec_or_404(slug)
         data = parse_run_request(request)
-        run, task = await start_run(
-            user=request.user,
-            spec=spec,
-            input=data["input"],
-            context=data.get("context"),
-            conversation_id=data.get("conversation_id"),
-            session_key=data.get("session_id"),
-            on_disconnect=data["on_disconnect"],
-            if_busy=data["if_busy"],
-        )
+        run, task = await start_run(run_request(request.user, spec, data))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:

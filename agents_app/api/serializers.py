@@ -4,7 +4,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from ..models import Conversation, ConversationItem, Run, RunEvent
-from ..runs.start import IF_BUSY
+from ..runs.start import IF_BUSY, RunRequest
 
 
 def validate_run_input(value):
@@ -73,6 +73,20 @@ def parse_run_request(request) -> dict:
     serializer = RunRequestSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+def run_request(user, spec, data: dict, on_disconnect: str | None = None) -> RunRequest:
+    """The engine's RunRequest for a validated run request body."""
+    return RunRequest(
+        user=user,
+        spec=spec,
+        input=data["input"],
+        context=data.get("context") or {},
+        conversation_id=data.get("conversation_id"),
+        session_key=data.get("session_id"),
+        on_disconnect=on_disconnect or data["on_disconnect"],
+        if_busy=data["if_busy"],
+    )
 
 
 class CancelRequestSerializer(serializers.Serializer):

@@ -25,7 +25,7 @@ from ..runs.start import start_run
 from ..selectors import runs_for
 from .auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, WS_SUBPROTOCOL
 from .errors import first_message
-from .serializers import CancelRequestSerializer, RunRequestSerializer
+from .serializers import CancelRequestSerializer, RunRequestSerializer, run_request
 from .sse import NO_CHANNEL_LAYER
 
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -118,17 +118,7 @@ class AgentSocketConsumer(AsyncWebsocketConsumer):
         )
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        run, _task = await start_run(
-            user=self.user,
-            spec=spec,
-            input=data["input"],
-            context=data.get("context"),
-            conversation_id=data.get("conversation_id"),
-            session_key=data.get("session_id"),
-            on_disconnect=data["on_disconnect"],
-            if_busy=data["if_busy"],
-            reader=self.inbox,
-        )
+        run, _task = await start_run(run_request(self.user, spec, data), reader=self.inbox)
         # Subscribed before its first event: nothing to replay.
         run_id = str(run.pk)
         self.cursors[run_id] = RunCursor(run_id, 0)

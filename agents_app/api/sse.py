@@ -11,7 +11,6 @@ of another process), and once a second it wakes to poll an idle run and send kee
 import asyncio
 import json
 import time
-from typing import Any
 from urllib.parse import parse_qs
 
 from channels.exceptions import StopConsumer
@@ -25,12 +24,12 @@ from ..registry import all_specs, get_spec
 from ..runs.cancel import cancel_on_disconnect
 from ..runs.errors import NotFound, ServiceError
 from ..runs.read import Batch, Inbox, LayerChannel, RunCursor
-from ..runs.start import start_run
+from ..runs.start import RunRequest, start_run
 from ..runs.sync import in_sync_thread
 from ..selectors import runs_for
 from .auth import authenticated_request
 from .errors import error_body, exception_handler
-from .serializers import parse_run_request
+from .serializers import parse_run_request, run_request
 
 SSE_HEADERS = [
     (b"Content-Type", b"text/event-stream; charset=utf-8"),
@@ -102,8 +101,7 @@ class RunStreamConsumer(AsyncHttpConsumer):
             await self._json(405, error_body("method_not_allowed", f"use {self.method}"))
             return False
         try:
-            parsed = await in_sync_thread(self._parse)(body)
-            self.run, after, fresh = await self.open(parsed)
+            self.run, after, fresh = await self.open(body)
         except (APIException, ServiceError, RequestDataTooBig) as exc:
             await self._api_error(exc)
             return False
@@ -126,16 +124,10 @@ class RunStreamConsumer(AsyncHttpConsumer):
         self._tick()
         return True
 
-    def _parse(self, body: bytes) -> Any:
-        return self.parse(authenticated_request(self.scope, body))
-
-    def parse(self, request) -> Any:
-        """In the sync thread, with the authenticated request: what `open` needs."""
-        raise NotImplementedError
-
-    async def open(self, parsed: Any) -> tuple[Run, int, bool]:
+    async def open(self, body: bytes) -> tuple[Run, int, bool]:
         """The run to stream, the seq to resume after, and whether the stream is already
-        subscribed to it from its first event."""
+        subscribed to it from its first event (authentication is one trip to the database with
+        what the subclass does there: `authenticated_request`)."""
         raise NotImplementedError
 
     def last_event_id(self) -> int:
@@ -226,7 +218,13 @@ class AgentStreamConsumer(RunStreamConsumer):
         super().__init__(**kwargs)
         self.slug = slug
 
-    def parse(self, request):
+    async def open(self, body):
+        # Authentication, validation and the run's row in one trip to the database.
+        run, _task = await start_run(lambda: self.run_request(body), reader=self.inbox)
+        return run, 0, True
+
+    def run_request(self, body: bytes) -> RunRequest:
+        request = authenticated_request(self.scope, body)
         slug = self.slug or self.scope["url_route"]["kwargs"]["slug"]
         spec = get_spec(slug)
         if spec is None:
@@ -235,28 +233,18 @@ class AgentStreamConsumer(RunStreamConsumer):
         on_disconnect = parse_qs(self.scope["query_string"].decode()).get("on_disconnect", [None])[0]
         if on_disconnect not in (None, "continue", "cancel"):
             raise ValidationError({"on_disconnect": ["must be 'continue' or 'cancel'"]})
-        return request.user, spec, data, on_disconnect or data["on_disconnect"]
-
-    async def open(self, parsed):
-        user, spec, data, on_disconnect = parsed
-        run, _task = await start_run(
-            user=user,
-            spec=spec,
-            input=data["input"],
-            context=data.get("context"),
-            conversation_id=data.get("conversation_id"),
-            session_key=data.get("session_id"),
-            on_disconnect=on_disconnect,
-            if_busy=data["if_busy"],
-            reader=self.inbox,
-        )
-        return run, 0, True
+        return run_request(request.user, spec, data, on_disconnect=on_disconnect or data["on_disconnect"])
 
 
 class RunJoinConsumer(RunStreamConsumer):
     """GET /api/runs/<id>/stream: replay and follow any run of the caller's, live or finished."""
 
-    def parse(self, request):
+    async def open(self, body):
+        run, after = await in_sync_thread(self.join)(body)
+        return run, after, False
+
+    def join(self, body: bytes) -> tuple[Run, int]:
+        request = authenticated_request(self.scope, body)
         after = self.last_event_id()
         run_id = self.scope["url_route"]["kwargs"]["run_id"]
         run = runs_for(request.user).filter(pk=run_id).first()
@@ -265,7 +253,3 @@ class RunJoinConsumer(RunStreamConsumer):
         # Joining never cancels on disconnect: only the request that started a run may ask that.
         run.on_disconnect = "continue"
         return run, after
-
-    async def open(self, parsed):
-        run, after = parsed
-        return run, after, False

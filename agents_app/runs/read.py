@@ -44,7 +44,7 @@ def runs_here(run_id: Any) -> bool:
 async def refresh_liveness(run: Run) -> Run:
     """A run as it really is: an active run whose process died is ended `interrupted` first."""
     if is_stale(run) and not runs_here(run.pk):
-        await end_stale(get_engine().journal, [run.pk])
+        await end_stale(get_engine().journal, [(run.pk, run.agent)])
         await run.arefresh_from_db()
     return run
 

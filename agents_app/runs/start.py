@@ -9,6 +9,9 @@ runs are cancelled, then the new run starts).
 """
 
 import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -29,39 +32,51 @@ from .sync import in_sync_thread
 IF_BUSY = ("reject", "enqueue", "interrupt")
 
 
+@dataclass
+class RunRequest:
+    """What a start asks for; the surfaces make one from what the client sent."""
+
+    user: Any
+    spec: AgentSpec
+    input: Any
+    context: dict = field(default_factory=dict)
+    conversation_id: Any = None
+    session_key: str | None = None
+    on_disconnect: str = "continue"
+    if_busy: str = "reject"
+
+
 async def start_run(
-    *,
-    user,
-    spec: AgentSpec,
-    input: Any,
-    context: dict | None = None,
-    conversation_id: Any = None,
-    session_key: str | None = None,
-    on_disconnect: str = "continue",
-    if_busy: str = "reject",
-    reader: Reader | None = None,
+    request: RunRequest | Callable[[], RunRequest], reader: Reader | None = None
 ) -> tuple[Run, asyncio.Task]:
     """Create a run and hand it to this process's executor; returns the Run and its task.
 
-    `reader` gets every batch of the run's events from the first on. Raises a ServiceError
-    (nothing is started) for a conversation that is not the caller's or is busy (`reject`),
-    or when the caller has too many active runs."""
-    if if_busy not in IF_BUSY:
-        raise ServiceError(f"if_busy must be one of {', '.join(IF_BUSY)}", field="if_busy")
+    `request` may also be a function that makes the request in the start's own trip to the
+    database, so that a surface whose authentication needs the database (the SSE consumer)
+    costs one trip, not two. `reader` gets every batch of the run's events from the first on.
+    Raises a ServiceError (nothing is started) for a conversation that is not the caller's or
+    is busy (`reject`), or when the caller has too many active runs."""
     engine = await start_engine()
     worker = engine.executor.channel_name
-    args = (user, spec, input, context or {}, conversation_id, session_key, on_disconnect, if_busy, worker)
     try:
-        run, fresh = await in_sync_thread(create_run)(*args)
+        request, run, fresh = await in_sync_thread(_admit)(request, worker)
     except ConversationBusy as busy:
         # A run left active by a process that died no longer holds the conversation.
-        if not await _swept(busy.extra.get("active_run_id")):
+        if callable(request) or not await _swept(busy.extra.get("active_run_id")):
             raise
-        run, fresh = await in_sync_thread(create_run)(*args)
-    task = engine.executor.launch(run, spec, reader=reader, fresh_conversation=fresh)
-    if if_busy == "interrupt" and run.status == Run.Status.QUEUED:
+        request, run, fresh = await in_sync_thread(_admit)(request, worker)
+    task = engine.executor.launch(run, request.spec, reader=reader, fresh_conversation=fresh)
+    if request.if_busy == "interrupt" and run.status == Run.Status.QUEUED:
         await _cancel_others(run)
     return run, task
+
+
+def _admit(request: RunRequest | Callable[[], RunRequest], worker: str) -> tuple[RunRequest, Run, bool]:
+    if callable(request):
+        request = request()
+    if request.if_busy not in IF_BUSY:
+        raise ServiceError(f"if_busy must be one of {', '.join(IF_BUSY)}", field="if_busy")
+    return (request, *create_run(request, worker))
 
 
 async def _swept(run_id: str | None) -> bool:
@@ -83,70 +98,88 @@ async def _cancel_others(run: Run) -> None:
             pass  # it ended meanwhile
 
 
-def create_run(
-    user, spec, input, context, conversation_id, session_key, on_disconnect, if_busy, worker
-) -> tuple[Run, bool]:
+def create_run(request: RunRequest, worker: str, queue: bool = False) -> tuple[Run, bool]:
     """The database half of a start (in the sync thread): the Run row, and whether its
     conversation is new (it has no memory to read). `worker` is the control channel of the
-    executor that will run it. A refused start leaves nothing behind, not even a new conversation."""
-    with transaction.atomic():
-        if settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER > 0:
-            _check_active_runs(user)
-        conversation, fresh = _conversation(user, spec, conversation_id, session_key, input)
-        busy = None if fresh or conversation is None else _active_run(conversation)
-        if busy is not None and if_busy == "reject":
-            raise _busy(conversation, busy)
-        info = providers.provider_info()
-        now = timezone.now()
-        # owner_id, not owner: the run's instance (held by its readers and executor for the run's
-        # life) need not keep the user, and with it the token that authenticated it.
-        run = Run(
-            owner_id=user.pk,
-            agent=spec.slug,
-            conversation=conversation,
-            input=input,
-            context=context,
-            provider=info["provider"],
-            model=info["model"],
-            on_disconnect=on_disconnect,
-            status=Run.Status.RUNNING if busy is None else Run.Status.QUEUED,
-            started_at=now if busy is None else None,
-            heartbeat_at=now,
-            worker_channel=worker,
-        )
-        try:
-            with transaction.atomic():
+    executor that will run it; `queue`: queue it even if the conversation looks free. A refused
+    start leaves nothing behind, not even a new conversation.
+
+    A transaction only for the per-user cap: each costs two more round trips on PostgreSQL, on
+    the way to the first token. Without one, a new conversation whose run could not be inserted
+    is deleted again."""
+    capped = settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER > 0
+    conversation, fresh = None, False
+    try:
+        with transaction.atomic() if capped else contextlib.nullcontext():
+            if capped:
+                _check_active_runs(request.user)
+            conversation, fresh = _conversation(request)
+            try:
+                run = _new_run(request, conversation, fresh, worker, queue)
                 run.save(force_insert=True)
-        except IntegrityError:
-            # Another start took the conversation a moment ago.
-            if if_busy == "reject" or run.status == Run.Status.QUEUED:
-                raise _busy(conversation, _active_run(conversation)) from None
-            run.status, run.started_at = Run.Status.QUEUED, None
-            run.save(force_insert=True)
-        return run, fresh
+            except BaseException:
+                if fresh and not capped:
+                    conversation.delete()
+                raise
+            return run, fresh
+    except IntegrityError:
+        # Another start took the conversation a moment ago (one running run per conversation).
+        if conversation is None or fresh or queue:
+            raise
+        if request.if_busy == "reject":
+            raise _busy(conversation, _active_run(conversation)) from None
+        return create_run(request, worker, queue=True)
 
 
-def _conversation(
-    user, spec: AgentSpec, conversation_id, session_key, input
-) -> tuple[Conversation | None, bool]:
+def _new_run(
+    request: RunRequest, conversation: Conversation | None, fresh: bool, worker: str, queue: bool
+) -> Run:
+    busy = None if fresh or conversation is None else _active_run(conversation)
+    if busy is not None and request.if_busy == "reject":
+        raise _busy(conversation, busy)
+    waits = queue or busy is not None
+    info = providers.provider_info()
+    now = timezone.now()
+    # owner_id, not owner: the run's instance (held by its readers and executor for the run's
+    # life) need not keep the user, and with it the token that authenticated it.
+    return Run(
+        owner_id=request.user.pk,
+        agent=request.spec.slug,
+        conversation=conversation,
+        input=request.input,
+        context=request.context or {},
+        provider=info["provider"],
+        model=info["model"],
+        on_disconnect=request.on_disconnect,
+        status=Run.Status.QUEUED if waits else Run.Status.RUNNING,
+        started_at=None if waits else now,
+        heartbeat_at=now,
+        worker_channel=worker,
+    )
+
+
+def _conversation(request: RunRequest) -> tuple[Conversation | None, bool]:
     """The run's conversation and whether it is new (created here)."""
-    if conversation_id:
-        conversation = Conversation.objects.filter(pk=conversation_id, owner=user).first()
+    user, spec = request.user, request.spec
+    if request.conversation_id:
+        conversation = Conversation.objects.filter(pk=request.conversation_id, owner=user).first()
         if conversation is None:
-            raise NotFound(f"conversation {conversation_id} not found")
+            raise NotFound(f"conversation {request.conversation_id} not found")
         if conversation.agent != spec.slug:
             raise ServiceError(
-                f"conversation {conversation_id} belongs to agent {conversation.agent!r}, not {spec.slug!r}",
+                f"conversation {request.conversation_id} belongs to agent {conversation.agent!r}, "
+                f"not {spec.slug!r}",
                 field="conversation_id",
             )
         return conversation, False
-    if session_key:
+    title = title_from(request.input)
+    if request.session_key:
         return Conversation.objects.get_or_create(
-            owner_id=user.pk, agent=spec.slug, session_key=session_key, defaults={"title": title_from(input)}
+            owner_id=user.pk, agent=spec.slug, session_key=request.session_key, defaults={"title": title}
         )
     if not spec.uses_memory:
         return None, False
-    return Conversation.objects.create(owner_id=user.pk, agent=spec.slug, title=title_from(input)), True
+    return Conversation.objects.create(owner_id=user.pk, agent=spec.slug, title=title), True
 
 
 def _active_run(conversation: Conversation) -> Run | None:

@@ -30,12 +30,13 @@ def is_stale(run: Run) -> bool:
     return run.is_active and beat < stale_cutoff()
 
 
-async def end_stale(journal: Journal, run_ids: list) -> int:
-    """End these runs `interrupted` if they are still active and stale; how many it ended."""
+async def end_stale(journal: Journal, runs: list[tuple]) -> int:
+    """End these runs (their `(pk, agent)`) `interrupted` if they are still active and stale; how
+    many it ended."""
     cutoff = stale_cutoff()
     fields = {"status": Run.Status.INTERRUPTED, "error": STALE_ERROR, "error_code": "interrupted"}
     ends = []
-    for run_id in run_ids:
+    for run_id, agent in runs:
         event = {
             "type": "error",
             "seq": None,
@@ -43,12 +44,12 @@ async def end_stale(journal: Journal, run_ids: list) -> int:
             "message": STALE_MESSAGE,
             "code": "interrupted",
         }
-        ends.append(journal.end(str(run_id), event, RunEnd(dict(fields), stale_before=cutoff)))
+        ends.append(journal.end(str(run_id), event, RunEnd(dict(fields), agent, stale_before=cutoff)))
     outcomes = await asyncio.gather(*ends)
     return sum(outcome == COMMITTED for outcome in outcomes)
 
 
 async def sweep_stale(journal: Journal) -> int:
     """End every stale active run (at process start and periodically)."""
-    run_ids = [pk async for pk in stale_runs(stale_cutoff()).values_list("pk", flat=True)]
-    return await end_stale(journal, run_ids) if run_ids else 0
+    runs = [run async for run in stale_runs(stale_cutoff()).values_list("pk", "agent")]
+    return await end_stale(journal, runs) if runs else 0

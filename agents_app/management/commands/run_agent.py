@@ -8,7 +8,7 @@ from agents_app.api.serializers import validate_run_input
 from agents_app.registry import all_specs, get_spec
 from agents_app.runs.engine import close_engine
 from agents_app.runs.read import RunFollower
-from agents_app.runs.start import start_run
+from agents_app.runs.start import RunRequest, start_run
 
 
 class Command(BaseCommand):
@@ -36,7 +36,7 @@ class Command(BaseCommand):
             raise CommandError(f"run ended with status {status}")
 
     async def _run(self, spec, text, owner, session) -> str:
-        run, task = await start_run(user=owner, spec=spec, input=text, session_key=session)
+        run, task = await start_run(RunRequest(user=owner, spec=spec, input=text, session_key=session))
         status = "failed"
         async with RunFollower(run) as follower:
             async for _seq, raw in follower.events():
