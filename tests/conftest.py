@@ -57,6 +57,18 @@ async def _close_engine():
 
 
 @pytest.fixture
+def recording_layer(settings):
+    """The channel layer, recording its calls (`tests.layers.RecordingLayer`)."""
+    from channels.layers import get_channel_layer
+
+    config = dict(settings.CHANNEL_LAYERS["default"].get("CONFIG", {}))
+    config.pop("hosts", None)
+    config.pop("prefix", None)
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.layers.RecordingLayer", "CONFIG": config}}
+    return get_channel_layer()
+
+
+@pytest.fixture
 def make_user(db):
     def make(username: str = "alice", **extra):
         user = get_user_model().objects.create_user(username=username, password="pw-" + username, **extra)

@@ -274,23 +274,16 @@ async def test_a_refused_end_ends_the_run_failed_without_its_result(alice, setti
     assert (run.status, run.final_output, run.last_seq) == ("failed", None, events[-1]["seq"])
 
 
-async def test_a_channel_layer_outage_is_logged_once_not_per_batch(alice, caplog, monkeypatch):
+async def test_a_channel_layer_outage_is_logged_once_not_per_batch(alice, caplog, recording_layer):
     """Redis down: every batch of every watched run fails to publish (readers fall back to the
     database). One warning with the traceback, not thousands; one more when it works again."""
     engine = get_engine()
     run = await Run.objects.acreate(owner=alice, agent="chat", input="x", status="running")
-    real_send, down = engine.hub.layer.group_send, {"now": True}
-
-    async def group_send(group, message):
-        if down["now"]:
-            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379")
-        await real_send(group, message)
-
-    monkeypatch.setattr(engine.hub.layer, "group_send", group_send)
+    recording_layer.down.add("group_send")
     for seq in range(1, 31):  # a run of another process: published to its group
         engine.journal.append(str(run.pk), delta(run.pk, seq))
         await engine.journal.flush()
-    down["now"] = False
+    recording_layer.down.clear()
     engine.journal.append(str(run.pk), delta(run.pk, 31))
     await engine.journal.flush()
     warnings = [r for r in caplog.records if r.name == "agents_app.runs.retry" and r.levelname == "WARNING"]

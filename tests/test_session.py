@@ -116,20 +116,3 @@ async def test_a_failed_run_leaves_the_memory_as_it_was(api_for, alice, monkeypa
         "Hi! My name is Ada.",
         "What is my name?",
     ]
-
-
-def test_the_sdk_reads_the_methods_signatures_without_building_them(alice, monkeypatch):
-    """The SDK checks the session's methods for a `wrapper` parameter on every run."""
-    import inspect
-
-    from agents.memory.session import _get_session_wrapper, _session_method_accepts_wrapper
-
-    built = []
-    from_function = inspect._signature_from_function
-    monkeypatch.setattr(
-        inspect, "_signature_from_function", lambda *a, **k: built.append(a[1]) or from_function(*a, **k)
-    )
-    session = DjangoSession(Conversation(owner=alice, agent="chat"))
-    assert _get_session_wrapper(session, object()) is None  # no `wrapper`: the SDK calls them plainly
-    assert not any(_session_method_accepts_wrapper(m) for m in (session.get_items, session.add_items))
-    assert built == []

@@ -246,34 +246,17 @@ async def test_tiny_channel_capacity_loses_nothing(alice, settings, monkeypatch)
     assert await RunEvent.objects.filter(run_id=events[0]["run_id"]).acount() == len(events)
 
 
-def record_calls(monkeypatch, name: str) -> list:
-    """The first argument (the group) of every call of the channel layer's `name` method."""
-    from channels.layers import get_channel_layer
-
-    layer, calls = get_channel_layer(), []
-    real = getattr(layer, name)
-
-    async def recording(group, *args):
-        calls.append(group)
-        await real(group, *args)
-
-    monkeypatch.setattr(layer, name, recording)
-    return calls
-
-
-async def test_local_readers_bypass_the_channel_layer(alice, monkeypatch):
+async def test_local_readers_bypass_the_channel_layer(alice, recording_layer):
     """A stream of a run of this process gets its batches from the executor: no group message."""
-    sent = record_calls(monkeypatch, "group_send")
     _client, events = await stream_run(alice.token, {"input": "Write a detailed paragraph about the sea"})
     assert events[-1]["type"] == "stream_complete" and len(events) > 10
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert sent == [], "nobody outside this process watched the run, so nothing went to its group"
+    assert recording_layer.called("group_send") == [], "nobody outside this process watched the run"
 
 
-async def test_joining_a_local_run_needs_no_group(alice, settings, monkeypatch):
+async def test_joining_a_local_run_needs_no_group(alice, settings, recording_layer):
     """A second reader of a live local run (join) is also served by the executor directly."""
     settings.OFFLINE_MODEL_DELAY = 0.05
-    added = record_calls(monkeypatch, "group_add")
     first = SSEClient("POST", "/api/agents/chat/stream", {"input": "Tell me a long story"}, alice.token)
     await first.start()
     await first.read_until(lambda e: e["type"] == "raw_response")
@@ -283,7 +266,7 @@ async def test_joining_a_local_run_needs_no_group(alice, settings, monkeypatch):
     joined = await joiner.read_all()
     started = await first.read_all()
     assert joined == started and joined[-1]["type"] == "stream_complete"
-    assert added == []
+    assert recording_layer.called("group_add") == []
 
 
 def test_serving_process_hands_the_gil_over_quickly(settings):
@@ -313,39 +296,31 @@ def _receivers() -> list[asyncio.Task]:
     return [t for t in tasks if "LayerChannel._receive" in t.get_coro().__qualname__]
 
 
-async def test_only_a_reader_of_another_process_s_run_gets_a_channel(alice, settings, monkeypatch):
+async def test_only_a_reader_of_another_process_s_run_gets_a_channel(
+    alice, settings, monkeypatch, recording_layer
+):
     """Channels gives every consumer a channel-layer channel and a receive task on it. A stream
     of a run of this process gets its batches from the executor and needs neither (memory per
     idle stream); a reader of another process's run gets one, for as long as it reads."""
-    from channels.layers import get_channel_layer
-
     from agents_app.runs import read
     from agents_app.runs.engine import get_engine
 
     settings.OFFLINE_MODEL_DELAY = 0.02
     await get_engine().executor.ensure_started()  # its control channel is made once, not per stream
-    layer = get_channel_layer()
-    made = []
-    real_new_channel = layer.new_channel
-
-    async def counting_new_channel(*args, **kwargs):
-        made.append(await real_new_channel(*args, **kwargs))
-        return made[-1]
-
-    monkeypatch.setattr(layer, "new_channel", counting_new_channel)
+    recording_layer.calls.clear()
     client = SSEClient("POST", "/api/agents/chat/stream", {"input": "Tell me a long story"}, alice.token)
     assert await client.start() == 200
     await client.read_chunk()  # the run is going
-    assert made == [] and _receivers() == []
+    assert recording_layer.called("new_channel") == [] and _receivers() == []
     events = await client.read_all()
-    assert events[-1]["type"] == "stream_complete" and made == []
+    assert events[-1]["type"] == "stream_complete" and recording_layer.called("new_channel") == []
 
     run_id = events[0]["run_id"]
     monkeypatch.setattr(read, "current_engine", lambda: None)  # as if from another process
     last = events[-1]["seq"]
     joiner = SSEClient("GET", f"/api/runs/{run_id}/stream?last_event_id={last}", None, alice.token)
     assert await joiner.start() == 204  # finished and read: nothing to follow, but it made a channel
-    assert len(made) == 1
+    assert len(recording_layer.called("new_channel")) == 1
     for _ in range(50):
         if not _receivers():
             break
@@ -372,23 +347,12 @@ async def test_idle_local_stream_keeps_alive_without_reading_the_db(alice, setti
     assert replays == []
 
 
-async def test_a_finished_stream_ends_without_a_channel_layer_message(alice, monkeypatch):
+async def test_a_finished_stream_ends_without_a_channel_layer_message(alice, recording_layer):
     """Once the response is complete the server delivers `http.disconnect` and the consumer
     leaves on it; ending a stream costs no channel-layer message (a Redis round trip)."""
-    from channels.layers import get_channel_layer
-
-    layer = get_channel_layer()
-    sent = []
-    real_send = layer.send
-
-    async def recording_send(channel, message):
-        sent.append((channel, message.get("type")))
-        await real_send(channel, message)
-
-    monkeypatch.setattr(layer, "send", recording_send)
     client = SSEClient("POST", "/api/agents/chat/stream", {"input": "What is 17 * 23?"}, alice.token)
     assert await client.start() == 200
     events = await client.read_all()  # ends with the http.disconnect a server sends
     assert events[-1]["type"] == "stream_complete"
     await client.comm.wait(timeout=1)  # the consumer has returned
-    assert sent == []
+    assert recording_layer.called("send") == []
