@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="measure the C=--concurrency TTFD this many times, floor and server alternating "
         "(the JSON line adds each round's server-added p99, their median, and the p99 of all "
-        "rounds' streams together, on which the target is then judged; default 1)",
+        "rounds' streams together; default 1)",
     )
     p.add_argument(
         "--ttfd-sweep",

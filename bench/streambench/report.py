@@ -156,14 +156,13 @@ def summary(
         "idle_runs_all_ended_after_close_s": rnd((idle or {}).get("all_ended_after_close_s"), 2),
         "elapsed_s": round(elapsed, 1),
     }
-    # With --ttfd-rounds the target is judged on the p99 of all rounds' streams, not on one round.
-    ttfd_judged = out["ttfd_p99_ms"] if out["ttfd_p99_ms_pooled"] is None else out["ttfd_p99_ms_pooled"]
+    # The run engine's issue (19): throughput against the SDK alone, memory the server adds to
+    # an idle stream, time to first delta below saturation. The C=--concurrency TTFD is reported,
+    # not targeted (a saturated closed loop measures its own waves, docs/performance.md).
     out["targets"] = {
-        "ratio>=0.9": _met(out["ratio"], 0.9, ge=True),
-        "ratio_to_plain_floor>=0.9": _met(out["ratio_to_plain_floor"], 0.9, ge=True),
-        "ttfd_p99<=50ms": _met(ttfd_judged, 50, ge=False),
-        "ttfd_p99<=50ms_below_saturation": _met(out["ttfd_low_p99_ms"], 50, ge=False),
-        "rss_per_idle_stream<=100KB": _met(out["rss_per_idle_stream_kb"], 100, ge=False),
+        "ratio_to_plain_floor>=1.2": _met(out["ratio_to_plain_floor"], 1.2, ge=True),
+        "rss_added_per_idle_stream<=40KB": _met(out["rss_added_per_idle_stream_kb"], 40, ge=False),
+        "ttfd_p99<=25ms_below_saturation": _met(out["ttfd_low_p99_ms"], 25, ge=False),
         "disconnect<=1000ms": None
         if idle is None
         else bool(_met(out["disconnect_notice_max_ms"], 1000, ge=False) and not disc.get("misses")),
