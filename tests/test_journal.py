@@ -37,6 +37,28 @@ def failing_commit(monkeypatch, fails) -> dict:
     return state
 
 
+def slow_commit(monkeypatch, seconds: float, when=lambda entries: True) -> threading.Event:
+    """The journal's commits of the batches `when` picks take `seconds` longer; the event is set
+    as such a commit begins."""
+    real = journal_module._commit
+    writing = threading.Event()
+
+    def commit(entries):
+        if when(entries):
+            writing.set()
+            time.sleep(seconds)
+        return real(entries)
+
+    monkeypatch.setattr(journal_module, "_commit", commit)
+    return writing
+
+
+async def wait_for(event: threading.Event) -> None:
+    async with asyncio.timeout(5):
+        while not event.is_set():
+            await asyncio.sleep(0.002)
+
+
 async def test_a_refused_commit_publishes_nothing_and_the_run_ends_failed(alice, settings, monkeypatch):
     """The database refuses a batch of a run's events: none of them reaches a reader, the run is
     ended `failed` with one terminal event numbered right after its last stored event, and what
@@ -70,23 +92,13 @@ async def test_a_reader_joining_during_a_batch_sees_every_seq_once_in_order(alic
     """A join subscribes, then replays what is stored; a batch committed in between reaches it
     both ways, and the cursor keeps each seq once."""
     settings.OFFLINE_MODEL_DELAY = 0.02
-    writing = threading.Event()
-    real = journal_module._commit
-
-    def slow_commit(entries):
-        writing.set()
-        time.sleep(0.05)
-        return real(entries)
-
-    monkeypatch.setattr(journal_module, "_commit", slow_commit)
+    writing = slow_commit(monkeypatch, 0.05)
     client = await stream_until_first_delta(alice, "Tell me a long story about rivers")
     run_id = client.events()[0]["run_id"]
     joins = []
     for _ in range(5):
         writing.clear()
-        async with asyncio.timeout(5):
-            while not writing.is_set():
-                await asyncio.sleep(0.002)
+        await wait_for(writing)
         join = SSEClient("GET", f"/api/runs/{run_id}/stream", token=alice.token)
         assert await join.start() == 200  # joined while a batch is being written
         joins.append(join)
@@ -106,20 +118,10 @@ async def test_a_second_cancel_while_the_run_ends_does_not_cut_its_stream_short(
     settings.OFFLINE_MODEL_DELAY = 0.1
     client = await stream_until_first_delta(alice)
     run_id = client.events()[0]["run_id"]
-    ending = threading.Event()
-    real = journal_module._commit
-
-    def slow_end(entries):
-        if any(entry.end is not None for entry in entries):
-            ending.set()
-            time.sleep(0.3)
-        return real(entries)
-
-    monkeypatch.setattr(journal_module, "_commit", slow_end)
+    ending = slow_commit(monkeypatch, 0.3, when=lambda entries: any(e.end is not None for e in entries))
     executor = get_engine().executor
     assert executor.cancel_local(run_id, "immediate")
-    while not ending.is_set():
-        await asyncio.sleep(0.01)
+    await wait_for(ending)
     executor.cancel_local(run_id, "immediate")  # while the end is being written
     events = await client.read_all(timeout=3)
     assert events[-1]["type"] == "stream_complete" and events[-1]["status"] == "cancelled"
@@ -130,18 +132,9 @@ async def test_flush_waits_for_the_batch_in_flight(alice, monkeypatch):
     """The terminal event is committed only after every earlier event, even one mid-write."""
     journal = get_engine().journal
     run = await Run.objects.acreate(owner=alice, agent="chat", input="x", status="running")
-    writing = threading.Event()
-    real = journal_module._commit
-
-    def slow_commit(entries):
-        writing.set()
-        time.sleep(0.3)
-        return real(entries)
-
-    monkeypatch.setattr(journal_module, "_commit", slow_commit)
+    writing = slow_commit(monkeypatch, 0.3)
     journal.append(str(run.pk), {"type": "run_started", "seq": 1, "run_id": str(run.pk)})
-    while not writing.is_set():  # the batch has left the queue and is being written
-        await asyncio.sleep(0.01)
+    await wait_for(writing)  # the batch has left the queue and is being written
     await journal.flush()
     assert await RunEvent.objects.filter(run=run).acount() == 1
 
