@@ -168,6 +168,20 @@ async def test_stale_run_is_interrupted_on_read_and_sweep(api_for, alice, settin
     assert (await join.read_all())[-1]["code"] == "interrupted"
 
 
+async def test_a_conversation_held_by_a_dead_process_s_run_takes_a_new_one(alice, settings):
+    """The run that holds the conversation is stale (its process died, nobody read it yet): a
+    new start ends it `interrupted` and goes ahead, over SSE as over REST."""
+    conversation = await Conversation.objects.acreate(owner=alice, agent="chat")
+    old = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER + 5)
+    dead = await Run.objects.acreate(
+        owner=alice, agent="chat", conversation=conversation, input="x", status="running"
+    )
+    await Run.objects.filter(pk=dead.pk).aupdate(heartbeat_at=old, created_at=old)
+    _, events = await stream_run(alice.token, {"input": "hi", "conversation_id": str(conversation.pk)})
+    assert events[-1]["status"] == "completed"
+    assert (await Run.objects.aget(pk=dead.pk)).status == "interrupted"
+
+
 async def test_live_run_is_not_swept(api_for, alice, settings):
     client, run_id = await start_slow_stream(alice, settings)
     assert await sweep_stale_runs() == 0

@@ -62,7 +62,7 @@ async def start_run(
         request, run, fresh = await in_sync_thread(_admit)(request, worker)
     except ConversationBusy as busy:
         # A run left active by a process that died no longer holds the conversation.
-        if callable(request) or not await _swept(busy.extra.get("active_run_id")):
+        if not await _swept(busy.extra.get("active_run_id")):
             raise
         request, run, fresh = await in_sync_thread(_admit)(request, worker)
     task = engine.executor.launch(run, request.spec, reader=reader, fresh_conversation=fresh)
