@@ -104,6 +104,11 @@ class Run(models.Model):
     def __str__(self) -> str:
         return f"{self.agent} run {str(self.id)[:8]} ({self.status})"
 
+    @staticmethod
+    def beat_before(cutoff) -> Q:
+        """Runs whose last heartbeat (or, before their first, their creation) is older than `cutoff`."""
+        return Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connections, transaction
-from django.db.models import Max, Q
+from django.db.models import Max
 from django.utils import timezone
 
 from ..models import Conversation, ConversationItem, Run, RunEvent
@@ -318,10 +318,8 @@ def _end_run(entry: Entry, now: datetime) -> bool:
     """Set a run's final fields if it is still active (and stale, for the sweep); False if not."""
     end = entry.end
     runs = Run.objects.filter(pk=entry.run_id, status__in=Run.ACTIVE)
-    if end.stale_before is not None:
-        cutoff = end.stale_before
-        runs = runs.filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff))
-    if end.stale_before is not None:  # the sweep's end takes the run's next seq
+    if end.stale_before is not None:  # the sweep's: only if stale, and it takes the run's next seq
+        runs = runs.filter(Run.beat_before(end.stale_before))
         last = RunEvent.objects.filter(run_id=entry.run_id).aggregate(last=Max("seq"))["last"] or 0
         entry.event["seq"] = last + 1
         entry.text = encode(entry.event)

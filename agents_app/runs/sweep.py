@@ -5,7 +5,6 @@ import asyncio
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from ..models import Run
@@ -21,8 +20,7 @@ def stale_cutoff() -> datetime:
 
 
 def stale_runs(cutoff: datetime):
-    beat_before = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
-    return Run.objects.filter(beat_before, status__in=Run.ACTIVE)
+    return Run.objects.filter(Run.beat_before(cutoff), status__in=Run.ACTIVE)
 
 
 def is_stale(run: Run) -> bool:
