@@ -4,8 +4,9 @@ from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from agents_app.rendering import render_markdown
+
 from .models import Document, ResearchReport
-from .rendering import render_markdown
 from .search import documents_search
 
 RENDERED_STYLE = "max-width:60rem;line-height:1.5"

@@ -1,4 +1,4 @@
-"""Markdown to safe HTML: reports come from a model and documents from users, so no raw HTML survives."""
+"""Markdown to safe HTML: answers and reports come from models, documents from users: no raw HTML survives."""
 
 import markdown
 import nh3
@@ -13,8 +13,12 @@ URL_SCHEMES = {"http", "https", "mailto"}
 
 
 def render_markdown(text: str) -> str:
-    html = markdown.markdown(text or "", extensions=["extra", "sane_lists"], output_format="html")
-    # The allow-list drops <script>/<style> with their content, event handlers and javascript: URLs.
+    md = markdown.Markdown(extensions=["extra", "sane_lists"], output_format="html")
+    # HTML written in the markdown shows as text (a model quoting `<script>` means the words), and
+    # the allow-list below still drops any tag, event handler or javascript: URL that gets through.
+    md.preprocessors.deregister("html_block")
+    md.inlinePatterns.deregister("html")
+    html = md.convert(text or "")
     return nh3.clean(
         html,
         tags=ALLOWED_TAGS,
