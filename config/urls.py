@@ -1,6 +1,8 @@
+from csp.constants import SELF, UNSAFE_INLINE
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from agents_app.api import rest as agent_views
 
@@ -12,15 +14,21 @@ for slug in ("chat", "assistant"):
         path(f"{slug}/info", agent_views.AgentInfoView.as_view(), {"slug": slug}, name=f"ref-{slug}-info"),
     ]
 
+# Swagger UI and ReDoc (served from this server by drf-spectacular-sidecar) set styles inline, and
+# ReDoc starts from an inline script and a blob: worker; the rest of the site allows neither.
+docs_csp = csp_update(
+    {"script-src": [SELF, UNSAFE_INLINE], "style-src": [SELF, UNSAFE_INLINE], "worker-src": [SELF, "blob:"]}
+)
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("agents_app.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("docs", docs_csp(SpectacularSwaggerSplitView.as_view(url_name="schema")), name="docs"),
+    path("redoc", docs_csp(SpectacularRedocView.as_view(url_name="schema")), name="redoc"),
     path("health", agent_views.health, name="health"),
-    path("", agent_views.index, name="index"),
+    path("", include("agents_app.web.urls")),
     path("", include("research_app.urls")),
     *reference_urls,
 ]

@@ -93,13 +93,3 @@ async def test_openai_compatible_server_through_run_endpoint(api_for, alice, set
         assert fake.requests[0].authorization == "Bearer test-key"
         info = (await api_for(alice).get("/api/agents/chat/info")).json()
         assert info["provider"] == "openai"
-
-
-@pytest.mark.django_db
-def test_index_and_login_pages(client, django_user_model):
-    assert b"/api/agents/chat/run" in client.get("/").content
-    assert client.get("/accounts/login/").status_code == 200
-    django_user_model.objects.create_user("carol", password="pw-carol-123")
-    response = client.post("/accounts/login/", {"username": "carol", "password": "pw-carol-123"})
-    assert response.status_code == 302
-    assert b"carol" in client.get("/").content

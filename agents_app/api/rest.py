@@ -15,8 +15,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import providers
-from ..models import Run
+from ..models import Conversation, Run
 from ..registry import all_specs, get_spec
 from ..runs.cancel import cancel_run
 from ..runs.errors import UPSTREAM_ERROR_CODES, ConversationBusy, NotFound
@@ -24,9 +23,11 @@ from ..runs.read import refresh_liveness
 from ..runs.start import start_run
 from ..runs.sweep import is_stale
 from ..selectors import agent_describe, conversations_for, run_events_after, runs_for
+from ..transcript import turns_of
 from .errors import choice_param, error_body
 from .serializers import (
     CancelRequestSerializer,
+    ConversationCreateSerializer,
     ConversationItemSerializer,
     ConversationSerializer,
     RunEventSerializer,
@@ -44,10 +45,6 @@ def spec_or_404(slug: str):
     if spec is None:
         raise NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
     return spec
-
-
-def index(request):
-    return render(request, "index.html", {"specs": all_specs(), "info": providers.provider_info()})
 
 
 def health(request):
@@ -117,6 +114,7 @@ class RunCancelView(AsyncAPIView):
 
 
 class ConversationViewSet(
+    mixins.CreateModelMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.UpdateModelMixin,
@@ -125,12 +123,23 @@ class ConversationViewSet(
 ):
     serializer_class = ConversationSerializer
     lookup_value_regex = UUID_RE
-    http_method_names = ["get", "patch", "delete", "head", "options"]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):
         qs = conversations_for(self.request.user)
-        agent = self.request.query_params.get("agent")
-        return qs.filter(agent=agent) if agent else qs
+        params = self.request.query_params
+        if params.get("agent"):
+            qs = qs.filter(agent=params["agent"])
+        if params.get("search"):
+            qs = qs.filter(title__icontains=params["search"])
+        return qs
+
+    @extend_schema(request=ConversationCreateSerializer, responses={201: ConversationSerializer})
+    def create(self, request, *args, **kwargs):
+        serializer = ConversationCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        conversation = Conversation.objects.create(owner=request.user, **serializer.validated_data)
+        return Response(ConversationSerializer(conversation).data, status=201)
 
     def perform_destroy(self, instance):
         if instance.runs.filter(status__in=Run.ACTIVE).exists():
@@ -142,6 +151,13 @@ class ConversationViewSet(
         conversation = self.get_object()
         page = self.paginate_queryset(conversation.items.order_by("id"))
         return self.get_paginated_response(ConversationItemSerializer(page, many=True).data)
+
+    @action(detail=True, methods=["get"])
+    def turns(self, request, pk=None):
+        """The conversation's runs as the chat page shows them, newest page first, each page in order."""
+        conversation = self.get_object()
+        page = self.paginate_queryset(conversation.runs.order_by("-created_at"))
+        return self.get_paginated_response(turns_of(page[::-1]))
 
 
 class EventPagination(LimitOffsetPagination):
@@ -187,9 +203,20 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         page = self.paginate_queryset(run_events_after(run, after))
         return self.get_paginated_response(RunEventSerializer(page, many=True).data)
 
+    @action(detail=True, methods=["get"])
+    def turn(self, request, pk=None):
+        """The run as the chat page shows it: input, steps, the answer as sanitized HTML, usage."""
+        return Response(turns_of([self.get_object()])[0])
+
+
+# Paths of the API and of the reference server's endpoints: a 404 there is JSON, elsewhere a page.
+API_PREFIXES = ("/api/", "/v1/", "/chat/", "/assistant/")
+
 
 def not_found(request, exception=None):
-    return JsonResponse(error_body("not_found", f"no such path: {request.path}"), status=404)
+    if request.path.startswith(API_PREFIXES) or request.path == "/research":
+        return JsonResponse(error_body("not_found", f"no such path: {request.path}"), status=404)
+    return render(request, "404.html", status=404)
 
 
 def server_error(request):

@@ -4,6 +4,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from ..models import Conversation, ConversationItem, Run, RunEvent
+from ..registry import all_specs, get_spec
 from ..runs.start import IF_BUSY, RunRequest
 
 
@@ -127,6 +128,21 @@ class ConversationSerializer(serializers.ModelSerializer):
         model = Conversation
         fields = ["id", "agent", "title", "session_key", "created_at", "updated_at"]
         read_only_fields = ["id", "agent", "session_key", "created_at", "updated_at"]
+
+
+class ConversationCreateSerializer(serializers.Serializer):
+    """A new, empty conversation with an agent that keeps memory; titled by its first message
+    unless a title is given."""
+
+    agent = serializers.CharField(max_length=64)
+    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+    def validate_agent(self, value):
+        spec = get_spec(value)
+        if spec is None or not spec.uses_memory:
+            names = ", ".join(s.slug for s in all_specs() if s.uses_memory)
+            raise serializers.ValidationError(f"unknown agent {value!r}: one of {names}")
+        return value
 
 
 class ConversationItemSerializer(serializers.ModelSerializer):

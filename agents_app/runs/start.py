@@ -171,6 +171,9 @@ def _conversation(request: RunRequest) -> tuple[Conversation | None, bool]:
                 f"not {spec.slug!r}",
                 field="conversation_id",
             )
+        if not conversation.title:  # created empty (POST /api/conversations/): named by its first message
+            conversation.title = title_from(request.input)
+            conversation.save(update_fields=["title"])
         return conversation, False
     title = title_from(request.input)
     if request.session_key:

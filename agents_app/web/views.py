@@ -1,0 +1,90 @@
+"""The web app's pages: chat (with the read-only replay of a run) and account. Data comes from the API."""
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import render
+from django.views.decorators.http import require_POST
+from rest_framework.authtoken.models import Token
+
+from .. import providers
+from ..models import Run
+from ..registry import all_specs
+from ..selectors import conversations_for, run_events_after
+from ..transcript import turns_of
+
+
+def chat_agents() -> list[dict]:
+    """The agents a conversation can be held with (the research agent has its own page)."""
+    info = providers.provider_info()
+    return [
+        {"slug": s.slug, "title": s.title, "description": s.description, **info}
+        for s in all_specs()
+        if s.uses_memory
+    ]
+
+
+@login_required
+def chat(request, conversation_id=None):
+    conversation = None
+    if conversation_id is not None:
+        conversation = conversations_for(request.user).filter(pk=conversation_id).first()
+        if conversation is None:
+            raise Http404("no such conversation")
+    agents = chat_agents()
+    config = {
+        "agents": agents,
+        "conversation": conversation
+        and {"id": str(conversation.pk), "agent": conversation.agent, "title": conversation.title},
+    }
+    return render(request, "web/chat.html", {"nav": "chat", "agents": agents, "config": config})
+
+
+@login_required
+def run_replay(request, pk):
+    """One run, replayed from its stored events: its owner's, or any run for staff who may view runs."""
+    runs = (
+        Run.objects.all()
+        if request.user.has_perm("agents_app.view_run")
+        else Run.objects.filter(owner=request.user)
+    )
+    run = runs.filter(pk=pk).first()
+    if run is None:
+        raise Http404("no such run")
+    events = [
+        {**data, "at": created.timestamp()}
+        for data, created in run_events_after(run).values_list("data", "created_at")
+    ]
+    config = {"turn": turns_of([run])[0], "events": events}
+    return render(request, "web/replay.html", {"nav": "chat", "run": run, "config": config})
+
+
+@login_required
+def account(request):
+    return _account(request)
+
+
+@require_POST
+@login_required
+def token_create(request):
+    """A new API key, shown on this page once (a key replaces the one before it)."""
+    Token.objects.filter(user=request.user).delete()
+    return _account(request, new_key=Token.objects.create(user=request.user).key)
+
+
+@require_POST
+@login_required
+def token_revoke(request):
+    Token.objects.filter(user=request.user).delete()
+    return _account(request, revoked=True)
+
+
+def _account(request, new_key: str | None = None, revoked: bool = False):
+    token = Token.objects.filter(user=request.user).first()
+    context = {
+        "nav": "account",
+        "token": token,
+        "new_key": new_key,
+        "revoked": revoked,
+        "base_url": request.build_absolute_uri("/").rstrip("/"),
+    }
+    return render(request, "web/account.html", context)

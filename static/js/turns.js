@@ -1,0 +1,149 @@
+// One turn of a conversation on the page: the user's message, the steps (tool calls, handoffs),
+// the answer. Live events append text as it streams; a finished turn shows the server's rendering
+// of the answer (markdown, sanitized on the server).
+import { addCopyButtons, el } from "./dom.js";
+
+const TEXT_DELTAS = new Set(["response.output_text.delta", "response.refusal.delta"]);
+const ERROR_TEXT = {
+  model_rate_limited: "The model's provider refused for rate or quota; try again later.",
+  model_auth_failed: "The model's provider refused the server's API key.",
+  model_unavailable: "The model could not be reached or stopped mid-answer.",
+  interrupted: "The server stopped before the answer was finished.",
+};
+
+export function usageText(usage) {
+  if (!usage || !usage.total_tokens) return "";
+  const requests = usage.requests === 1 ? "1 request" : `${usage.requests} requests`;
+  return `${usage.total_tokens} tokens (${usage.input_tokens} in, ${usage.output_tokens} out) · ${requests}`;
+}
+
+function pretty(text) {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return String(text ?? "");
+  }
+}
+
+export class TurnView {
+  constructor({ runId, input, status = "running" }) {
+    this.runId = runId;
+    this.lastSeq = 0;
+    this.ended = !["running", "queued"].includes(status);
+    this.calls = new Map();
+    this.texts = new Map();
+    this.user = el("div", { class: "user-msg" }, input || "");
+    this.agent = el("div", { class: "agent-name" });
+    this.body = el("div", { class: "turn-body" });
+    this.meta = el("div", { class: "turn-meta" });
+    this.root = el("article", { class: "turn", "data-run-id": runId }, this.user, this.agent, this.body, this.meta);
+    if (!input) this.user.classList.add("hidden");
+  }
+
+  setInput(text) {
+    this.user.textContent = text;
+    this.user.classList.toggle("hidden", !text);
+  }
+
+  // A live event; events at or before the last one shown are skipped (replays after a reconnect).
+  apply(event) {
+    if (event.seq !== undefined) {
+      if (event.seq <= this.lastSeq) return false;
+      this.lastSeq = event.seq;
+    }
+    switch (event.type) {
+      case "run_queued":
+        this.meta.textContent = "Waiting for the answer before it…";
+        break;
+      case "run_started":
+        this.meta.textContent = "";
+        this.agent.textContent = event.agent;
+        break;
+      case "agent_updated":
+        this.agent.textContent = event.agent_name;
+        break;
+      case "raw_response":
+        if (TEXT_DELTAS.has(event.event_type)) this.appendText(event.item_id, event.delta);
+        break;
+      case "run_item":
+        this.addStep(event);
+        break;
+      case "stream_complete":
+        this.end(event.status, event.usage);
+        break;
+      case "error":
+        this.end("failed", null, event.message, event.code);
+        break;
+    }
+    return true;
+  }
+
+  appendText(itemId, delta) {
+    let node = this.texts.get(itemId);
+    if (!node) {
+      node = el("div", { class: "answer live" });
+      this.texts.set(itemId, node);
+      this.body.append(node);
+    }
+    node.append(delta);
+  }
+
+  addStep(event) {
+    const step = (summary, ...rest) => el("details", { class: "step" }, el("summary", {}, summary), ...rest);
+    const block = (label, text) => [el("div", { class: "step-label" }, label), el("pre", {}, text)];
+    switch (event.name) {
+      case "tool_called": {
+        const node = step(`Tool call: ${event.tool_name}`, ...block("Arguments", pretty(event.tool_arguments)));
+        this.calls.set(event.call_id, node);
+        this.body.append(node);
+        break;
+      }
+      case "tool_output": {
+        const node = this.calls.get(event.call_id);
+        const output = block("Output", pretty(event.output));
+        if (node) node.append(...output);
+        else this.body.append(step(`Tool output: ${event.tool_name || ""}`, ...output));
+        break;
+      }
+      case "handoff_requested":
+        this.body.append(step(`Handoff requested: ${event.tool_name}`, ...block("Arguments", pretty(event.tool_arguments))));
+        break;
+      case "handoff_occured":
+        this.body.append(step(`Handoff: ${event.source_agent} → ${event.target_agent}`, el("p", { class: "step-label" }, `${event.target_agent} answers from here.`)));
+        break;
+      case "reasoning_item_created":
+        this.body.append(step("Reasoning", el("pre", {}, event.content || "")));
+        break;
+    }
+  }
+
+  end(status, usage, message, code) {
+    this.ended = true;
+    this.status = status;
+    const parts = [];
+    if (status === "cancelled") parts.push("Stopped.");
+    if (usage) parts.push(usageText(usage));
+    if (status === "failed") parts.push(`Error: ${ERROR_TEXT[code] || message || "the run failed."}`);
+    this.meta.textContent = parts.filter(Boolean).join(" ");
+    this.meta.classList.toggle("error", status === "failed");
+  }
+
+  // The finished turn as the server stores it: steps, the answer as sanitized HTML, usage, status.
+  finish(turn) {
+    this.setInput(turn.input);
+    this.body.replaceChildren();
+    this.calls.clear();
+    this.texts.clear();
+    for (const step of turn.steps) this.addStep(step);
+    if (turn.html) {
+      const answer = el("div", { class: "answer rendered" });
+      answer.innerHTML = turn.html; // rendered from markdown and sanitized (nh3) by the server
+      addCopyButtons(answer);
+      this.body.append(answer);
+    }
+    this.lastSeq = Math.max(this.lastSeq, turn.last_seq || 0);
+    if (!["running", "queued"].includes(turn.status)) {
+      this.end(turn.status, turn.usage, turn.error, turn.error_code);
+    }
+  }
+}
