@@ -6,16 +6,20 @@ from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.forms.models import BaseInlineFormSet
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils.html import format_html
 
+from .admin_timeline import build_rows
 from .models import Conversation, ConversationItem, Run, RunEvent
 from .runs.cancel import cancel_run
 
+# The styles of pretty_json and the run timeline: a file, as the CSP allows no inline styles.
+ADMIN_CSS = {"all": ["admin/agents_app/timeline.css"]}
+
 
 def pretty_json(value) -> str:
-    return format_html(
-        "<pre style='white-space:pre-wrap;margin:0'>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False)
-    )
+    return format_html("<pre class='pretty-json'>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
 
 
 class PaginatedInlineFormSet(BaseInlineFormSet):
@@ -67,18 +71,6 @@ class ConversationItemInline(ReadOnlyInline):
         return pretty_json(obj.data)
 
 
-class RunEventInline(ReadOnlyInline):
-    model = RunEvent
-    fields = ["seq", "type", "payload", "created_at"]
-    readonly_fields = fields
-    ordering = ["seq"]
-
-    @admin.display(description="data")
-    def payload(self, obj):
-        body = {k: v for k, v in obj.data.items() if k not in ("seq", "run_id", "type")}
-        return pretty_json(body)
-
-
 class RunInlineForConversation(ReadOnlyInline):
     model = Run
     fields = ["id", "status", "created_at", "total_tokens"]
@@ -96,6 +88,9 @@ class ConversationAdmin(admin.ModelAdmin):
     readonly_fields = ["id", "created_at", "updated_at"]
     date_hierarchy = "created_at"
     inlines = [RunInlineForConversation, ConversationItemInline]
+
+    class Media:
+        css = ADMIN_CSS
 
 
 @admin.register(Run)
@@ -124,7 +119,6 @@ class RunAdmin(admin.ModelAdmin):
     search_fields = ["id", "input", "final_output", "error", "owner__username"]
     raw_id_fields = ["owner", "conversation"]
     date_hierarchy = "created_at"
-    inlines = [RunEventInline]
     actions = ["cancel_runs"]
     readonly_fields = [
         "id",
@@ -153,8 +147,13 @@ class RunAdmin(admin.ModelAdmin):
         "cancel_requested_at",
         "cancel_mode",
         "worker_channel",
+        "timeline",
     ]
-    exclude = ["input", "final_output", "context", "last_seq"]
+    # The event timeline (last) has a fieldset of its own and the page's full width.
+    fieldsets = [(None, {"fields": readonly_fields[:-1]}), ("Events", {"fields": ["timeline"]})]
+
+    class Media:
+        css = ADMIN_CSS
 
     def has_add_permission(self, request):
         return False
@@ -179,6 +178,17 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="final output")
     def final_output_pretty(self, obj):
         return pretty_json(obj.final_output)
+
+    @admin.display(description="timeline")
+    def timeline(self, obj):
+        events = list(obj.events.order_by("seq").values_list("seq", "type", "created_at", "data"))
+        context = {
+            "rows": build_rows(events),
+            "event_count": len(events),
+            "events_url": reverse("admin:agents_app_runevent_changelist") + f"?run={obj.pk}",
+            "replay_url": reverse("run-replay", args=[obj.pk]),
+        }
+        return render_to_string("admin/agents_app/run_timeline.html", context)
 
     @admin.action(description="Cancel selected active runs")
     def cancel_runs(self, request, queryset):
