@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint
+.PHONY: install demo test test-fast lint
 
 $(BIN)/.installed: requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Without the browser tests (they need Chromium: apt-get install chromium).
+test-fast: install
+	$(BIN)/python -m pytest -m "not browser"
 
 lint: install
 	$(BIN)/ruff check .

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from .test_live import _free_port, _start_server
+from .live_server import free_port, start_server
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -46,9 +46,9 @@ class Sampler(threading.Thread):
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the pool is PostgreSQL's")
 async def test_parallel_requests_hold_at_most_the_pool_and_all_succeed(alice):
-    port = _free_port()
+    port = free_port()
     # libpq names the server's connections after PGAPPNAME, so they can be counted apart.
-    proc = _start_server(port, PGAPPNAME=APP_NAME, DB_POOL_MAX_SIZE=str(POOL_SIZE), DB_POOL_MIN_SIZE="1")
+    proc = start_server(port, PGAPPNAME=APP_NAME, DB_POOL_MAX_SIZE=str(POOL_SIZE), DB_POOL_MIN_SIZE="1")
     sampler = Sampler()
     try:
         base = f"http://127.0.0.1:{port}"

@@ -5,9 +5,7 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,59 +13,15 @@ import httpx
 import pytest
 import websockets
 from django.conf import settings
-from django.db import connection
 from httpx_sse import aconnect_sse
 
 from agents_app.models import Run, RunEvent
 
+from .live_server import free_port, listening, start_server
 from .streams import text_of, wait_finished
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _server_env() -> dict:
-    db = connection.settings_dict
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SQLITE_PATH")}
-    if db["ENGINE"].endswith("sqlite3"):
-        env["SQLITE_PATH"] = str(db["NAME"])
-    else:
-        env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    env.update(
-        AGENTS_MODEL_PROVIDER="offline",
-        OFFLINE_MODEL_DELAY="0.05",
-        LOG_LEVEL="WARNING",
-        RUN_HEARTBEAT_INTERVAL="0.5",
-    )
-    return env
-
-
-def _listening(proc: subprocess.Popen, port: int, what: str) -> subprocess.Popen:
-    """`proc` once it accepts connections on `port`."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{what} did not start")
-
-
-def _start_server(port: int, **env) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-        cwd=ROOT,
-        env={**_server_env(), **env},
-    )
-    return _listening(proc, port, "daphne")
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +29,8 @@ def live_urls(django_db_setup, django_db_blocker):
     procs, urls = [], []
     # Two processes when Redis connects them, to prove any process can cancel any run.
     for _ in range(2 if settings.REDIS_URL else 1):
-        port = _free_port()
-        procs.append(_start_server(port))
+        port = free_port()
+        procs.append(start_server(port))
         urls.append(f"http://127.0.0.1:{port}")
     yield urls
     for proc in procs:
@@ -244,8 +198,8 @@ async def test_a_stopped_server_records_its_runs_as_interrupted(alice):
     """SIGTERM to daphne (a deploy, a restart): a run that cannot finish within
     RUN_SHUTDOWN_GRACE ends `interrupted` with its terminal event and partial output before the
     process exits, so its conversation is free at once (no wait for the stale sweep)."""
-    port = _free_port()
-    proc = _start_server(port, RUN_SHUTDOWN_GRACE="0.3")
+    port = free_port()
+    proc = start_server(port, RUN_SHUTDOWN_GRACE="0.3")
     try:
         async with httpx.AsyncClient(timeout=20) as client:
             seen = await start_story(client, f"http://127.0.0.1:{port}", alice, stop_after=3)
@@ -269,14 +223,14 @@ class PrivateRedis:
 
     def __init__(self) -> None:
         self.binary = shutil.which("redis-server")
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--save", "", "--appendonly", "no"]
-        self.proc = _listening(subprocess.Popen(args, stdout=subprocess.DEVNULL), self.port, "redis-server")
+        self.proc = listening(subprocess.Popen(args, stdout=subprocess.DEVNULL), self.port, "redis-server")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -317,8 +271,8 @@ async def test_a_redis_outage_cuts_no_stream_and_loses_nothing(alice):
         pytest.skip("the Redis stack, with a redis-server binary to run a private one")
     redis.start()
     env = {"REDIS_URL": redis.url, "CHANNEL_PREFIX": f"outage{os.getpid()}"}
-    ports = [_free_port(), _free_port()]
-    procs = [_start_server(port, **env) for port in ports]
+    ports = [free_port(), free_port()]
+    procs = [start_server(port, **env) for port in ports]
     owner, other = (f"http://127.0.0.1:{port}" for port in ports)
     try:
         async with httpx.AsyncClient(timeout=30) as client:

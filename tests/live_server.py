@@ -1,0 +1,56 @@
+"""A real server for tests that need sockets: daphne in a subprocess on a free port, on the test database."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env() -> dict:
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SQLITE_PATH")}
+    if db["ENGINE"].endswith("sqlite3"):
+        env["SQLITE_PATH"] = str(db["NAME"])
+    else:
+        env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env.update(
+        AGENTS_MODEL_PROVIDER="offline",
+        OFFLINE_MODEL_DELAY="0.05",
+        LOG_LEVEL="WARNING",
+        RUN_HEARTBEAT_INTERVAL="0.5",
+    )
+    return env
+
+
+def listening(proc: subprocess.Popen, port: int, what: str) -> subprocess.Popen:
+    """`proc` once it accepts connections on `port`."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{what} did not start")
+
+
+def start_server(port: int, **env) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        cwd=ROOT,
+        env={**server_env(), **env},
+    )
+    return listening(proc, port, "daphne")
