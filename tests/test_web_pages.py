@@ -196,3 +196,11 @@ def test_a_page_404_is_a_page_and_an_api_404_is_json(alice):
     assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
     api = client.get("/api/no/such/thing")
     assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
+
+
+def test_log_out_is_a_post_with_csrf(alice):
+    client = logged_in(alice)
+    assert client.post("/accounts/logout/").status_code == 403
+    response = client.post("/accounts/logout/", {"csrfmiddlewaretoken": csrf_of(client)})
+    assert response.status_code == 302 and response["Location"] == "/accounts/login/"
+    assert client.get("/").status_code == 302

@@ -176,3 +176,17 @@ async def test_a_lost_connection_comes_back_and_the_answer_completes(browse, use
         assert run.final_output.startswith(sample), sample
     assert (await page.inner_text(DONE)).strip() == run.final_output.strip()
     assert await page.inner_text("#status") == ""
+
+
+async def test_the_api_docs_render_and_load_nothing_from_outside(browse, user, site):
+    page = await browse(await user("alice"))
+    # ReDoc's bundle always asks for its "API docs by Redocly" logo from its CDN: the policy blocks it.
+    browse.watch.allowed.append("cdn.redoc.ly/redoc/logo-mini.svg")
+    loaded = []
+    page.on("requestfinished", lambda request: loaded.append(request.url))
+    await page.goto("/docs")
+    await page.wait_for_selector(".swagger-ui .opblock", timeout=30_000)
+    await page.goto("/redoc")
+    await page.wait_for_selector("#redoc-container h1", timeout=30_000)
+    await page.wait_for_load_state("networkidle")
+    assert loaded and [url for url in loaded if not url.startswith((site, "blob:"))] == []
