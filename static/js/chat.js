@@ -79,6 +79,7 @@ function onEvent(event, mine) {
   if (!view) {
     const ours = pending !== null && ["run_started", "run_queued"].includes(event.type);
     view = addTurn(new TurnView({ runId: event.run_id, input: ours ? pending : "" }));
+    view.sentHere = ours;
     if (ours) {
       pending = null;
       box.value = "";
@@ -88,7 +89,11 @@ function onEvent(event, mine) {
       api(`/api/runs/${event.run_id}/turn`).then((turn) => view.setInput(turn.input), () => {});
     }
   }
-  if (view.apply(event) && view.ended) finishTurn(view, mine);
+  if (view.apply(event) && view.ended) {
+    // A message that failed (the model refused, the server stopped) comes back to the box to retry.
+    if (event.type === "error" && view.sentHere && !box.value) box.value = view.user.textContent;
+    finishTurn(view, mine);
+  }
   updateButtons();
   scrollDown();
 }

@@ -6,6 +6,7 @@ from playwright.async_api import expect
 from agents_app.models import Run
 from research_app.models import ResearchReport
 
+from ..live_server import free_port, start_server
 from .conftest import screenshot
 from .test_chat import DONE, LIVE, final_run, live_samples, send
 
@@ -190,3 +191,28 @@ async def test_the_api_docs_render_and_load_nothing_from_outside(browse, user, s
     await page.wait_for_selector("#redoc-container h1", timeout=30_000)
     await page.wait_for_load_state("networkidle")
     assert loaded and [url for url in loaded if not url.startswith((site, "blob:"))] == []
+
+
+async def test_a_model_that_fails_is_said_in_words(browse, user, start_fake):
+    """A server whose model provider refuses (the local fake OpenAI answering 429): the answer says so."""
+    fake = start_fake(fail=(429, "rate_limit_exceeded"))
+    port = free_port()
+    proc = start_server(
+        port,
+        AGENTS_MODEL_PROVIDER="openai",
+        OPENAI_API_KEY="test-key",
+        OPENAI_BASE_URL=fake.base_url,
+        OPENAI_MAX_RETRIES="0",
+    )
+    try:
+        page = await browse(await user("alice"))  # the session cookie holds for any port of the host
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await send(page, "Hello there")
+        await page.wait_for_selector(".turn .turn-meta.error")
+        assert "refused for rate or quota" in await page.inner_text(".turn .turn-meta")
+        assert await page.input_value("#message") == "Hello there"  # back in the box, to send again
+        run = await Run.objects.aget()
+        assert run.error_code == "model_rate_limited"
+    finally:
+        proc.terminate()
+        proc.wait(10)
