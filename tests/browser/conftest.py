@@ -38,10 +38,12 @@ async def chromium():
 
 
 @pytest.fixture(scope="module")
-def site(django_db_setup, django_db_blocker):
-    """The base URL of a live server; answers stream slowly enough to act mid-answer."""
+def site(request, django_db_setup, django_db_blocker):
+    """The base URL of a live server. Its offline model waits MODEL_DELAY seconds (a module's
+    global, else 0.06: slow enough to act mid-answer) between deltas."""
     port = free_port()
-    proc = start_server(port, OFFLINE_MODEL_DELAY="0.06", RUN_HEARTBEAT_INTERVAL="1")
+    delay = getattr(request.module, "MODEL_DELAY", "0.06")
+    proc = start_server(port, OFFLINE_MODEL_DELAY=delay, RUN_HEARTBEAT_INTERVAL="1")
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(10)

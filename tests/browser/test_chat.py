@@ -175,3 +175,28 @@ async def test_conversations_new_rename_search_delete(browse, user):
     assert await page.inner_text("#conv-title") == "New conversation"
     await page.fill("#conv-search", "")
     await expect(page.locator("#conv-list li")).to_have_count(1)
+
+
+async def test_a_lost_connection_comes_back_and_the_answer_completes(browse, user):
+    alice = await user("alice")
+    page = await browse(alice)
+    sockets = []
+
+    def through(ws):  # the page's sockets reach the server through a route this test can cut
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    await page.route_web_socket("**/ws/conversations/**", through)
+    await page.goto("/")
+    await send(page, "Tell me about " + " ".join(f"item{i}" for i in range(30)))
+    before = await live_samples(page, until=f"{LIVE}:has-text('item3')")
+    await sockets[-1].close(code=1001, reason="cut by the test")
+    await page.wait_for_selector("#status:has-text('Reconnecting')")
+    after = await live_samples(page)
+    assert len(sockets) == 2  # it came back by itself
+    run = await final_run(alice)
+    assert run.status == Run.Status.COMPLETED
+    for sample in before + after:
+        assert run.final_output.startswith(sample), sample
+    assert (await page.inner_text(DONE)).strip() == run.final_output.strip()
+    assert await page.inner_text("#status") == ""

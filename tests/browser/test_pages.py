@@ -8,11 +8,13 @@ from research_app.models import ResearchReport
 
 from ..live_server import free_port, start_server
 from .conftest import screenshot
-from .test_chat import DONE, LIVE, final_run, live_samples, send
+from .test_chat import DONE, final_run, send
 
 pytestmark = [pytest.mark.browser, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 FOCUSED = "() => document.activeElement.id || document.activeElement.textContent.trim()"
+# Research writes long structured outputs delta by delta: quick deltas keep its tests short.
+MODEL_DELAY = "0.01"
 HOSTILE = "<img src=x onerror=alert(1)> <script>alert(2)</script> [click](javascript:alert(3))"
 
 
@@ -31,7 +33,7 @@ async def test_research_shows_progress_then_the_report(browse, user, corpus):
     await page.click("#start")
     await page.wait_for_selector("#progress .stages li.active")
     # Each finished search is marked; k of n counts them.
-    await page.wait_for_selector("#searches li.done")
+    await page.wait_for_selector("#searches li.done", timeout=60_000)
     assert " of " in await page.inner_text("#search-count")
     await page.wait_for_selector("#report[data-status=completed]", timeout=60_000)
     report = await ResearchReport.objects.aget(owner=alice)
@@ -152,31 +154,6 @@ async def test_keyboard_focus_is_visible_and_in_order(browse, user):
         "!e.labels.length && !e.getAttribute('aria-label')).map(e => e.id)"
     )
     assert labels == []
-
-
-async def test_a_lost_connection_comes_back_and_the_answer_completes(browse, user):
-    alice = await user("alice")
-    page = await browse(alice)
-    sockets = []
-
-    def through(ws):  # the page's sockets reach the server through a route this test can cut
-        ws.connect_to_server()
-        sockets.append(ws)
-
-    await page.route_web_socket("**/ws/conversations/**", through)
-    await page.goto("/")
-    await send(page, "Tell me about " + " ".join(f"item{i}" for i in range(30)))
-    before = await live_samples(page, until=f"{LIVE}:has-text('item3')")
-    await sockets[-1].close(code=1001, reason="cut by the test")
-    await page.wait_for_selector("#status:has-text('Reconnecting')")
-    after = await live_samples(page)
-    assert len(sockets) == 2  # it came back by itself
-    run = await final_run(alice)
-    assert run.status == Run.Status.COMPLETED
-    for sample in before + after:
-        assert run.final_output.startswith(sample), sample
-    assert (await page.inner_text(DONE)).strip() == run.final_output.strip()
-    assert await page.inner_text("#status") == ""
 
 
 async def test_the_api_docs_render_and_load_nothing_from_outside(browse, user, site):
