@@ -79,6 +79,13 @@ def test_token_forms_need_csrf_and_show_the_key_once(alice):
     assert client.get("/account/token/new").status_code == 405
 
 
+def test_the_chat_page_names_provider_and_model_but_not_the_providers_url(alice, settings):
+    settings.AGENTS_MODEL_PROVIDER, settings.OPENAI_API_KEY = "openai", "sk-test"
+    settings.OPENAI_BASE_URL = "http://models.internal:11434/v1"
+    page = logged_in(alice).get("/").content.decode()
+    assert '"provider": "openai"' in page and "models.internal" not in page and "sk-test" not in page
+
+
 def test_staff_get_an_admin_link(alice, make_user):
     staff = make_user("sam", is_staff=True)
     assert b'href="/admin/"' not in logged_in(alice).get("/").content

@@ -15,9 +15,9 @@ from ..transcript import turns_of
 
 def chat_agents() -> list[dict]:
     """The agents a conversation can be held with (the research agent has its own page)."""
-    info = providers.provider_info()
+    info = providers.provider_info()  # only what /api/agents/ shows too: not the provider's base URL
     return [
-        {"slug": s.slug, "title": s.title, "description": s.description, **info}
+        {"slug": s.slug, "title": s.title, "provider": info["provider"], "model": info["model"]}
         for s in all_specs()
         if s.uses_memory
     ]
