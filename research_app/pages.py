@@ -1,15 +1,11 @@
 """The research page: ask, watch the stages live, read the report; the list of past reports."""
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
 
 from agents_app.rendering import render_markdown
 
-from .models import ResearchReport
 from .selectors import reports_for
-
-ACTIVE = (ResearchReport.Status.QUEUED, ResearchReport.Status.RUNNING)
 
 
 def _link(source: dict) -> str | None:
@@ -20,11 +16,7 @@ def _link(source: dict) -> str | None:
 @login_required
 def research(request, pk=None):
     reports = reports_for(request.user)
-    report = None
-    if pk is not None:
-        report = reports.filter(pk=pk).first()
-        if report is None:
-            raise Http404("no such report")
+    report = None if pk is None else get_object_or_404(reports, pk=pk)
     context = {
         "nav": "research",
         "reports": reports.select_related(None).only("id", "query", "status", "created_at")[:50],
@@ -37,7 +29,7 @@ def research(request, pk=None):
                 "id": report.pk,
                 "run_id": str(report.run_id),
                 "status": report.status,
-                "active": report.status in ACTIVE,
+                "active": report.run.is_active,
             }
         },
     }

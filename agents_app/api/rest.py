@@ -114,7 +114,6 @@ class RunCancelView(AsyncAPIView):
 
 
 class ConversationViewSet(
-    mixins.CreateModelMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.UpdateModelMixin,

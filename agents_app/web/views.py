@@ -1,15 +1,14 @@
 """The web app's pages: chat (with the read-only replay of a run) and account. Data comes from the API."""
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_POST
 from rest_framework.authtoken.models import Token
 
 from .. import providers
 from ..models import Run
 from ..registry import all_specs
-from ..selectors import conversations_for, run_events_after
+from ..selectors import conversations_for, run_events_after, runs_for
 from ..transcript import turns_of
 
 
@@ -27,9 +26,7 @@ def chat_agents() -> list[dict]:
 def chat(request, conversation_id=None):
     conversation = None
     if conversation_id is not None:
-        conversation = conversations_for(request.user).filter(pk=conversation_id).first()
-        if conversation is None:
-            raise Http404("no such conversation")
+        conversation = get_object_or_404(conversations_for(request.user), pk=conversation_id)
     agents = chat_agents()
     config = {
         "agents": agents,
@@ -42,14 +39,8 @@ def chat(request, conversation_id=None):
 @login_required
 def run_replay(request, pk):
     """One run, replayed from its stored events: its owner's, or any run for staff who may view runs."""
-    runs = (
-        Run.objects.all()
-        if request.user.has_perm("agents_app.view_run")
-        else Run.objects.filter(owner=request.user)
-    )
-    run = runs.filter(pk=pk).first()
-    if run is None:
-        raise Http404("no such run")
+    runs = Run.objects.all() if request.user.has_perm("agents_app.view_run") else runs_for(request.user)
+    run = get_object_or_404(runs, pk=pk)
     events = [
         {**data, "at": created.timestamp()}
         for data, created in run_events_after(run).values_list("data", "created_at")

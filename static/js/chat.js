@@ -69,7 +69,7 @@ function onEvent(event, mine) {
   if (event.seq === undefined) {
     // A reply to a message of ours that was refused: nothing started, the text stays in the box.
     if (event.type === "error") {
-      if (pending !== null) pending = null;
+      pending = null;
       say(event.code === "conversation_busy" ? BUSY : event.message, "error");
       updateButtons();
     }
@@ -108,12 +108,7 @@ function connect() {
         if (!view.ended) socket.send({ type: "resume", run_id: view.runId, last_event_id: view.lastSeq });
       }
     },
-    onState: (state, detail) => {
-      if (mine !== generation) return;
-      if (state === "open") say("");
-      else if (state === "lost") say(`Connection lost. Reconnecting in ${(detail / 1000).toFixed(1)} s…`);
-      else say(detail, "error");
-    },
+    onNotice: (text, kind) => mine === generation && say(text, kind),
   });
 }
 

@@ -73,11 +73,7 @@ function follow(runId, reportId) {
   socket = new LiveSocket("/ws/agents/research/", {
     onEvent,
     onOpen: () => socket.send({ type: "resume", run_id: run.runId, last_event_id: run.lastSeq }),
-    onState: (state, detail) => {
-      if (state === "open") say("");
-      else if (state === "lost") say(`Connection lost. Reconnecting in ${(detail / 1000).toFixed(1)} s…`);
-      else say(detail, "error");
-    },
+    onNotice: say,
   });
 }
 

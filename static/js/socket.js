@@ -1,14 +1,15 @@
 // A WebSocket that comes back by itself: on a lost connection it reconnects with back-off
-// (0.5 s doubling to 15 s, with jitter) until it is closed on purpose.
+// (0.5 s doubling to 15 s, with jitter) until it is closed on purpose. `onNotice(text, kind)`
+// tells the page what to show about the connection ("" once it is open).
 
 const CLOSE_CODES = { 4401: "You are logged out. Log in again to continue.", 4404: "This conversation no longer exists." };
 
 export class LiveSocket {
-  constructor(path, { onEvent, onOpen, onState }) {
+  constructor(path, { onEvent, onOpen, onNotice }) {
     this.url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
     this.onEvent = onEvent;
     this.onOpen = onOpen;
-    this.onState = onState;
+    this.onNotice = onNotice;
     this.delay = 500;
     this.closed = false;
     this.connect();
@@ -18,7 +19,7 @@ export class LiveSocket {
     const ws = (this.ws = new WebSocket(this.url));
     ws.addEventListener("open", () => {
       this.delay = 500;
-      this.onState("open");
+      this.onNotice("");
       this.onOpen();
     });
     ws.addEventListener("message", (message) => {
@@ -34,12 +35,12 @@ export class LiveSocket {
       if (this.closed || ws !== this.ws) return;
       if (CLOSE_CODES[close.code]) {
         this.closed = true;
-        this.onState("fatal", CLOSE_CODES[close.code]);
+        this.onNotice(CLOSE_CODES[close.code], "error");
         return;
       }
       const wait = Math.round(this.delay * (0.75 + Math.random() / 2));
       this.delay = Math.min(this.delay * 2, 15000);
-      this.onState("lost", wait);
+      this.onNotice(`Connection lost. Reconnecting in ${(wait / 1000).toFixed(1)} s…`, "warn");
       this.timer = setTimeout(() => this.connect(), wait);
     });
   }
