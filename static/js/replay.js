@@ -1,6 +1,6 @@
 // A stored run played back through the chat page's renderer, at its recorded pace (gaps capped).
 import { readConfig } from "./dom.js";
-import { TurnView } from "./turns.js";
+import { TurnView, isActive } from "./turns.js";
 
 const { turn, events } = readConfig("replay-config");
 const messages = document.getElementById("messages");
@@ -27,10 +27,10 @@ async function replay() {
     if (mine !== playing) return;
     view.apply(events[i]);
   }
-  if (!["running", "queued"].includes(turn.status)) view.finish(turn);
+  if (!isActive(turn.status)) view.finish(turn);
   state.textContent = `${events.length} events replayed.`;
 }
 
 play.addEventListener("click", replay);
-show(!["running", "queued"].includes(turn.status));
+show(!isActive(turn.status));
 state.textContent = `${events.length} events. Replay plays them as they streamed.`;

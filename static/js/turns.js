@@ -11,6 +11,8 @@ const ERROR_TEXT = {
   interrupted: "The server stopped before the answer was finished.",
 };
 
+export const isActive = (status) => status === "running" || status === "queued";
+
 export function usageText(usage) {
   if (!usage || !usage.total_tokens) return "";
   const requests = usage.requests === 1 ? "1 request" : `${usage.requests} requests`;
@@ -29,7 +31,7 @@ export class TurnView {
   constructor({ runId, input, status = "running" }) {
     this.runId = runId;
     this.lastSeq = 0;
-    this.ended = !["running", "queued"].includes(status);
+    this.ended = !isActive(status);
     this.calls = new Map();
     this.texts = new Map();
     this.user = el("div", { class: "user-msg" }, input || "");
@@ -119,7 +121,6 @@ export class TurnView {
 
   end(status, usage, message, code) {
     this.ended = true;
-    this.status = status;
     const parts = [];
     if (status === "cancelled") parts.push("Stopped.");
     if (usage) parts.push(usageText(usage));
@@ -142,7 +143,7 @@ export class TurnView {
       this.body.append(answer);
     }
     this.lastSeq = Math.max(this.lastSeq, turn.last_seq || 0);
-    if (!["running", "queued"].includes(turn.status)) {
+    if (!isActive(turn.status)) {
       this.end(turn.status, turn.usage, turn.error, turn.error_code);
     }
   }
