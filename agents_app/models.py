@@ -79,6 +79,10 @@ class Run(models.Model):
     current_turn = models.PositiveIntegerField(default=0)
     last_seq = models.PositiveIntegerField(default=0)
     on_disconnect = models.CharField(max_length=16, default="continue")
+    # Options of the request that started the run: `events` ("full": every raw model event is
+    # journalled, as the reference server streams them), and what a protocol adapter keeps to
+    # answer later reads in its own terms (`background`, `metadata`...).
+    options = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -5,6 +5,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from agents_app.api import rest as agent_views
+from agents_app.api.openai_v1.models_list import ModelDetailView, ModelListView
+from agents_app.api.openai_v1.responses import ResponseCancelView
 
 # The reference server's paths (DESIGN section 9), same auth as the rest of the API.
 reference_urls = []
@@ -12,6 +14,12 @@ for slug in ("chat", "assistant"):
     reference_urls += [
         path(f"{slug}/run", agent_views.AgentRunView.as_view(), {"slug": slug}, name=f"ref-{slug}-run"),
         path(f"{slug}/info", agent_views.AgentInfoView.as_view(), {"slug": slug}, name=f"ref-{slug}-info"),
+        path(
+            f"{slug}/session/<str:session_id>",
+            agent_views.SessionHistoryView.as_view(),
+            {"slug": slug},
+            name=f"ref-{slug}-session",
+        ),
     ]
 
 # Swagger UI and ReDoc (served from this server by drf-spectacular-sidecar) set styles inline, and
@@ -24,6 +32,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("agents_app.api.urls")),
+    path("v1/models", ModelListView.as_view(), name="v1-models"),
+    path("v1/models/<str:model>", ModelDetailView.as_view(), name="v1-model"),
+    path("v1/responses/<str:response_id>/cancel", ResponseCancelView.as_view(), name="v1-response-cancel"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs", docs_csp(SpectacularSwaggerSplitView.as_view(url_name="schema")), name="docs"),
     path("redoc", docs_csp(SpectacularRedocView.as_view(url_name="schema")), name="redoc"),

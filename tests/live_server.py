@@ -1,10 +1,12 @@
 """A real server for tests that need sockets: daphne in a subprocess on a free port, on the test database."""
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from django.db import connection
@@ -54,3 +56,15 @@ def start_server(port: int, **env) -> subprocess.Popen:
         env={**server_env(), **env},
     )
     return listening(proc, port, "daphne")
+
+
+@contextlib.contextmanager
+def serving(**env) -> Iterator[str]:
+    """A server on a free port while the block runs: its base URL."""
+    port = free_port()
+    proc = start_server(port, **env)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -15,7 +15,7 @@ from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.handlers.asgi import ASGIRequest
 from django.http.request import validate_host
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
@@ -28,6 +28,13 @@ CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_NOT_FOUND = 4404  # a conversation socket for a conversation that is not the caller's
 
 
+class BearerTokenAuthentication(TokenAuthentication):
+    """The same API tokens sent as `Authorization: Bearer <key>`: the header of the `openai`
+    clients and of most tools built on them."""
+
+    keyword = "Bearer"
+
+
 def _drf_request(scope: dict, body: bytes) -> Request:
     # The body is already complete: its real length is the one that counts (chunked uploads have none).
     headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
@@ -38,7 +45,7 @@ def _drf_request(scope: dict, body: bytes) -> Request:
     return Request(
         django_request,
         parsers=[parser() for parser in api_settings.DEFAULT_PARSER_CLASSES],
-        authenticators=[TokenAuthentication(), SessionAuthentication()],
+        authenticators=[auth() for auth in api_settings.DEFAULT_AUTHENTICATION_CLASSES],
     )
 
 

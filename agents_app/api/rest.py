@@ -23,6 +23,7 @@ from ..runs.read import refresh_liveness
 from ..runs.start import start_run
 from ..runs.sweep import is_stale
 from ..selectors import agent_describe, conversations_for, run_events_after, runs_for
+from ..session import DjangoSession
 from ..transcript import turns_of
 from .errors import choice_param, error_body
 from .serializers import (
@@ -98,6 +99,40 @@ class AgentRunView(AsyncAPIView):
             upstream = run.error_code in UPSTREAM_ERROR_CODES
             return Response(body, status=502 if upstream else 500)
         return Response(body)
+
+
+class SessionHistoryView(AsyncAPIView):
+    """GET /chat/session/<session_id> (and /assistant/...): the memory items of the caller's
+    conversation with that `session_id`, in order; DELETE clears them (the conversation and its
+    runs stay). A session that was never used has no items; another user's is not visible."""
+
+    @extend_schema(responses={200: dict})
+    async def get(self, request, slug: str, session_id: str):
+        conversation = await self._conversation(request, slug, session_id)
+        items = [] if conversation is None else await DjangoSession(conversation).get_items()
+        return Response(
+            {
+                "session_id": session_id,
+                "conversation_id": str(conversation.pk) if conversation else None,
+                "items": items,
+            }
+        )
+
+    @extend_schema(responses={204: None})
+    async def delete(self, request, slug: str, session_id: str):
+        conversation = await self._conversation(request, slug, session_id)
+        if conversation is not None:
+            if await conversation.runs.filter(status__in=Run.ACTIVE).aexists():
+                raise ConversationBusy("cannot clear a session while a run is active")
+            await DjangoSession(conversation).clear_session()
+        return Response(status=204)
+
+    @staticmethod
+    async def _conversation(request, slug: str, session_id: str) -> Conversation | None:
+        if len(session_id) > 128:
+            raise ValidationError({"session_id": ["at most 128 characters"]})
+        mine = conversations_for(request.user).filter(agent=spec_or_404(slug).slug, session_key=session_id)
+        return await mine.afirst()
 
 
 class RunCancelView(AsyncAPIView):

@@ -2,12 +2,18 @@
 
 from django.urls import path
 
+from .openai_v1.chat import ChatCompletionsConsumer
+from .openai_v1.responses import ResponseConsumer, ResponsesConsumer
 from .sockets import AgentSocketConsumer, ConversationSocketConsumer
 from .sse import AgentStreamConsumer, RunJoinConsumer
 
 http_urlpatterns = [
     path("api/agents/<slug:slug>/stream", AgentStreamConsumer.as_asgi()),
     path("api/runs/<uuid:run_id>/stream", RunJoinConsumer.as_asgi()),
+    # The OpenAI-compatible API (its other paths are Django views: config/urls.py).
+    path("v1/chat/completions", ChatCompletionsConsumer.as_asgi()),
+    path("v1/responses", ResponsesConsumer.as_asgi()),
+    path("v1/responses/<str:response_id>", ResponseConsumer.as_asgi()),
     # The reference server's paths.
     path("chat/stream", AgentStreamConsumer.as_asgi(slug="chat")),
     path("assistant/stream", AgentStreamConsumer.as_asgi(slug="assistant")),

@@ -7,6 +7,8 @@ from ..models import Conversation, ConversationItem, Run, RunEvent
 from ..registry import all_specs, get_spec
 from ..runs.start import IF_BUSY, RunRequest
 
+EVENT_SETS = ("standard", "full")
+
 
 def validate_run_input(value):
     """A non-empty string, or a non-empty list of SDK input items (dicts), within the size limit."""
@@ -55,6 +57,10 @@ class RunRequestSerializer(serializers.Serializer):
     # What a message to a conversation with an active run does: 409 (reject), wait its turn
     # (enqueue), or cancel the active run and start (interrupt).
     if_busy = serializers.ChoiceField(choices=list(IF_BUSY), default="reject")
+    # Which raw model events the stream carries: those with text or arguments (`standard`), or
+    # all of them (`full`, the reference server's stream; the default on /chat/stream and
+    # /assistant/stream).
+    events = serializers.ChoiceField(choices=list(EVENT_SETS), required=False)
 
     def validate_context(self, value):
         if len(str(value)) > 8_000:
@@ -76,8 +82,11 @@ def parse_run_request(request) -> dict:
     return serializer.validated_data
 
 
-def run_request(user, spec, data: dict, on_disconnect: str | None = None) -> RunRequest:
-    """The engine's RunRequest for a validated run request body."""
+def run_request(
+    user, spec, data: dict, on_disconnect: str | None = None, events: str = "standard"
+) -> RunRequest:
+    """The engine's RunRequest for a validated run request body (`events`: the event set when
+    the body names none)."""
     return RunRequest(
         user=user,
         spec=spec,
@@ -87,6 +96,7 @@ def run_request(user, spec, data: dict, on_disconnect: str | None = None) -> Run
         session_key=data.get("session_id"),
         on_disconnect=on_disconnect or data["on_disconnect"],
         if_busy=data["if_busy"],
+        options={"events": "full"} if data.get("events", events) == "full" else {},
     )
 
 

@@ -10,6 +10,7 @@ of another process), and once a second it wakes to poll an idle run and send kee
 
 import asyncio
 import json
+import logging
 import time
 from urllib.parse import parse_qs
 
@@ -29,7 +30,9 @@ from ..runs.sync import in_sync_thread
 from ..selectors import runs_for
 from .auth import authenticated_request
 from .errors import error_body, exception_handler
-from .serializers import parse_run_request, run_request
+from .serializers import EVENT_SETS, parse_run_request, run_request
+
+log = logging.getLogger(__name__)
 
 SSE_HEADERS = [
     (b"Content-Type", b"text/event-stream; charset=utf-8"),
@@ -48,10 +51,15 @@ def sse_frames(batch: Batch) -> bytes:
 
 
 class RunStreamConsumer(AsyncHttpConsumer):
-    """Shared SSE machinery; subclasses decide which run to stream (`parse`, then `open`)."""
+    """Shared SSE machinery; subclasses decide which run to stream (`open`) and, for the other
+    wire formats (the protocol adapters), how its events are written (`frames`, `prologue`,
+    `refusal`), or answer with one JSON body once the run has ended (`streaming` False)."""
 
     channel_layer_alias = NO_CHANNEL_LAYER
-    method = "GET"
+    methods = ("GET",)
+    headers = SSE_HEADERS
+    # False: no stream; the answer is `result()`'s JSON, sent once the run has ended.
+    streaming = True
 
     # Set once the request is complete; until then `_cleanup` has nothing to stop.
     pump: asyncio.Task | None = None
@@ -78,7 +86,7 @@ class RunStreamConsumer(AsyncHttpConsumer):
             self.body_size += len(message["body"])
         if self._too_large():
             # Refused as soon as it is known: an oversized body is never held in memory whole.
-            await self._json(413, error_body("too_large", "request body is larger than the server accepts"))
+            await self._refuse(413, error_body("too_large", "request body is larger than the server accepts"))
             await self._close()
         if message.get("more_body"):
             return
@@ -97,14 +105,17 @@ class RunStreamConsumer(AsyncHttpConsumer):
 
     async def _start(self, body: bytes) -> bool:
         """Send headers and the replay; False when the response is already complete."""
-        if self.scope["method"] != self.method:
-            await self._json(405, error_body("method_not_allowed", f"use {self.method}"))
+        if self.scope["method"] not in self.methods:
+            await self._refuse(405, error_body("method_not_allowed", f"use {' or '.join(self.methods)}"))
             return False
         try:
-            self.run, after, fresh = await self.open(body)
+            opened = await self.open(body)
         except (APIException, ServiceError, RequestDataTooBig) as exc:
             await self._api_error(exc)
             return False
+        if opened is None:  # `open` answered the request itself
+            return False
+        self.run, after, fresh = opened
         self.cursor = RunCursor(self.run.pk, after)
         if fresh:  # subscribed before the run's first event: nothing to replay
             self.cursor.set_local(True)
@@ -114,21 +125,44 @@ class RunStreamConsumer(AsyncHttpConsumer):
             batch, ended = await self.cursor.replay()
             if ended and not batch:
                 # Reconnect after the terminal event: nothing more will ever come.
-                await self.send_response(204, b"", headers=SSE_HEADERS)
+                await self.send_response(204, b"", headers=self.headers)
                 return False
-        await self.send_headers(status=200, headers=SSE_HEADERS)
-        await self._send(f"retry: {settings.SSE_RETRY_MS}\n\n".encode() + sse_frames(batch), ended)
+        self.last_send = time.monotonic()
+        if self.streaming:
+            await self.send_headers(status=200, headers=self.headers)
+            await self._send(self.prologue() + self.frames(batch), ended)
+        else:
+            await self._send(self.frames(batch), ended)
         if ended:
             return False
         self.pump = asyncio.create_task(self._pump())
         self._tick()
         return True
 
-    async def open(self, body: bytes) -> tuple[Run, int, bool]:
+    async def open(self, body: bytes) -> tuple[Run, int, bool] | None:
         """The run to stream, the seq to resume after, and whether the stream is already
         subscribed to it from its first event (authentication is one trip to the database with
-        what the subclass does there: `authenticated_request`)."""
+        what the subclass does there: `authenticated_request`); None when it has answered the
+        request itself (`_json`)."""
         raise NotImplementedError
+
+    def prologue(self) -> bytes:
+        """What the stream starts with, before its first event."""
+        return f"retry: {settings.SSE_RETRY_MS}\n\n".encode()
+
+    def frames(self, batch: Batch) -> bytes:
+        """A batch of the run's events (seq, stored JSON text) as this stream writes them."""
+        return sse_frames(batch)
+
+    def result(self) -> tuple[int, dict, list]:
+        """A non-streaming answer (`streaming` False), once the run ended: status, JSON body and
+        extra headers."""
+        raise NotImplementedError
+
+    def refusal(self, status: int, body: dict) -> tuple[int, dict, list]:
+        """A refused request (`body` in the API's error shape) as this protocol says it:
+        status, JSON body and extra headers."""
+        return status, body, []
 
     def last_event_id(self) -> int:
         headers = dict(self.scope["headers"])
@@ -146,20 +180,36 @@ class RunStreamConsumer(AsyncHttpConsumer):
         """Wake the pump for its idle duties, then again when the next one falls due (a poll or
         a keep-alive): an idle stream of a local run wakes every SSE_KEEPALIVE_INTERVAL only."""
         self.inbox.wake()
-        due = min(self.cursor.next_poll_at, self.last_send + settings.SSE_KEEPALIVE_INTERVAL)
+        due = self.cursor.next_poll_at
+        if self.streaming:
+            due = min(due, self.last_send + settings.SSE_KEEPALIVE_INTERVAL)
         delay = max(MIN_TICK, due - time.monotonic())
         self.timer = asyncio.get_running_loop().call_later(delay, self._tick)
 
     async def _pump(self) -> None:
-        """The only writer once the stream is open: live batches, gaps and idle polls filled from
-        the DB, keep-alives."""
+        """The only writer once the stream is open. A fault in it (a bug: the reads retry, the
+        translations are pure) ends the response rather than leaving the client waiting: a cut
+        stream, which the client can resume, or a 500 for an answer not yet started."""
+        try:
+            await self._pump_events()
+        except Exception:
+            log.exception("the stream of run %s failed", self.run.pk)
+            if self.timer is not None:
+                self.timer.cancel()
+            if self.streaming:
+                await self.send_body(b"", more_body=False)
+            else:
+                await self._refuse(500, error_body("server_error", "internal server error"))
+
+    async def _pump_events(self) -> None:
+        """Live batches, gaps and idle polls filled from the DB, keep-alives."""
         cursor = self.cursor
         while True:
             await self.inbox.wait()
             batch, ended = await cursor.catch_up(self.inbox.take(), self.inbox.take_lost())
-            data = sse_frames(batch)
+            data = self.frames(batch)
             idle = time.monotonic() - self.last_send
-            if not data and not ended and idle >= settings.SSE_KEEPALIVE_INTERVAL:
+            if self.streaming and not data and not ended and idle >= settings.SSE_KEEPALIVE_INTERVAL:
                 data = b": keep-alive\n\n"
             await self._send(data, ended)
             if ended:
@@ -171,6 +221,10 @@ class RunStreamConsumer(AsyncHttpConsumer):
                 return
 
     async def _send(self, data: bytes, ended: bool) -> None:
+        if not self.streaming:
+            if ended:
+                await self._json(*self.result())
+            return
         if data or ended:
             self.last_send = time.monotonic()
             await self.send_body(data, more_body=not ended)
@@ -197,11 +251,15 @@ class RunStreamConsumer(AsyncHttpConsumer):
 
     async def _api_error(self, exc) -> None:
         if isinstance(exc, ServiceError):
-            await self._json(exc.status, error_body(exc.code, exc.message, **exc.extra))
+            await self._refuse(exc.status, error_body(exc.code, exc.message, **exc.extra))
             return
         response = exception_handler(exc, {})
         headers = [(b"WWW-Authenticate", b"Token")] if response.status_code == 401 else []
-        await self._json(response.status_code, response.data, headers)
+        await self._refuse(response.status_code, response.data, headers)
+
+    async def _refuse(self, status: int, body: dict, headers=()) -> None:
+        status, body, extra = self.refusal(status, body)
+        await self._json(status, body, [*headers, *extra])
 
     async def _json(self, status: int, body: dict, headers=()) -> None:
         await self.send_response(
@@ -212,7 +270,7 @@ class RunStreamConsumer(AsyncHttpConsumer):
 class AgentStreamConsumer(RunStreamConsumer):
     """POST /api/agents/<slug>/stream (and the reference /chat/stream): start a run and stream it."""
 
-    method = "POST"
+    methods = ("POST",)
 
     def __init__(self, slug: str | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -230,10 +288,18 @@ class AgentStreamConsumer(RunStreamConsumer):
         if spec is None:
             raise NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
         data = parse_run_request(request)
-        on_disconnect = parse_qs(self.scope["query_string"].decode()).get("on_disconnect", [None])[0]
+        query = parse_qs(self.scope["query_string"].decode())
+        on_disconnect = query.get("on_disconnect", [None])[0]
         if on_disconnect not in (None, "continue", "cancel"):
             raise ValidationError({"on_disconnect": ["must be 'continue' or 'cancel'"]})
-        return run_request(request.user, spec, data, on_disconnect=on_disconnect or data["on_disconnect"])
+        events = query.get("events", [None])[0]
+        if events not in (None, *EVENT_SETS):
+            raise ValidationError({"events": [f"must be one of {', '.join(EVENT_SETS)}"]})
+        # The reference paths stream every raw model event, as the reference server does.
+        events = events or ("full" if self.slug else "standard")
+        return run_request(
+            request.user, spec, data, on_disconnect=on_disconnect or data["on_disconnect"], events=events
+        )
 
 
 class RunJoinConsumer(RunStreamConsumer):

@@ -42,10 +42,13 @@ def encode(event: dict) -> str:
         return _encode_std(event)
 
 
-def translate(event: Any) -> dict | None:
-    """One SDK stream event -> one wire event body (without seq/run_id), or None to skip it."""
+def translate(event: Any, full: bool = False) -> dict | None:
+    """One SDK stream event -> one wire event body (without seq/run_id), or None to skip it.
+
+    `full`: every raw model event, as the reference server forwards them (a run started with
+    `events: "full"`), not only those that carry text or arguments."""
     if isinstance(event, RawResponsesStreamEvent):
-        return _raw(event.data)
+        return _raw_full(event.data) if full else _raw(event.data)
     if isinstance(event, RunItemStreamEvent):
         return _run_item(event)
     if isinstance(event, AgentUpdatedStreamEvent):
@@ -67,6 +70,38 @@ def _raw(data: Any) -> dict | None:
         "item_id": getattr(data, "item_id", None),
         "output_index": getattr(data, "output_index", None),
     }
+
+
+# Fields of raw events that say where they belong or what they carry (never whole objects).
+RAW_FIELDS = (
+    "delta",
+    "item_id",
+    "output_index",
+    "content_index",
+    "summary_index",
+    "text",
+    "arguments",
+    "name",
+)
+
+
+def _raw_full(data: Any) -> dict | None:
+    event_type = getattr(data, "type", None)
+    if not isinstance(event_type, str):
+        return None
+    body: dict[str, Any] = {"type": "raw_response", "event_type": event_type}
+    for name in RAW_FIELDS:
+        value = getattr(data, name, None)
+        if isinstance(value, str | int):
+            body[name] = value
+    response = getattr(data, "response", None)
+    if response is not None:  # response.created / in_progress / completed...
+        body["response_id"] = getattr(response, "id", None)
+        body["status"] = getattr(response, "status", None)
+    item = getattr(data, "item", None)
+    if item is not None:  # response.output_item.added / done
+        body["item"] = _jsonable(item)
+    return body
 
 
 def _raw_field(raw: Any, name: str) -> Any:

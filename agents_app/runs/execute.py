@@ -53,6 +53,7 @@ class RunContext:
         self.current_turn = 0
         self.session: DjangoSession | None = None  # its deferred items are written with the end
         self.usage = {"requests": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+        self.full_events = (run.options or {}).get("events") == "full"
         self._results: list = []
         self._tool_names: dict[str, str] = {}
         self._first_output = False
@@ -85,7 +86,7 @@ class RunContext:
             self.answer = []
         try:
             async for sdk_event in result.stream_events():
-                body = translate(sdk_event)
+                body = translate(sdk_event, self.full_events)
                 if body is None:
                     continue
                 if answering:

@@ -44,6 +44,11 @@ class RunRequest:
     session_key: str | None = None
     on_disconnect: str = "continue"
     if_busy: str = "reject"
+    # False: the run has no conversation (its input carries the whole history, as the stateless
+    # OpenAI-compatible endpoints send it) even for an agent that keeps memory.
+    memory: bool = True
+    # Stored with the run (Run.options): `events`, and what a protocol adapter keeps.
+    options: dict = field(default_factory=dict)
 
 
 async def start_run(
@@ -151,6 +156,7 @@ def _new_run(
         provider=info["provider"],
         model=info["model"],
         on_disconnect=request.on_disconnect,
+        options=request.options,
         status=Run.Status.QUEUED if waits else Run.Status.RUNNING,
         started_at=None if waits else now,
         heartbeat_at=now,
@@ -175,6 +181,8 @@ def _conversation(request: RunRequest) -> tuple[Conversation | None, bool]:
             conversation.title = title_from(request.input)
             conversation.save(update_fields=["title"])
         return conversation, False
+    if not request.memory:
+        return None, False
     title = title_from(request.input)
     if request.session_key:
         return Conversation.objects.get_or_create(
