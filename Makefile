@@ -12,7 +12,13 @@ $(BIN)/.installed: requirements.txt constraints.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-install: $(BIN)/.installed
+# The node client tests' packages (tests/node/package.json pins them; no lock file is kept).
+NODE_DEPS := tests/node/node_modules/.installed
+$(NODE_DEPS): tests/node/package.json
+	npm install --prefix tests/node --no-audit --no-fund --no-package-lock --silent
+	touch $@
+
+install: $(BIN)/.installed $(NODE_DEPS)
 
 demo: install
 	$(BIN)/python manage.py demo

@@ -1,0 +1,242 @@
+"""AG-UI: `POST /api/agents/<slug>/ag-ui` takes AG-UI's `RunAgentInput` and streams the run as
+AG-UI events (docs/ag-ui.md), with the `ag-ui-protocol` package's own types and encoder.
+
+The thread is the caller's conversation with that agent, named by the client's `threadId`
+(`session_key`, unique per owner and agent: another user's thread id names a conversation of
+the caller's own). The conversation keeps its own memory, so the run's input is the last user
+message only; AG-UI clients send the whole history every time.
+"""
+
+import orjson
+from ag_ui.core import RunAgentInput, RunErrorEvent, TextPart
+from ag_ui.encoder import EventEncoder
+from pydantic import ValidationError as PydanticValidationError
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+
+from ..registry import all_specs, get_spec
+from ..runs.errors import NotFound
+from ..runs.read import Batch
+from ..runs.start import IF_BUSY, RunRequest, start_run
+from .ag_ui_events import AgUiTranslator
+from .auth import authenticated_request
+from .serializers import validate_run_input
+from .sse import SSE_HEADERS, RunStreamConsumer
+
+THREAD_ID_MAX = 128  # Conversation.session_key
+CONTEXT_MAX_CHARS = 8_000  # as the REST API's `context`
+ON_DISCONNECT = ("continue", "cancel")
+
+
+class AgUiConsumer(RunStreamConsumer):
+    """Start a run from a `RunAgentInput` and stream it as AG-UI events; refusals are JSON
+    bodies shaped as AG-UI's RUN_ERROR event."""
+
+    methods = ("POST",)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = EventEncoder()
+        self.translator: AgUiTranslator | None = None
+
+    async def open(self, body):
+        # Authentication, validation and the run's row in one trip to the database.
+        run, _task = await start_run(lambda: self.make_request(body), reader=self.inbox)
+        self.headers = [
+            (b"Content-Type", f"{self.encoder.get_content_type()}; charset=utf-8".encode()),
+            *(header for header in SSE_HEADERS if header[0] != b"Content-Type"),
+            (b"X-Run-Id", str(run.pk).encode()),
+        ]
+        return run, 0, True
+
+    def make_request(self, body: bytes) -> RunRequest:
+        request = authenticated_request(self.scope, body)
+        slug = self.scope["url_route"]["kwargs"]["slug"]
+        spec = get_spec(slug)
+        if spec is None:
+            raise NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
+        run_input = parse_run_agent_input(request.data)
+        options = run_input.forwarded_props if isinstance(run_input.forwarded_props, dict) else {}
+        self.translator = AgUiTranslator(run_input.thread_id, run_input.run_id)
+        return RunRequest(
+            user=request.user,
+            spec=spec,
+            input=last_user_text(run_input),
+            context=run_context(run_input),
+            session_key=run_input.thread_id,
+            on_disconnect=choice(options, "on_disconnect", ON_DISCONNECT),
+            if_busy=choice(options, "if_busy", IF_BUSY),
+        )
+
+    def prologue(self) -> bytes:
+        return b""  # AG-UI clients do not reconnect: no `retry:` line
+
+    def frames(self, batch: Batch) -> bytes:
+        return "".join(
+            self.encoder.encode(event)
+            for _seq, text in batch
+            for event in self.translator.translate(orjson.loads(text))
+        ).encode()
+
+    def refusal(self, status: int, body: dict) -> tuple[int, dict, list]:
+        error = dict(body["error"])
+        message, code = error.pop("message"), error.pop("code")
+        event = RunErrorEvent(message=message, code=code, metadata=error or None)
+        return status, event.model_dump(mode="json", by_alias=True), []
+
+
+def parse_run_agent_input(data) -> RunAgentInput:
+    """The body as AG-UI's RunAgentInput, or a 400 naming the first wrong field."""
+    if not isinstance(data, dict):
+        raise ValidationError({"non_field_errors": ["the request body must be a RunAgentInput JSON object"]})
+    try:
+        run_input = RunAgentInput.model_validate(data)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "non_field_errors"
+        raise ValidationError({field: [first["msg"]]}) from None
+    if not run_input.thread_id or len(run_input.thread_id) > THREAD_ID_MAX:
+        raise ValidationError({"threadId": [f"must be 1 to {THREAD_ID_MAX} characters"]})
+    if run_input.tools:
+        raise ValidationError(
+            {"tools": ["client-side tools are not supported: this server's agents run their own tools"]}
+        )
+    if run_input.resume:
+        raise ValidationError({"resume": ["this server's runs never end with an interrupt to resume"]})
+    return run_input
+
+
+def last_user_text(run_input: RunAgentInput) -> str:
+    """The text of the last user message: the run's input (the conversation remembers the rest)."""
+    message = next((m for m in reversed(run_input.messages) if m.role == "user"), None)
+    if message is None:
+        raise ValidationError({"messages": ["there is no user message to answer"]})
+    content = message.content
+    if not isinstance(content, str):
+        if not all(isinstance(part, TextPart) for part in content):
+            raise ValidationError({"messages": ["only text content is supported"]})
+        content = "\n".join(part.text for part in content)
+    try:
+        return validate_run_input(content)
+    except serializers.ValidationError as exc:
+        raise ValidationError({"messages": exc.detail}) from None
+
+
+def run_context(run_input: RunAgentInput) -> dict:
+    """The client's context entries, kept with the run (`Run.context`, the SDK's run context);
+    the agents here do not show them to the model (docs/ag-ui.md)."""
+    if not run_input.context:
+        return {}
+    entries = [entry.model_dump(by_alias=True) for entry in run_input.context]
+    if len(str(entries)) > CONTEXT_MAX_CHARS:
+        raise ValidationError({"context": [f"context is larger than {CONTEXT_MAX_CHARS} characters"]})
+    return {"ag_ui_context": entries}
+
+
+def choice(options: dict, key: str, choices: tuple[str, ...]) -> str:
+    """A run option from `forwardedProps`: its value, the first choice (the default) when
+    absent, else a 400 naming it."""
+    value = options.get(key, choices[0])
+    if value not in choices:
+        raise ValidationError({f"forwardedProps.{key}": [f"must be one of {', '.join(choices)}"]})
+    return value
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "description": "A refusal, shaped as AG-UI's RUN_ERROR event; `metadata` holds the details "
+    "(`fields` for a wrong field, `active_run_id` for a busy thread, ...).",
+    "properties": {
+        "type": {"type": "string", "enum": ["RUN_ERROR"]},
+        "message": {"type": "string"},
+        "code": {"type": "string"},
+        "metadata": {"type": "object"},
+    },
+    "required": ["type", "message"],
+}
+MESSAGE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "role": {"type": "string", "enum": ["user", "assistant", "system", "developer", "tool"]},
+        "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+    },
+    "required": ["id", "role"],
+}
+EVENTS_DESCRIPTION = """AG-UI events, one `data: <json>` frame each, in this order:
+RUN_STARTED (the client's threadId and runId; `metadata.runId` is this server's run id, also in
+the `X-Run-Id` header); then STEP_STARTED/STEP_FINISHED (stepName: the agent answering, or a
+research stage), TEXT_MESSAGE_START/CONTENT/END (role assistant), REASONING_START/
+REASONING_MESSAGE_START/CONTENT/END/REASONING_END, TOOL_CALL_START/ARGS/END then
+TOOL_CALL_RESULT, CUSTOM (`run_queued`, `research_progress`); last RUN_FINISHED (`result`: the
+final output, `usage`; `outcome.type` `cancelled` for a cancelled run) or RUN_ERROR (`message`,
+`code`)."""
+
+
+def openapi_paths() -> dict:
+    """The AG-UI endpoint as an OpenAPI 3.0 path item."""
+    refusal = {"content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    return {
+        "/api/agents/{slug}/ag-ui": {
+            "post": {
+                "operationId": "agents_ag_ui",
+                "summary": "Run an agent for an AG-UI client (RunAgentInput in, AG-UI events out)",
+                "tags": ["AG-UI"],
+                "parameters": [
+                    {"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "description": "AG-UI's RunAgentInput. Only the last user message "
+                                "is the run's input; `tools` and `resume` must be empty.",
+                                "properties": {
+                                    "threadId": {"type": "string", "maxLength": THREAD_ID_MAX},
+                                    "runId": {"type": "string"},
+                                    "messages": {"type": "array", "items": MESSAGE_SCHEMA},
+                                    "state": {},
+                                    "context": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "description": {"type": "string"},
+                                                "value": {"type": "string"},
+                                            },
+                                        },
+                                    },
+                                    "tools": {"type": "array", "maxItems": 0, "items": {"type": "object"}},
+                                    "forwardedProps": {
+                                        "type": "object",
+                                        "properties": {
+                                            "on_disconnect": {"type": "string", "enum": list(ON_DISCONNECT)},
+                                            "if_busy": {"type": "string", "enum": list(IF_BUSY)},
+                                        },
+                                    },
+                                },
+                                "required": ["threadId", "runId", "messages"],
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": EVENTS_DESCRIPTION,
+                        "headers": {"X-Run-Id": {"schema": {"type": "string", "format": "uuid"}}},
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "400": {
+                        "description": "Invalid RunAgentInput (metadata.fields names the field)",
+                        **refusal,
+                    },
+                    "401": {"description": "No or bad credentials", **refusal},
+                    "404": {"description": "Unknown agent", **refusal},
+                    "409": {"description": "The thread has an active run (if_busy reject)", **refusal},
+                    "429": {"description": "Too many active runs", **refusal},
+                },
+            }
+        }
+    }
