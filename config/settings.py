@@ -272,6 +272,11 @@ SPECTACULAR_SETTINGS = {
         }
     },
     "SERVE_INCLUDE_SCHEMA": False,
+    # The streaming endpoints are Channels consumers: the hook adds them (agents_app/api/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "agents_app.api.schema.add_stream_paths",
+    ],
 }
 
 # --- agents -----------------------------------------------------------------

@@ -57,7 +57,7 @@ async def test_a_failed_streamed_response_ends_with_response_failed(alice, faili
     failing(429, "rate_limit_exceeded")
     client = await request(alice, "/v1/responses", {"model": "chat", "input": "hello", "stream": True})
     events = [json.loads(line) for line in data_lines(client.raw)]
-    assert [e["type"] for e in events][0] == "response.created"
+    assert events[0]["type"] == "response.created"
     failed = events[-1]
     assert failed["type"] == "response.failed" and failed["response"]["status"] == "failed"
     assert failed["response"]["error"]["code"] == "rate_limit_exceeded"

@@ -14,13 +14,11 @@ from pydantic import ValidationError as PydanticValidationError
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
-from ..registry import all_specs, get_spec
-from ..runs.errors import NotFound
 from ..runs.read import Batch
 from ..runs.start import IF_BUSY, RunRequest, start_run
 from .ag_ui_events import AgUiTranslator
 from .auth import authenticated_request
-from .serializers import validate_run_input
+from .serializers import spec_or_404, validate_run_input
 from .sse import SSE_HEADERS, RunStreamConsumer
 
 THREAD_ID_MAX = 128  # Conversation.session_key
@@ -51,10 +49,7 @@ class AgUiConsumer(RunStreamConsumer):
 
     def make_request(self, body: bytes) -> RunRequest:
         request = authenticated_request(self.scope, body)
-        slug = self.scope["url_route"]["kwargs"]["slug"]
-        spec = get_spec(slug)
-        if spec is None:
-            raise NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
+        spec = spec_or_404(self.scope["url_route"]["kwargs"]["slug"])
         run_input = parse_run_agent_input(request.data)
         options = run_input.forwarded_props if isinstance(run_input.forwarded_props, dict) else {}
         self.translator = AgUiTranslator(run_input.thread_id, run_input.run_id)

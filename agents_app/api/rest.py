@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ..models import Conversation, Run
-from ..registry import all_specs, get_spec
+from ..registry import all_specs
 from ..runs.cancel import cancel_run
 from ..runs.errors import UPSTREAM_ERROR_CODES, ConversationBusy, NotFound
 from ..runs.read import refresh_liveness
@@ -36,16 +36,10 @@ from .serializers import (
     RunSerializer,
     parse_run_request,
     run_request,
+    spec_or_404,
 )
 
 UUID_RE = "[0-9a-fA-F-]{36}"
-
-
-def spec_or_404(slug: str):
-    spec = get_spec(slug)
-    if spec is None:
-        raise NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
-    return spec
 
 
 def health(request):

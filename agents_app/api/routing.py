@@ -3,6 +3,7 @@
 from django.urls import path
 
 from .ag_ui import AgUiConsumer
+from .ai_sdk import UIChatConsumer, UIResumeConsumer
 from .openai_v1.chat import ChatCompletionsConsumer
 from .openai_v1.responses import ResponseConsumer, ResponsesConsumer
 from .sockets import AgentSocketConsumer, ConversationSocketConsumer
@@ -11,6 +12,8 @@ from .sse import AgentStreamConsumer, RunJoinConsumer
 http_urlpatterns = [
     path("api/agents/<slug:slug>/stream", AgentStreamConsumer.as_asgi()),
     path("api/runs/<uuid:run_id>/stream", RunJoinConsumer.as_asgi()),
+    path("api/agents/<slug:slug>/ui", UIChatConsumer.as_asgi()),
+    path("api/agents/<slug:slug>/ui/<path:chat_id>/stream", UIResumeConsumer.as_asgi()),
     path("api/agents/<slug:slug>/ag-ui", AgUiConsumer.as_asgi()),
     # The OpenAI-compatible API (its other paths are Django views: config/urls.py).
     path("v1/chat/completions", ChatCompletionsConsumer.as_asgi()),

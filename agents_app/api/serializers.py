@@ -4,10 +4,19 @@ from django.conf import settings
 from rest_framework import serializers
 
 from ..models import Conversation, ConversationItem, Run, RunEvent
-from ..registry import all_specs, get_spec
+from ..registry import AgentSpec, all_specs, get_spec
+from ..runs.errors import NotFound
 from ..runs.start import IF_BUSY, RunRequest
 
 EVENT_SETS = ("standard", "full")
+
+
+def spec_or_404(slug) -> AgentSpec:
+    """The agent a request names, or a 404 listing the agents there are."""
+    spec = get_spec(slug) if isinstance(slug, str) else None
+    if spec is None:
+        raise NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
+    return spec
 
 
 def validate_run_input(value):

@@ -17,7 +17,6 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from rest_framework.exceptions import ValidationError
 
 from ..models import Conversation, Run
-from ..registry import all_specs, get_spec
 from ..runs.cancel import cancel_on_disconnect, cancel_run
 from ..runs.errors import NotFound, ServiceError
 from ..runs.read import Inbox, LayerChannel, RunCursor
@@ -25,7 +24,7 @@ from ..runs.start import start_run
 from ..selectors import runs_for
 from .auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, WS_SUBPROTOCOL
 from .errors import first_message
-from .serializers import CancelRequestSerializer, RunRequestSerializer, run_request
+from .serializers import CancelRequestSerializer, RunRequestSerializer, run_request, spec_or_404
 from .sse import NO_CHANNEL_LAYER
 
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -109,10 +108,7 @@ class AgentSocketConsumer(AsyncWebsocketConsumer):
             await self._error("invalid", first_message(exc.detail), fields=exc.detail)
 
     async def _run(self, message: dict) -> None:
-        slug = message.get("agent") or self.slug
-        spec = get_spec(slug) if isinstance(slug, str) else None
-        if spec is None:
-            raise NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
+        spec = spec_or_404(message.get("agent") or self.slug)
         serializer = RunRequestSerializer(
             data={k: v for k, v in message.items() if k not in ("type", "agent")}
         )

@@ -21,7 +21,6 @@ from django.core.exceptions import RequestDataTooBig
 from rest_framework.exceptions import APIException, ValidationError
 
 from ..models import Run
-from ..registry import all_specs, get_spec
 from ..runs.cancel import cancel_on_disconnect
 from ..runs.errors import NotFound, ServiceError
 from ..runs.read import Batch, Inbox, LayerChannel, RunCursor
@@ -30,7 +29,7 @@ from ..runs.sync import in_sync_thread
 from ..selectors import runs_for
 from .auth import authenticated_request
 from .errors import error_body, exception_handler
-from .serializers import EVENT_SETS, parse_run_request, run_request
+from .serializers import EVENT_SETS, parse_run_request, run_request, spec_or_404
 
 log = logging.getLogger(__name__)
 
@@ -283,10 +282,7 @@ class AgentStreamConsumer(RunStreamConsumer):
 
     def run_request(self, body: bytes) -> RunRequest:
         request = authenticated_request(self.scope, body)
-        slug = self.slug or self.scope["url_route"]["kwargs"]["slug"]
-        spec = get_spec(slug)
-        if spec is None:
-            raise NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
+        spec = spec_or_404(self.slug or self.scope["url_route"]["kwargs"]["slug"])
         data = parse_run_request(request)
         query = parse_qs(self.scope["query_string"].decode())
         on_disconnect = query.get("on_disconnect", [None])[0]
