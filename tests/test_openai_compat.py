@@ -34,10 +34,14 @@ def run_of(response_id: str) -> Run:
 
 async def test_models_list_the_agents(client):
     models = await client.models.list()
-    assert {m.id for m in models.data} >= {"chat", "assistant", "research"}
+    assert {m.id for m in models.data} == {"chat", "assistant"}  # research answers with a report
     assert (await client.models.retrieve("chat")).id == "chat"
-    with pytest.raises(openai.NotFoundError):
-        await client.models.retrieve("gpt-unknown")
+    for name in ("gpt-unknown", "research"):
+        with pytest.raises(openai.NotFoundError):
+            await client.models.retrieve(name)
+    with pytest.raises(openai.NotFoundError) as research:
+        await client.chat.completions.create(model="research", messages=[{"role": "user", "content": "x"}])
+    assert "/api/research/" in research.value.message
 
 
 async def test_chat_completion_whole_and_streamed(client, alice):

@@ -88,3 +88,20 @@ async def test_refusals_change_nothing(alice):
         error = json.loads(client.raw)["error"]
         assert set(error) == {"message", "type", "param", "code"} and error["message"], body
     assert await Run.objects.acount() == before
+
+
+async def test_stream_cursors_must_be_numbers_within_the_stream(alice):
+    created = await request(alice, "/v1/responses", {"model": "chat", "input": "hello"})
+    response_id = json.loads(created.raw)["id"]
+    for cursor in ("x", "-1", "1e3", "99999"):
+        client = SSEClient(
+            "GET", f"/v1/responses/{response_id}?stream=true&starting_after={cursor}", None, alice.token
+        )
+        assert await client.start() == 400, cursor
+        await client.read_all()
+        assert json.loads(client.raw)["error"]["param"] == "starting_after"
+    tail = SSEClient("GET", f"/v1/responses/{response_id}?stream=true&starting_after=3", None, alice.token)
+    assert await tail.start() == 200
+    await tail.read_all()
+    numbers = [json.loads(line)["sequence_number"] for line in data_lines(tail.raw)]
+    assert numbers[0] == 4 and numbers == list(range(4, numbers[-1] + 1))

@@ -4,9 +4,9 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ...registry import AgentSpec, all_specs
+from ...registry import AgentSpec
 from .errors import OpenAIErrors
-from .requests import agent_for
+from .requests import agent_for, chat_models
 
 # The models' `created` (OpenAI's clients show it): the agents are part of this server's code.
 CREATED = 1767225600  # 2026-01-01
@@ -20,7 +20,7 @@ def model_of(spec: AgentSpec) -> dict:
 class ModelListView(OpenAIErrors, APIView):
     @extend_schema(responses={200: dict})
     def get(self, request):
-        return Response({"object": "list", "data": [model_of(spec) for spec in all_specs()]})
+        return Response({"object": "list", "data": [model_of(spec) for spec in chat_models()]})
 
 
 class ModelDetailView(OpenAIErrors, APIView):

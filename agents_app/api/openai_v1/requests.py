@@ -59,14 +59,27 @@ def body_object(body: Any) -> dict:
     return {key: value for key, value in body.items() if value is not None}
 
 
+def chat_models() -> list[AgentSpec]:
+    """The agents offered as models: those that answer in text. A pipeline (research) answers
+    with a structured report built by several inner agents, whose text is not an answer."""
+    return [spec for spec in all_specs() if spec.pipeline is None]
+
+
 def agent_for(body: dict) -> AgentSpec:
     """The agent a request names as its `model` (a 404 `model_not_found` otherwise)."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise OpenAIError(400, "model: required, the slug of an agent (GET /v1/models)", param="model")
     spec = get_spec(model)
+    if spec is not None and spec.pipeline is not None:
+        raise OpenAIError(
+            404,
+            f"`{model}` is not a chat model: its answer is a stored report (use /api/research/)",
+            param="model",
+            code="model_not_found",
+        )
     if spec is None:
-        names = ", ".join(s.slug for s in all_specs())
+        names = ", ".join(s.slug for s in chat_models())
         raise OpenAIError(
             404,
             f"The model `{model}` does not exist: the models are {names}",
