@@ -16,14 +16,9 @@ from ..selectors import conversations_for
 from .ai_sdk_chunks import UIMessageTranslator
 from .auth import authenticated_request
 from .serializers import spec_or_404, validate_run_input
-from .sse import RunStreamConsumer
+from .sse import SSE_HEADERS, RunStreamConsumer
 
-UI_HEADERS = [
-    (b"Content-Type", b"text/event-stream; charset=utf-8"),
-    (b"Cache-Control", b"no-cache"),
-    (b"X-Accel-Buffering", b"no"),
-    (b"x-vercel-ai-ui-message-stream", b"v1"),
-]
+UI_HEADERS = [*SSE_HEADERS, (b"x-vercel-ai-ui-message-stream", b"v1")]
 TRIGGERS = ("submit-message", "regenerate-message")
 CHAT_ID_MAX = 128  # Conversation.session_key's length
 
