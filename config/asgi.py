@@ -18,7 +18,7 @@ from django.urls import re_path  # noqa: E402
 
 from agents_app.api.auth import WebsocketAuthStack  # noqa: E402
 from agents_app.api.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
-from agents_app.runs.lifespan import lifespan  # noqa: E402
+from agents_app.runs.lifespan import lifespan, start_with_the_reactor  # noqa: E402
 
 if settings.GIL_SWITCH_INTERVAL > 0:
     sys.setswitchinterval(settings.GIL_SWITCH_INTERVAL)
@@ -32,6 +32,7 @@ application = ProtocolTypeRouter(
         "lifespan": lifespan,
     }
 )
+start_with_the_reactor()
 
 # Everything imported so far lives as long as the process: move it out of the collector's way,
 # so full collections scan only the objects of runs and requests (each was ~160 ms otherwise).

@@ -34,6 +34,18 @@ async def start_engine() -> Engine:
     return engine
 
 
+def start_with_the_reactor() -> None:
+    """Under daphne (Twisted's reactor installed, not yet running: the application is imported
+    before it runs), start the engine as soon as it runs, as ASGI lifespan does elsewhere: its
+    first sweep ends the runs a previous process left running, and later ones follow every
+    RUN_STALE_AFTER, without waiting for a request to start a run."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or getattr(reactor, "running", False) or not hasattr(reactor, "callLater"):
+        return
+    # A delayed call fires inside the running loop (startup triggers fire before it runs).
+    reactor.callLater(0, lambda: asyncio.ensure_future(start_engine()))
+
+
 def _shut_down_with_the_reactor(engine: Engine) -> None:
     """Under daphne (Twisted, no ASGI lifespan), run the shutdown before the reactor stops: a
     'before shutdown' trigger may return a Deferred, and the reactor waits for it."""
