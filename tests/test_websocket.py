@@ -4,7 +4,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from agents_app.api.auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+from agents_app.api.auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, origin_allowed
 from agents_app.models import Conversation, Run, RunEvent
 from config.asgi import application
 
@@ -62,14 +62,23 @@ async def test_subprotocol_token_and_session_origin(alice, client):
     # On the sync thread, whose connection the session fixture closes (a pool thread's would stay open).
     await sync_to_async(client.force_login)(alice)
     cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
-    good = ws_client("chat", headers=[cookie, (b"origin", b"http://localhost:8000")])
+    host = (b"host", b"localhost:8000")
+    good = ws_client("chat", headers=[cookie, host, (b"origin", b"http://localhost:8000")])
     await good.connect()
     await good.send_json_to({"type": "run", "input": "hello"})
     assert (await ws_events_until_terminal(good))[-1]["type"] == "stream_complete"
     await good.disconnect()
-    evil = ws_client("chat", headers=[cookie, (b"origin", b"http://evil.example")])
-    await evil.connect()
-    assert (await evil.receive_output(1))["code"] == CLOSE_FORBIDDEN_ORIGIN
+    # Another site: another host, another port of this host, a host ALLOWED_HOSTS refuses (even
+    # when the Host header names it too), or no Host to compare with.
+    for headers in (
+        [host, (b"origin", b"http://evil.example")],
+        [host, (b"origin", b"http://localhost:9999")],
+        [(b"host", b"evil.example"), (b"origin", b"http://evil.example")],
+        [(b"origin", b"http://localhost:8000")],
+    ):
+        evil = ws_client("chat", headers=[cookie, *headers])
+        await evil.connect()
+        assert (await evil.receive_output(1))["code"] == CLOSE_FORBIDDEN_ORIGIN, headers
     no_origin = ws_client("chat", headers=[cookie])
     await no_origin.connect()
     assert (await no_origin.receive_output(1))["code"] == CLOSE_UNAUTHENTICATED
@@ -284,3 +293,24 @@ async def test_a_long_lived_socket_does_not_keep_the_runs_it_has_finished(alice,
     await ws.send_json_to({"type": "resume", "run_id": run_id, "last_event_id": 0})
     assert (await ws_events_until_terminal(ws, run_id))[0]["type"] == "run_started"
     await ws.disconnect()
+
+
+@pytest.mark.parametrize(
+    "origin,host,allowed",
+    [
+        ("https://example.com", "example.com", True),
+        ("https://example.com:443", "example.com", True),
+        ("https://example.com", "example.com:443", True),
+        ("http://example.com:8080", "example.com:8080", True),
+        ("http://example.com:8080", "example.com", False),
+        ("http://example.com", "example.com:8080", False),
+        ("http://other.example", "other.example", False),  # not in ALLOWED_HOSTS
+        ("https://app.partner.example", "example.com", True),  # CSRF_TRUSTED_ORIGINS
+        ("null", "example.com", False),
+        ("ftp://example.com", "example.com", False),
+    ],
+)
+def test_origin_check_compares_host_and_port(settings, origin, host, allowed):
+    settings.ALLOWED_HOSTS = ["example.com"]
+    settings.CSRF_TRUSTED_ORIGINS = ["https://app.partner.example"]
+    assert origin_allowed(origin, host) is allowed

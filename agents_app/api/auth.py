@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.handlers.asgi import ASGIRequest
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.request import Request
@@ -68,13 +68,26 @@ def _header(scope: dict, name: bytes) -> str | None:
     return None
 
 
-def origin_allowed(origin: str) -> bool:
-    host = urlparse(origin).netloc
-    if not host:
+DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def origin_allowed(origin: str, host: str | None) -> bool:
+    """A browser's socket from this site: its Origin is the socket's own host, port included (as
+    Django's CSRF check compares them), on a host ALLOWED_HOSTS accepts; or a trusted origin
+    (CSRF_TRUSTED_ORIGINS). A page on another port of the same host is another site."""
+    if origin in settings.CSRF_TRUSTED_ORIGINS:
+        return True
+    parsed = urlparse(origin)
+    if parsed.scheme not in DEFAULT_PORTS or not parsed.netloc or not host:
+        return False
+    netloc = parsed.netloc.lower().removesuffix(DEFAULT_PORTS[parsed.scheme])
+    host = host.lower()
+    for port in DEFAULT_PORTS.values():
+        host = host.removesuffix(port)
+    if netloc != host:
         return False
     hosts = settings.ALLOWED_HOSTS or (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
-    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    return validate_host(hostname, hosts) or origin in settings.CSRF_TRUSTED_ORIGINS
+    return validate_host(split_domain_port(host)[0], hosts)
 
 
 @database_sync_to_async
@@ -99,7 +112,7 @@ class WebsocketAuthMiddleware:
     async def __call__(self, scope, receive, send):
         scope = dict(scope)
         origin = _header(scope, b"origin")
-        scope["origin_ok"] = origin is None or origin_allowed(origin)
+        scope["origin_ok"] = origin is None or origin_allowed(origin, _header(scope, b"host"))
         key = self._token(scope)
         if key is not None:
             user = await _user_for_token(key)
