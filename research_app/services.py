@@ -8,6 +8,7 @@ from django.db import transaction
 from agents_app.registry import get_spec
 from agents_app.runs.errors import ServiceError
 from agents_app.runs.start import RunRequest, start_run
+from agents_app.text import REASON, UNSTORABLE
 
 from .models import Document
 from .pipeline import report_for_run
@@ -29,6 +30,8 @@ class UnsupportedFileType(ServiceError):
 def query_validate(query: object) -> str:
     if not isinstance(query, str) or not query.strip():
         raise ServiceError("query must be a non-empty string", field="query")
+    if UNSTORABLE.search(query):
+        raise ServiceError(f"query {REASON}", field="query")
     limit = settings.RESEARCH_MAX_QUERY_CHARS
     if len(query) > limit:
         raise ServiceError(f"query is longer than {limit} characters", field="query", max_chars=limit)
@@ -50,6 +53,9 @@ def document_validate(title: str, body: str, source: str) -> tuple[str, str, str
         raise DocumentTooLarge(f"document is {size} bytes, more than the limit of {limit}", max_bytes=limit)
     if not body.strip():
         raise ServiceError("body must not be empty", field="body")
+    for field, text in (("title", title), ("body", body), ("source", source)):
+        if UNSTORABLE.search(text):
+            raise ServiceError(f"{field} {REASON}", field=field)
     title = " ".join(title.split()) or title_from(body, "")
     if not title:
         raise ServiceError("title must not be empty (or start the body with a '# ' heading)", field="title")

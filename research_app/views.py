@@ -8,12 +8,13 @@ from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents_app.api.errors import choice_param, error_body
+from agents_app.api.pagination import Pagination
+from agents_app.api.parsers import CleanJSONParser
 from agents_app.runs.errors import NotFound
 
 from . import services
@@ -64,7 +65,7 @@ class ResearchCollectionView(AsyncAPIView):
         status = choice_param(request.query_params, "status", ResearchReport.Status.values)
         if status:
             reports = reports.filter(status=status)
-        paginator = LimitOffsetPagination()
+        paginator = Pagination()
         page = paginator.paginate_queryset(reports, request, view=self)
         return paginator.get_paginated_response(ResearchReportListSerializer(page, many=True).data)
 
@@ -125,7 +126,7 @@ class ReferenceResearchView(AsyncAPIView):
 class DocumentCollectionView(APIView):
     """GET ?q=: search the corpus (or list it). POST: add a document, as JSON or a .md/.txt file upload."""
 
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    parser_classes = [CleanJSONParser, MultiPartParser, FormParser]
 
     @extend_schema(parameters=[OpenApiParameter("q", str)])
     def get(self, request):
@@ -137,7 +138,7 @@ class DocumentCollectionView(APIView):
                 raise ValidationError({"limit": ["must be a positive integer"]})
             hits = documents_search(q, min(int(limit), 50))
             return Response({"query": q, "results": [hit.as_dict() for hit in hits]})
-        paginator = LimitOffsetPagination()
+        paginator = Pagination()
         page = paginator.paginate_queryset(Document.objects.order_by("title", "id"), request, view=self)
         return paginator.get_paginated_response(DocumentSerializer(page, many=True).data)
 

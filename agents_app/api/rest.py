@@ -11,7 +11,6 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -26,6 +25,7 @@ from ..selectors import agent_describe, conversations_for, run_events_after, run
 from ..session import DjangoSession
 from ..transcript import turns_of
 from .errors import choice_param, error_body
+from .pagination import Pagination
 from .serializers import (
     CancelRequestSerializer,
     ConversationCreateSerializer,
@@ -188,7 +188,7 @@ class ConversationViewSet(
         return self.get_paginated_response(turns_of(page[::-1]))
 
 
-class EventPagination(LimitOffsetPagination):
+class EventPagination(Pagination):
     default_limit = 500
     max_limit = 2000
 

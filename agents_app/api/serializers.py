@@ -9,6 +9,13 @@ from ..runs.errors import NotFound
 from ..runs.start import IF_BUSY, RunRequest
 
 EVENT_SETS = ("standard", "full")
+# The input items a run accepts, by type, with the fields each needs.
+INPUT_ITEM_FIELDS = {
+    "message": ("role", "content"),
+    "function_call": ("call_id", "name", "arguments"),
+    "function_call_output": ("call_id", "output"),
+    "reasoning": ("summary",),
+}
 
 
 def spec_or_404(slug) -> AgentSpec:
@@ -34,10 +41,18 @@ def validate_run_input(value):
         if not all(isinstance(item, dict) for item in value):
             raise serializers.ValidationError("every input item must be an object")
         for item in value:
-            # A message (role and content) or a typed item (function_call_output, ...): anything
-            # else fails at the model, after it was saved to the conversation's memory.
-            if not (("role" in item and "content" in item) or isinstance(item.get("type"), str)):
-                raise serializers.ValidationError("every input item needs a role and content, or a type")
+            # A message (role and content) or an item a conversation's history holds (a tool call
+            # and its output, reasoning): anything else fails at the model, after it was saved to
+            # the conversation's memory.
+            kind = item.get("type", "message" if "role" in item else None)
+            if kind not in INPUT_ITEM_FIELDS:
+                raise serializers.ValidationError(
+                    f"input items are messages (role and content) or of type {', '.join(INPUT_ITEM_FIELDS)}; "
+                    f"not {kind!r}"
+                )
+            missing = [name for name in INPUT_ITEM_FIELDS[kind] if name not in item]
+            if missing:
+                raise serializers.ValidationError(f"a {kind} input item needs {', '.join(missing)}")
             if "content" in item and not isinstance(item["content"], str | list):
                 raise serializers.ValidationError("input item content must be a string or a list")
             if "role" in item and item["role"] not in ("user", "assistant", "system", "developer"):

@@ -24,6 +24,7 @@ from ..runs.start import start_run
 from ..selectors import runs_for
 from .auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, WS_SUBPROTOCOL
 from .errors import first_message
+from .parsers import refuse_unstorable
 from .serializers import CancelRequestSerializer, RunRequestSerializer, run_request, spec_or_404
 from .sse import NO_CHANNEL_LAYER
 
@@ -96,6 +97,7 @@ class AgentSocketConsumer(AsyncWebsocketConsumer):
                 raise ServiceError("message is not valid JSON") from None
             if not isinstance(message, dict):
                 raise ServiceError("message must be a JSON object")
+            refuse_unstorable(message)
             handler = {"run": self._run, "cancel": self._cancel, "resume": self._resume}.get(
                 message.get("type")
             )
