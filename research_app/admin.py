@@ -7,7 +7,7 @@ from django.utils.safestring import mark_safe
 from agents_app.rendering import render_markdown
 
 from .models import Document, ResearchReport
-from .search import documents_search
+from .search import EVERY_DOCUMENT, documents_search
 
 RENDERED_STYLE = "max-width:60rem;line-height:1.5"
 
@@ -102,13 +102,15 @@ class ResearchReportAdmin(admin.ModelAdmin):
 
 @admin.register(Document)
 class DocumentAdmin(admin.ModelAdmin):
-    list_display = ["title", "source", "size", "added_by", "updated_at"]
+    list_display = ["title", "source", "size", "added_by", "shared", "updated_at"]
+    list_editable = ["shared"]
+    list_filter = ["shared"]
     list_select_related = ["added_by"]
     search_fields = ["title", "source"]
     raw_id_fields = ["added_by"]
     date_hierarchy = "created_at"
     readonly_fields = ["rendered_body", "created_at", "updated_at"]
-    fields = ["title", "source", "body", "added_by", "rendered_body", "created_at", "updated_at"]
+    fields = ["title", "source", "body", "added_by", "shared", "rendered_body", "created_at", "updated_at"]
 
     @admin.display(description="size (bytes)")
     def size(self, obj):
@@ -122,7 +124,7 @@ class DocumentAdmin(admin.ModelAdmin):
         """Title/source substring matches plus the full-text index's hits for the body."""
         queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         if search_term.strip():
-            ids = [hit.document_id for hit in documents_search(search_term, 200)]
+            ids = [hit.document_id for hit in documents_search(search_term, 200, EVERY_DOCUMENT)]
             queryset |= self.model.objects.filter(pk__in=ids)
         return queryset, may_have_duplicates
 

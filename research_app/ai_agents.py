@@ -63,6 +63,8 @@ class SearchContext:
 
     limit: int = 5
     hits: list[dict[str, Any]] = field(default_factory=list)
+    # Whose documents it searches: the shared ones and the run owner's.
+    user_id: int | None = None
 
 
 # Errors propagate (no error text for the model to improvise from): the search fails, is reported and skipped.
@@ -74,7 +76,8 @@ async def search_documents(ctx: RunContextWrapper[SearchContext], query: str) ->
         query: The words to search for.
     """
     limit = ctx.context.limit if ctx.context else 5
-    hits = await sync_to_async(documents_search)(query, limit)
+    user_id = ctx.context.user_id if ctx.context else None
+    hits = await sync_to_async(documents_search)(query, limit, user_id)
     if ctx.context is not None:
         known = {h["document_id"] for h in ctx.context.hits}
         ctx.context.hits.extend(h.as_dict() for h in hits if h.document_id not in known)

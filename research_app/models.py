@@ -16,6 +16,9 @@ class Document(models.Model):
     added_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # A document belongs to whoever added it: only its uploader lists, searches and researches it,
+    # unless staff share it with every user (the demo corpus and `load_documents` are shared).
+    shared = models.BooleanField(default=False, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -214,7 +214,7 @@ async def _search_all(ctx: RunContext, state: ResearchState) -> None:
 
 
 async def _search(ctx: RunContext, item: dict[str, str]) -> dict[str, Any]:
-    search_ctx = SearchContext(limit=settings.RESEARCH_SEARCH_RESULTS)
+    search_ctx = SearchContext(limit=settings.RESEARCH_SEARCH_RESULTS, user_id=ctx.run.owner_id)
     # The reason travels as a developer message so the user message is the search term alone.
     input = [
         {"role": "developer", "content": f"Reason for this search: {item['reason']}"},

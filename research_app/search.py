@@ -105,25 +105,40 @@ def fulltext_uninstall(connection=default_connection) -> None:
             cursor.execute(statement)
 
 
-def documents_search(query: str, limit: int = 5) -> list[Hit]:
-    """The documents best matching `query`, best first, each with a snippet around the matches."""
+# Whose documents a search sees: the shared ones, a user's own as well (`user_id`), or all.
+SHARED_ONLY = None
+EVERY_DOCUMENT = "all"
+
+
+def _visible(user_id: int | str | None) -> tuple[str, list]:
+    """The SQL condition on `d` (the documents table) for what a search sees, and its params."""
+    if user_id == EVERY_DOCUMENT:
+        return "TRUE", []
+    if user_id is None:
+        return "d.shared", []
+    return "(d.shared OR d.added_by_id = %s)", [user_id]
+
+
+def documents_search(query: str, limit: int = 5, user_id: int | str | None = SHARED_ONLY) -> list[Hit]:
+    """The documents best matching `query`, best first, each with a snippet around the matches.
+    It sees the shared documents and those of `user_id` (EVERY_DOCUMENT: all, for staff)."""
     terms = keywords(query)
     if not terms or limit <= 0:
         return []
     vendor = default_connection.vendor
     if vendor == "sqlite":
-        rows = _sqlite_search(terms, limit)
+        rows = _sqlite_search(terms, limit, *_visible(user_id))
     elif vendor == "postgresql":
-        rows = _postgres_search(terms, limit)
+        rows = _postgres_search(terms, limit, *_visible(user_id))
     else:
-        rows = _fallback_search(terms, limit)
+        rows = _fallback_search(terms, limit, user_id)
     return [
         Hit(document_id=pk, title=title, source=source, snippet=clean_snippet(snippet), score=round(score, 6))
         for pk, title, source, snippet, score in rows
     ]
 
 
-def _sqlite_search(terms: list[str], limit: int) -> list[tuple]:
+def _sqlite_search(terms: list[str], limit: int, visible: str, params: list) -> list[tuple]:
     # Quoted terms cannot be read as FTS5 operators; the porter tokenizer still stems them.
     match = " OR ".join(f'"{term}"' for term in terms)
     sql = f"""
@@ -131,14 +146,14 @@ def _sqlite_search(terms: list[str], limit: int) -> list[tuple]:
                snippet({FTS_TABLE}, 1, '{SNIPPET_MARK}', '{SNIPPET_MARK}', '…', 28),
                -bm25({FTS_TABLE}, 5.0, 1.0) AS score
         FROM {FTS_TABLE} JOIN {DOC_TABLE} d ON d.id = {FTS_TABLE}.rowid
-        WHERE {FTS_TABLE} MATCH %s
+        WHERE {FTS_TABLE} MATCH %s AND {visible}
         ORDER BY score DESC, d.id LIMIT %s"""
     with default_connection.cursor() as cursor:
-        cursor.execute(sql, [match, limit])
+        cursor.execute(sql, [match, *params, limit])
         return cursor.fetchall()
 
 
-def _postgres_search(terms: list[str], limit: int) -> list[tuple]:
+def _postgres_search(terms: list[str], limit: int, visible: str, params: list) -> list[tuple]:
     query = " || ".join(["plainto_tsquery('english', %s)"] * len(terms))
     headline = (
         f"StartSel={SNIPPET_MARK}, StopSel={SNIPPET_MARK}, MaxWords=40, MinWords=18, "
@@ -149,16 +164,16 @@ def _postgres_search(terms: list[str], limit: int) -> list[tuple]:
         WITH q AS (SELECT ({query}) AS query),
         best AS (
             SELECT d.id, d.title, d.source, d.body, ts_rank_cd(d.search_vector, q.query, 32) AS score
-            FROM {DOC_TABLE} d, q WHERE d.search_vector @@ q.query
+            FROM {DOC_TABLE} d, q WHERE d.search_vector @@ q.query AND {visible}
             ORDER BY score DESC, d.id LIMIT %s)
         SELECT best.id, best.title, best.source, ts_headline('english', best.body, q.query, %s), best.score
         FROM best, q ORDER BY best.score DESC, best.id"""
     with default_connection.cursor() as cursor:
-        cursor.execute(sql, [*terms, limit, headline])
+        cursor.execute(sql, [*terms, *params, limit, headline])
         return cursor.fetchall()
 
 
-def _fallback_search(terms: list[str], limit: int) -> list[tuple]:
+def _fallback_search(terms: list[str], limit: int, user_id: int | str | None) -> list[tuple]:
     """Other databases: substring matching scored by term counts (slow, but correct on small corpora)."""
     from django.db.models import Q
 
@@ -167,8 +182,11 @@ def _fallback_search(terms: list[str], limit: int) -> list[tuple]:
     condition = Q()
     for term in terms:
         condition |= Q(title__icontains=term) | Q(body__icontains=term)
+    documents = Document.objects.all()
+    if user_id != EVERY_DOCUMENT:
+        documents = documents.filter(Q(shared=True) | Q(added_by_id=user_id))
     scored = []
-    for doc in Document.objects.filter(condition).only("id", "title", "source", "body")[:500]:
+    for doc in documents.filter(condition).only("id", "title", "source", "body")[:500]:
         title, body = doc.title.lower(), doc.body.lower()
         score = sum(5 * title.count(t) + body.count(t) for t in terms)
         first = min((body.find(t) for t in terms if t in body), default=0)

@@ -39,7 +39,7 @@ class DocumentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Document
-        fields = ["id", "title", "source", "size", "created_at", "updated_at"]
+        fields = ["id", "title", "source", "size", "shared", "created_at", "updated_at"]
         read_only_fields = fields
 
     def get_size(self, document: Document) -> int:
@@ -52,3 +52,5 @@ class DocumentInputSerializer(serializers.Serializer):
     title = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, default="")
     body = serializers.CharField(allow_blank=True, trim_whitespace=False)
     source = serializers.CharField(required=False, allow_blank=True, default="")
+    # Staff only: every user lists, searches and researches the document.
+    shared = serializers.BooleanField(required=False, default=False)

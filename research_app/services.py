@@ -17,6 +17,11 @@ DOCUMENT_SUFFIXES = (".md", ".markdown", ".txt")
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 
 
+class NotShared(ServiceError):
+    status = 403
+    code = "permission_denied"
+
+
 class DocumentTooLarge(ServiceError):
     status = 413
     code = "too_large"
@@ -66,9 +71,12 @@ def document_validate(title: str, body: str, source: str) -> tuple[str, str, str
     return title, body, source.strip()
 
 
-def document_create(*, title: str, body: str, source: str = "", user=None) -> Document:
+def document_create(*, title: str, body: str, source: str = "", user=None, shared: bool = False) -> Document:
+    """A document of `user`'s; `shared` (staff only) gives every user the document."""
     title, body, source = document_validate(title, body, source)
-    return Document.objects.create(title=title, body=body, source=source, added_by=user)
+    if shared and not (user is not None and user.is_staff):
+        raise NotShared("only staff can share a document with every user", field="shared")
+    return Document.objects.create(title=title, body=body, source=source, added_by=user, shared=shared)
 
 
 def document_from_file(name: str, data: bytes) -> tuple[str, str]:
@@ -112,7 +120,8 @@ def documents_load(paths: list[Path], source_prefix: str | None = None) -> dict[
         with transaction.atomic():
             document = Document.objects.select_for_update().filter(source=source).order_by("id").first()
             if document is None:
-                Document.objects.create(title=title, body=body, source=source)
+                # Loaded by the operator (the demo corpus, `load_documents`): every user's.
+                Document.objects.create(title=title, body=body, source=source, shared=True)
             elif (document.title, document.body) != (title, body):
                 document.title, document.body = title, body
                 document.save(update_fields=["title", "body", "updated_at"])

@@ -6,7 +6,7 @@ from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics
+from rest_framework import generics, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -18,9 +18,9 @@ from agents_app.api.parsers import CleanJSONParser
 from agents_app.runs.errors import NotFound
 
 from . import services
-from .models import Document, ResearchReport
+from .models import ResearchReport
 from .search import documents_search
-from .selectors import reports_for
+from .selectors import documents_for, reports_for
 from .serializers import (
     DocumentInputSerializer,
     DocumentSerializer,
@@ -28,6 +28,8 @@ from .serializers import (
     ResearchReportSerializer,
 )
 
+# A multipart upload's `shared` form field, read as the JSON body's is.
+SHARED_FIELD = serializers.BooleanField()
 # Multipart framing and JSON escaping add to the document's own size.
 UPLOAD_OVERHEAD = 64 * 1024
 
@@ -136,10 +138,12 @@ class DocumentCollectionView(APIView):
             limit = request.query_params.get("limit", "10")
             if not limit.isdigit():
                 raise ValidationError({"limit": ["must be a positive integer"]})
-            hits = documents_search(q, min(int(limit), 50))
+            hits = documents_search(q, min(int(limit), 50), request.user.pk)
             return Response({"query": q, "results": [hit.as_dict() for hit in hits]})
         paginator = Pagination()
-        page = paginator.paginate_queryset(Document.objects.order_by("title", "id"), request, view=self)
+        page = paginator.paginate_queryset(
+            documents_for(request.user).order_by("title", "id"), request, view=self
+        )
         return paginator.get_paginated_response(DocumentSerializer(page, many=True).data)
 
     @extend_schema(request=DocumentInputSerializer, responses={201: DocumentSerializer})
@@ -160,11 +164,16 @@ class DocumentCollectionView(APIView):
             title, body = services.document_from_file(upload.name, upload.read())
             title = data.get("title") or title
             source = data.get("source") or upload.name
+            shared = SHARED_FIELD.run_validation(data.get("shared", False))
         else:
             if not isinstance(data, dict) or not data:
                 raise ValidationError({"body": ["send JSON {title, body, source} or a multipart 'file'"]})
             serializer = DocumentInputSerializer(data=data)
             serializer.is_valid(raise_exception=True)
-            title, body, source = (serializer.validated_data[k] for k in ("title", "body", "source"))
-        document = services.document_create(title=title, body=body, source=source, user=request.user)
+            title, body, source, shared = (
+                serializer.validated_data[k] for k in ("title", "body", "source", "shared")
+            )
+        document = services.document_create(
+            title=title, body=body, source=source, user=request.user, shared=shared
+        )
         return Response(DocumentSerializer(document).data, status=201)

@@ -89,7 +89,7 @@ def test_report_changelist_filters_and_search(staff_client, report, bob):
 
 def test_document_admin_search_uses_the_full_text_index(staff_client):
     Document.objects.create(title="Volcanoes", body="Lava and magma erupt.", source="corpus:volcanoes.md")
-    Document.objects.create(title="Coffee", body="Roasted beans.", source="corpus:coffee.md")
+    Document.objects.create(title="Coffee", body="Roasted beans.", source="corpus:coffee.md", added_by=None)
     page = staff_client.get("/admin/research_app/document/?q=erupting").content.decode()
     assert "Volcanoes" in page and "corpus:coffee.md" not in page
     doc = Document.objects.get(title="Volcanoes")

@@ -12,7 +12,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def corpus(db):
     Document.objects.create(
-        title="Volcanoes", source="corpus:volcanoes.md", body="Volcanoes erupt lava. Hotspots build islands."
+        title="Volcanoes",
+        source="corpus:volcanoes.md",
+        body="Volcanoes erupt lava. Hotspots build islands.",
+        shared=True,
     )
 
 

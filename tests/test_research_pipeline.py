@@ -39,7 +39,9 @@ SMALL_CORPUS = [
 @pytest.fixture
 def corpus(db):
     return [
-        Document.objects.create(title=title, body=body, source=f"corpus:{title.lower().replace(' ', '-')}.md")
+        Document.objects.create(
+            title=title, body=body, source=f"corpus:{title.lower().replace(' ', '-')}.md", shared=True
+        )
         for title, body in SMALL_CORPUS
     ]
 
@@ -103,10 +105,10 @@ async def test_no_hits_says_so(alice, corpus):
 async def test_failed_search_is_reported_and_skipped(alice, corpus, monkeypatch):
     real = ai_agents.documents_search
 
-    def flaky(query, limit=5):
+    def flaky(query, limit=5, user_id=None):
         if query.startswith("plate"):
             raise RuntimeError("search backend exploded")
-        return real(query, limit)
+        return real(query, limit, user_id)
 
     monkeypatch.setattr(ai_agents, "documents_search", flaky)
     run, report, events = await research(alice)

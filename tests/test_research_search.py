@@ -1,5 +1,7 @@
 """Corpus full-text search (SQLite and PostgreSQL): ranking, snippets, no hits, the index following writes."""
 
+import functools
+
 import pytest
 from django.db import connection
 
@@ -11,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def docs():
-    make = Document.objects.create
+    make = functools.partial(Document.objects.create, shared=True)  # the shared corpus
     return {
         "volcano": make(
             title="Volcanoes",
@@ -84,7 +86,9 @@ def test_index_follows_updates_and_deletes(docs):
     assert documents_search("volcanoes")[0].title == "Mountains of fire"
     Document.objects.filter(pk=docs["volcano"].pk).delete()
     assert [h.title for h in documents_search("volcano")] == ["Islands"]
-    Document.objects.bulk_create([Document(title="Tea", body="Green tea is steamed or pan-fired.")])
+    Document.objects.bulk_create(
+        [Document(title="Tea", body="Green tea is steamed or pan-fired.", shared=True)]
+    )
     assert [h.title for h in documents_search("steamed tea")] == ["Tea"]
 
 

@@ -21,7 +21,7 @@ def corpus(db):
         ("Islands", "Oceanic islands form from lava piled above the sea; reefs grow around them."),
         ("Coffee", "Coffee is brewed from roasted seeds."),
     ]:
-        Document.objects.create(title=title, body=body, source=f"corpus:{title.lower()}.md")
+        Document.objects.create(title=title, body=body, source=f"corpus:{title.lower()}.md", shared=True)
 
 
 def check_progress(events: list[dict]) -> list[dict]:
