@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "csp",
+    "axes",
     "agents_app",
     "research_app",
 ]
@@ -95,7 +96,23 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Login attempts (the login page and the admin's) are limited by django-axes: after
+# LOGIN_FAILURE_LIMIT failures for one account, or from one IP address, further attempts are
+# refused for LOGIN_LOCKOUT_MINUTES, the right password too. Staff unlock in the admin (Axes >
+# Access attempts) or with `manage.py axes_reset`. Behind a proxy, set AXES_IPWARE_* (see
+# django-axes) so the client's address is the one counted.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = env_float("LOGIN_LOCKOUT_MINUTES", 15.0) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
 
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
@@ -170,6 +187,15 @@ REDIS_URL = env_str("REDIS_URL")
 # idle for 5 s failed with "Timeout reading from ..." (a consumer died mid-stream, the executor's
 # control channel dropped out). It must stay above 5. A `socket_timeout` in REDIS_URL wins.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 15.0)
+# Rate limits (agents_app/api/throttles.py), per user (an IP address when unauthenticated), as
+# DRF rates ("60/min"); empty: no limit. Counted in the cache below.
+THROTTLE_RUN_START = env_str("THROTTLE_RUN_START", "60/min")
+THROTTLE_STREAM_OPEN = env_str("THROTTLE_STREAM_OPEN", "300/min")
+# Rate-limit counters (and login attempts) must be shared by every process: Redis when there is
+# one, else this process's memory (one process: the demo, the tests).
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
 if REDIS_URL:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
@@ -353,6 +379,10 @@ if RESEARCH_SEARCH_BACKEND not in ("auto", "local", "web"):
 RESEARCH_MAX_QUERY_CHARS = env_int("RESEARCH_MAX_QUERY_CHARS", 2000)
 RESEARCH_MAX_DOCUMENT_BYTES = env_int("RESEARCH_MAX_DOCUMENT_BYTES", 512 * 1024)
 SSE_KEEPALIVE_INTERVAL = env_float("SSE_KEEPALIVE_INTERVAL", 15.0)
+# Most streams (SSE responses and sockets) one process holds open; past it a new one gets 503
+# with Retry-After (a socket: close code 1013) and the load balancer can try another process.
+# 0: no cap.
+MAX_OPEN_STREAMS = env_int("MAX_OPEN_STREAMS", 10_000)
 SSE_RETRY_MS = env_int("SSE_RETRY_MS", 2000)
 
 PORT = env_int("PORT", 8000)

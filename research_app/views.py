@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from agents_app.api.errors import choice_param, error_body
 from agents_app.api.pagination import Pagination
 from agents_app.api.parsers import CleanJSONParser
+from agents_app.api.throttles import RunStartThrottle
 from agents_app.runs.errors import NotFound
 
 from . import services
@@ -58,6 +59,9 @@ def _links(report: ResearchReport) -> dict:
 class ResearchCollectionView(AsyncAPIView):
     """GET: the caller's reports. POST {"query"}: start a research run and return where to follow it."""
 
+    def get_throttles(self):
+        return [RunStartThrottle()] if self.request.method == "POST" else []
+
     @extend_schema(responses={200: ResearchReportListSerializer(many=True)})
     async def get(self, request):
         return await sync_to_async(self._list)(request)
@@ -95,6 +99,8 @@ class ResearchReportDetailView(generics.RetrieveAPIView):
 
 class ReferenceResearchView(AsyncAPIView):
     """The reference server's `POST /research?query=...`: waits for the report and returns it."""
+
+    throttle_classes = [RunStartThrottle]
 
     @extend_schema(parameters=[OpenApiParameter("query", str, required=True)], responses={200: dict})
     async def post(self, request):

@@ -40,6 +40,8 @@ def _offline_fast(settings):
     settings.OPENAI_API_KEY = ""
     settings.OFFLINE_MODEL_DELAY = 0
     settings.RUN_HEARTBEAT_INTERVAL = 0.5
+    # Tests start runs and streams faster than any person would (tests/test_limits.py sets rates).
+    settings.THROTTLE_RUN_START = settings.THROTTLE_STREAM_OPEN = ""
 
 
 @pytest.fixture(autouse=True)

@@ -32,6 +32,8 @@ def server_env() -> dict:
         OFFLINE_MODEL_DELAY="0.05",
         LOG_LEVEL="WARNING",
         RUN_HEARTBEAT_INTERVAL="0.5",
+        THROTTLE_RUN_START="",
+        THROTTLE_STREAM_OPEN="",
     )
     return env
 

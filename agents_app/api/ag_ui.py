@@ -20,6 +20,7 @@ from .ag_ui_events import AgUiTranslator
 from .auth import authenticated_request
 from .serializers import spec_or_404, validate_run_input
 from .sse import SSE_HEADERS, RunStreamConsumer
+from .throttles import RUN_START, STREAM_OPEN
 
 THREAD_ID_MAX = 128  # Conversation.session_key
 CONTEXT_MAX_CHARS = 8_000  # as the REST API's `context`
@@ -48,7 +49,7 @@ class AgUiConsumer(RunStreamConsumer):
         return run, 0, True
 
     def make_request(self, body: bytes) -> RunRequest:
-        request = authenticated_request(self.scope, body)
+        request = authenticated_request(self.scope, body, RUN_START, STREAM_OPEN)
         spec = spec_or_404(self.scope["url_route"]["kwargs"]["slug"])
         run_input = parse_run_agent_input(request.data)
         options = run_input.forwarded_props if isinstance(run_input.forwarded_props, dict) else {}

@@ -17,6 +17,7 @@ from .ai_sdk_chunks import UIMessageTranslator
 from .auth import authenticated_request
 from .serializers import spec_or_404, validate_run_input
 from .sse import SSE_HEADERS, RunStreamConsumer
+from .throttles import RUN_START, STREAM_OPEN
 
 UI_HEADERS = [*SSE_HEADERS, (b"x-vercel-ai-ui-message-stream", b"v1")]
 TRIGGERS = ("submit-message", "regenerate-message")
@@ -110,7 +111,7 @@ class UIChatConsumer(UIStreamConsumer):
         return run, 0, True
 
     def run_request(self, body: bytes) -> RunRequest:
-        request = authenticated_request(self.scope, body)
+        request = authenticated_request(self.scope, body, RUN_START, STREAM_OPEN)
         spec = spec_or_404(self.scope["url_route"]["kwargs"]["slug"])
         if not isinstance(request.data, dict):
             raise serializers.ValidationError(
@@ -144,7 +145,7 @@ class UIResumeConsumer(UIStreamConsumer):
         return run, 0, False
 
     def active_run(self, body: bytes) -> Run | None:
-        request = authenticated_request(self.scope, body)
+        request = authenticated_request(self.scope, body, STREAM_OPEN)
         spec = spec_or_404(self.scope["url_route"]["kwargs"]["slug"])
         try:
             chat_id = ChatIdField().run_validation(self.scope["url_route"]["kwargs"]["chat_id"])

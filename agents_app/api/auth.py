@@ -20,12 +20,15 @@ from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
+from .throttles import check_throttles
+
 WS_SUBPROTOCOL = "agents.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "token."
 # Close codes sent by the WebSocket consumer (documented in docs/events.md).
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_NOT_FOUND = 4404  # a conversation socket for a conversation that is not the caller's
+CLOSE_THROTTLED = 4429  # too many sockets opened (THROTTLE_STREAM_OPEN)
 
 
 class BearerTokenAuthentication(TokenAuthentication):
@@ -49,8 +52,9 @@ def _drf_request(scope: dict, body: bytes) -> Request:
     )
 
 
-def authenticated_request(scope: dict, body: bytes) -> Request:
-    """A DRF Request for an HTTP consumer's scope, authenticated or raising a DRF APIException.
+def authenticated_request(scope: dict, body: bytes, *throttles: str) -> Request:
+    """A DRF Request for an HTTP consumer's scope, authenticated (and within the rate limits
+    named, agents_app/api/throttles.py) or raising a DRF APIException.
 
     Sync (it may query the database): consumers call it inside their one hop to the sync thread.
     """
@@ -58,6 +62,7 @@ def authenticated_request(scope: dict, body: bytes) -> Request:
     # Touching .user runs the authenticators (and CSRF for session auth); failures raise.
     if request.user is None or not request.user.is_authenticated:
         raise NotAuthenticated()
+    check_throttles(request, *throttles)
     return request
 
 

@@ -36,7 +36,8 @@ def exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):
         return Response(error_body("too_large", "request body is larger than the server accepts"), status=413)
     if isinstance(exc, ServiceError):
-        return Response(error_body(exc.code, exc.message, **exc.extra), status=exc.status)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return Response(error_body(exc.code, exc.message, **exc.extra), status=exc.status, headers=headers)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -38,6 +38,7 @@ from .serializers import (
     run_request,
     spec_or_404,
 )
+from .throttles import RunStartThrottle
 
 UUID_RE = "[0-9a-fA-F-]{36}"
 
@@ -73,6 +74,8 @@ def run_response(run: Run, session_key: str | None) -> dict:
 
 class AgentRunView(AsyncAPIView):
     """Start a run and wait for its result (async: a waiting run holds no thread)."""
+
+    throttle_classes = [RunStartThrottle]
 
     @extend_schema(request=RunRequestSerializer, responses={200: dict})
     async def post(self, request, slug: str):

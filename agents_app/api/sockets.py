@@ -12,9 +12,11 @@ conversation's active runs, if any, from their first events.
 
 import asyncio
 import json
+import math
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 
 from ..models import Conversation, Run
 from ..runs.cancel import cancel_on_disconnect, cancel_run
@@ -22,17 +24,26 @@ from ..runs.errors import NotFound, ServiceError
 from ..runs.read import Inbox, LayerChannel, RunCursor
 from ..runs.start import start_run
 from ..selectors import runs_for
-from .auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, WS_SUBPROTOCOL
+from .auth import (
+    CLOSE_FORBIDDEN_ORIGIN,
+    CLOSE_NOT_FOUND,
+    CLOSE_THROTTLED,
+    CLOSE_UNAUTHENTICATED,
+    WS_SUBPROTOCOL,
+)
+from .capacity import StreamPlace
 from .errors import first_message
 from .parsers import refuse_unstorable
 from .serializers import CancelRequestSerializer, RunRequestSerializer, run_request, spec_or_404
 from .sse import NO_CHANNEL_LAYER
+from .throttles import RUN_START, STREAM_OPEN, check_throttles, socket_caller
 
 MAX_MESSAGE_BYTES = 256 * 1024
+CLOSE_TRY_AGAIN_LATER = 1013  # the process has as many open streams as it takes
 TICK = 1.0  # seconds between the pump's idle checks
 
 
-class AgentSocketConsumer(AsyncWebsocketConsumer):
+class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
     """Live batches of every followed run reach one `Inbox`; a pump task writes them out."""
 
     channel_layer_alias = NO_CHANNEL_LAYER  # see sse.NO_CHANNEL_LAYER
@@ -62,10 +73,22 @@ class AgentSocketConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN_ORIGIN)
         elif not self.scope.get("auth"):
             await self.close(code=CLOSE_UNAUTHENTICATED)
+        elif not await self._within_rate(STREAM_OPEN):
+            await self.close(code=CLOSE_THROTTLED)
+        elif not self.take_place():
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
         elif await self.bind(self.scope["user"]):
             self.user = self.scope["user"]
             self.pump = asyncio.create_task(self._pump())
             self._tick()
+
+    @database_sync_to_async
+    def _within_rate(self, scope: str) -> bool:
+        try:
+            check_throttles(socket_caller(self.scope), scope)
+        except Throttled:
+            return False
+        return True
 
     async def bind(self, user) -> bool:
         """After authentication: what this socket serves. False: it has been closed."""
@@ -108,6 +131,8 @@ class AgentSocketConsumer(AsyncWebsocketConsumer):
             await self._error(exc.code, exc.message, **exc.extra)
         except ValidationError as exc:
             await self._error("invalid", first_message(exc.detail), fields=exc.detail)
+        except Throttled as exc:
+            await self._error("throttled", str(exc.detail), retry_after=math.ceil(exc.wait or 1))
 
     async def _run(self, message: dict) -> None:
         spec = spec_or_404(message.get("agent") or self.slug)
@@ -116,7 +141,13 @@ class AgentSocketConsumer(AsyncWebsocketConsumer):
         )
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        run, _task = await start_run(run_request(self.user, spec, data), reader=self.inbox)
+        caller = socket_caller(self.scope)
+
+        def request():  # in the start's own trip to the sync thread
+            check_throttles(caller, RUN_START)
+            return run_request(self.user, spec, data)
+
+        run, _task = await start_run(request, reader=self.inbox)
         # Subscribed before its first event: nothing to replay.
         run_id = str(run.pk)
         self.cursors[run_id] = RunCursor(run_id, 0)

@@ -28,8 +28,10 @@ from ..runs.start import RunRequest, start_run
 from ..runs.sync import in_sync_thread
 from ..selectors import runs_for
 from .auth import authenticated_request
+from .capacity import RETRY_AFTER, StreamPlace
 from .errors import error_body, exception_handler
 from .serializers import EVENT_SETS, parse_run_request, run_request, spec_or_404
+from .throttles import RUN_START, STREAM_OPEN
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ def sse_frames(batch: Batch) -> bytes:
     return "".join(f"id: {seq}\ndata: {text}\n\n" for seq, text in batch).encode()
 
 
-class RunStreamConsumer(AsyncHttpConsumer):
+class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
     """Shared SSE machinery; subclasses decide which run to stream (`open`) and, for the other
     wire formats (the protocol adapters), how its events are written (`frames`, `prologue`,
     `refusal`), or answer with one JSON body once the run has ended (`streaming` False)."""
@@ -104,6 +106,10 @@ class RunStreamConsumer(AsyncHttpConsumer):
 
     async def _start(self, body: bytes) -> bool:
         """Send headers and the replay; False when the response is already complete."""
+        if not self.take_place():
+            error = error_body("unavailable", "this server process has as many open streams as it takes")
+            await self._refuse(503, error, [(b"Retry-After", str(RETRY_AFTER).encode())])
+            return False
         if self.scope["method"] not in self.methods:
             await self._refuse(405, error_body("method_not_allowed", f"use {' or '.join(self.methods)}"))
             return False
@@ -249,11 +255,10 @@ class RunStreamConsumer(AsyncHttpConsumer):
         raise StopConsumer()
 
     async def _api_error(self, exc) -> None:
-        if isinstance(exc, ServiceError):
-            await self._refuse(exc.status, error_body(exc.code, exc.message, **exc.extra))
-            return
         response = exception_handler(exc, {})
         headers = [(b"WWW-Authenticate", b"Token")] if response.status_code == 401 else []
+        if "Retry-After" in response:
+            headers.append((b"Retry-After", response["Retry-After"].encode()))
         await self._refuse(response.status_code, response.data, headers)
 
     async def _refuse(self, status: int, body: dict, headers=()) -> None:
@@ -281,7 +286,7 @@ class AgentStreamConsumer(RunStreamConsumer):
         return run, 0, True
 
     def run_request(self, body: bytes) -> RunRequest:
-        request = authenticated_request(self.scope, body)
+        request = authenticated_request(self.scope, body, RUN_START, STREAM_OPEN)
         spec = spec_or_404(self.slug or self.scope["url_route"]["kwargs"]["slug"])
         data = parse_run_request(request)
         query = parse_qs(self.scope["query_string"].decode())
@@ -306,7 +311,7 @@ class RunJoinConsumer(RunStreamConsumer):
         return run, after, False
 
     def join(self, body: bytes) -> tuple[Run, int]:
-        request = authenticated_request(self.scope, body)
+        request = authenticated_request(self.scope, body, STREAM_OPEN)
         after = self.last_event_id()
         run_id = self.scope["url_route"]["kwargs"]["run_id"]
         run = runs_for(request.user).filter(pk=run_id).first()

@@ -17,6 +17,8 @@ class ServiceError(Exception):
 
     status = 400
     code = "invalid"
+    # Seconds after which trying again may succeed (a `Retry-After` header), when that is known.
+    retry_after: int | None = None
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -37,6 +39,7 @@ class ConversationBusy(ServiceError):
 class TooManyRuns(ServiceError):
     status = 429
     code = "too_many_runs"
+    retry_after = 5  # a hint: the active runs end in their own time
 
 
 class RunNotActive(ServiceError):

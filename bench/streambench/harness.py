@@ -42,6 +42,9 @@ class Harness:
             OPENAI_API_KEY="bench",
             AGENTS_TRACE_EXPORT="false",
             ALLOWED_HOSTS="127.0.0.1,localhost",
+            # One bench user starts thousands of streams a minute: no rate limits here.
+            THROTTLE_RUN_START="",
+            THROTTLE_STREAM_OPEN="",
             SQLITE_PATH=str(self.tmp / "bench.sqlite3"),
             DATABASE_URL="",
             REDIS_URL="",

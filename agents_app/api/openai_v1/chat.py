@@ -23,6 +23,7 @@ from ...runs.read import Batch
 from ...runs.start import RunRequest, start_run
 from ..auth import authenticated_request
 from ..sse import RunStreamConsumer
+from ..throttles import RUN_START, STREAM_OPEN, check_throttles
 from .errors import NO_RETRY, from_api_error, openai_error, retry_headers
 from .requests import agent_for, body_object, chat_input, chat_options
 
@@ -135,11 +136,13 @@ class ChatCompletionsConsumer(RunStreamConsumer):
         return run, 0, True
 
     def run_request(self, body: bytes) -> RunRequest:
-        request = authenticated_request(self.scope, body)
+        request = authenticated_request(self.scope, body, RUN_START)
         data = body_object(request.data)
         spec = agent_for(data)
         self.options = chat_options(data)
         self.streaming = self.options["stream"]
+        if self.streaming:
+            check_throttles(request, STREAM_OPEN)
         return RunRequest(user=request.user, spec=spec, input=chat_input(data.get("messages")), memory=False)
 
     def prologue(self) -> bytes:

@@ -24,6 +24,7 @@ from ...runs.sync import in_sync_thread
 from ...selectors import runs_for
 from ..auth import authenticated_request
 from ..sse import RunStreamConsumer
+from ..throttles import RUN_START, STREAM_OPEN, check_throttles
 from .errors import OpenAIError, OpenAIErrors, from_api_error, retry_headers
 from .requests import agent_for, body_object, responses_input
 from .response_events import ResponseTranslator, run_id_of, sse_frame
@@ -118,11 +119,13 @@ class ResponsesConsumer(ResponseStream):
         return run, 0, True
 
     def run_request(self, body: bytes) -> RunRequest:
-        request = authenticated_request(self.scope, body)
+        request = authenticated_request(self.scope, body, RUN_START)
         data = body_object(request.data)
         spec = agent_for(data)
         items = responses_input(data)
         self.streaming = data.get("stream", False)
+        if self.streaming:
+            check_throttles(request, STREAM_OPEN)
         self.background = data.get("background", False)
         store = data.get("store", True)
         previous = data.get("previous_response_id")
@@ -175,6 +178,7 @@ class ResponseConsumer(ResponseStream):
         self.streaming = query.get("stream", ["false"])[0].lower() == "true"
         if not self.streaming:
             return 200, as_json(translated(run)), []
+        check_throttles(request, STREAM_OPEN)
         raw = query.get("starting_after", [""])[0]
         if raw:
             if not raw.isdigit():
