@@ -16,7 +16,7 @@ from agents_app.api.errors import choice_param, error_body
 from agents_app.api.pagination import Pagination
 from agents_app.api.parsers import CleanJSONParser
 from agents_app.api.throttles import RunStartThrottle
-from agents_app.runs.errors import NotFound
+from agents_app.runs.errors import UPSTREAM_ERROR_CODES, NotFound
 
 from . import services
 from .models import ResearchReport
@@ -119,7 +119,8 @@ class ReferenceResearchView(AsyncAPIView):
                 report_id=report.pk,
                 run_id=str(run.pk),
             )
-            return Response(body, status=500)
+            # As a run's REST answer: 502 when the model's provider failed, else 500.
+            return Response(body, status=502 if run.error_code in UPSTREAM_ERROR_CODES else 500)
         return Response(
             {
                 "short_summary": report.short_summary,

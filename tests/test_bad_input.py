@@ -114,3 +114,16 @@ async def test_input_items_a_run_cannot_use(api_for, alice, item, problem):
     assert response.status_code == 400
     assert problem in response.json()["error"]["message"]
     assert await Run.objects.acount() == 0
+
+
+async def test_missing_objects_are_404s_in_the_api_shape(api_for, alice):
+    api = api_for(alice)
+    for path in (
+        "/api/runs/00000000-0000-0000-0000-000000000000/",
+        "/api/conversations/00000000-0000-0000-0000-000000000000/",
+        "/api/runs/00000000-0000-0000-0000-000000000000/events",
+        "/api/research/999999/",
+    ):
+        response = await api.get(path)
+        assert response.status_code == 404, path
+        assert response.json()["error"]["code"] == "not_found", (path, response.json())

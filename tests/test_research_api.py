@@ -155,3 +155,13 @@ async def test_bad_json_documents_are_rejected(alice, api_for, settings):
         await api_for(None).post("/api/research/documents/", {"title": "t", "body": "b"})
     ).status_code == 401
     assert await Document.objects.acount() == 0
+
+
+async def test_reference_research_says_502_when_the_model_provider_fails(
+    alice, api_for, start_fake, use_fake, settings
+):
+    use_fake(start_fake(fail=(429, "rate_limit_exceeded")))
+    settings.OPENAI_MAX_RETRIES = 0
+    response = await api_for(alice).post("/research?query=volcanoes")
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "model_rate_limited"

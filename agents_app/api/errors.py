@@ -1,6 +1,7 @@
 """One JSON error shape for every API failure: {"error": {"code", "message", "fields"?, ...}}."""
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -33,6 +34,11 @@ def choice_param(params, field: str, choices: list[str]) -> str | None:
 
 
 def exception_handler(exc, context):
+    # Django's own 404 and 403 (get_object_or_404, a viewset's lookup) in the API's shape too.
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or "not found")
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or None)
     if isinstance(exc, RequestDataTooBig):
         return Response(error_body("too_large", "request body is larger than the server accepts"), status=413)
     if isinstance(exc, ServiceError):
