@@ -20,8 +20,9 @@ $(NODE_DEPS): tests/node/package.json
 
 install: $(BIN)/.installed $(NODE_DEPS)
 
+# The demo is a development server: DEBUG on unless the environment says otherwise.
 demo: install
-	$(BIN)/python manage.py demo
+	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py demo
 
 test: install
 	$(BIN)/python -m pytest
@@ -33,4 +34,4 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python manage.py makemigrations --check --dry-run
+	DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run

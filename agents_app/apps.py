@@ -8,5 +8,6 @@ class AgentsAppConfig(AppConfig):
 
     def ready(self) -> None:
         from . import providers
+        from .api import schema_extensions  # noqa: F401  (registers them with drf-spectacular)
 
         providers.configure_tracing()

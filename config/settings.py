@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from corsheaders.defaults import default_headers as default_cors_headers
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
@@ -47,7 +48,8 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
 
 
-DEBUG = env_bool("DEBUG", True)
+# Off unless turned on: `make demo` and the tests turn it on; a developer sets DEBUG=true (.env).
+DEBUG = env_bool("DEBUG", False)
 
 _INSECURE_KEY = "django-insecure-dev-key-change-me"
 SECRET_KEY = env_str("SECRET_KEY") or _INSECURE_KEY
@@ -59,13 +61,36 @@ if not DEBUG and (
     or len(set(SECRET_KEY)) < 5
 ):
     raise ImproperlyConfigured(
-        "SECRET_KEY is missing or weak; set a random value of 50+ characters when DEBUG is off"
+        "SECRET_KEY is missing or weak; set a random value of 50+ characters when DEBUG is off "
+        "(or DEBUG=true for development, as `make demo` does)"
     )
 
 ALLOWED_HOSTS = [
     h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()
 ]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in env_str("CSRF_TRUSTED_ORIGINS").split(",") if o.strip()]
+
+# CORS (django-cors-headers): closed unless origins are configured; then those sites' pages may
+# call the API paths (a preflight needs no credentials; the request itself still does).
+CORS_ALLOWED_ORIGINS = [o.strip() for o in env_str("CORS_ALLOWED_ORIGINS").split(",") if o.strip()]
+CORS_URLS_REGEX = r"^/(api/|v1/|chat/|assistant/|research|health)"
+CORS_ALLOW_HEADERS = (*default_cors_headers, "last-event-id")
+CORS_EXPOSE_HEADERS = ["Retry-After", "X-Run-Id"]
+
+# --- production behind HTTPS (README "Production"; `check --deploy` passes with these) -------
+# HTTPS=true: cookies only over HTTPS, plain HTTP redirected, browsers told to keep to HTTPS
+# (HSTS for SECURE_HSTS_SECONDS, a year by default, subdomains included unless turned off;
+# `preload` in the header, which puts no domain on the browsers' list by itself).
+HTTPS = env_bool("HTTPS", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", HTTPS)
+# Behind a proxy that terminates TLS: the header it sets, e.g. "HTTP_X_FORWARDED_PROTO=https".
+# Set it only when the proxy always sets (or strips) that header.
+if env_str("SECURE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = tuple(env_str("SECURE_PROXY_SSL_HEADER").split("=", 1))
 
 INSTALLED_APPS = [
     "daphne",
@@ -81,6 +106,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "csp",
+    "corsheaders",
     "axes",
     "agents_app",
     "research_app",
@@ -88,6 +114,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything that answers by itself, so preflights and refusals carry CORS headers.
+    "corsheaders.middleware.CorsMiddleware",
     "agents_app.api.middleware.clean_query_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -76,7 +76,8 @@ class ResearchCollectionView(AsyncAPIView):
         return paginator.get_paginated_response(ResearchReportListSerializer(page, many=True).data)
 
     @extend_schema(
-        request={"application/json": {"type": "object", "properties": {"query": {"type": "string"}}}}
+        request={"application/json": {"type": "object", "properties": {"query": {"type": "string"}}}},
+        responses={202: dict},
     )
     async def post(self, request):
         query = _request_query(request)
@@ -102,7 +103,9 @@ class ReferenceResearchView(AsyncAPIView):
 
     throttle_classes = [RunStartThrottle]
 
-    @extend_schema(parameters=[OpenApiParameter("query", str, required=True)], responses={200: dict})
+    @extend_schema(
+        parameters=[OpenApiParameter("query", str, required=True)], request=None, responses={200: dict}
+    )
     async def post(self, request):
         query = _request_query(request)
         run, report, task = await services.research_start(
@@ -137,7 +140,7 @@ class DocumentCollectionView(APIView):
 
     parser_classes = [CleanJSONParser, MultiPartParser, FormParser]
 
-    @extend_schema(parameters=[OpenApiParameter("q", str)])
+    @extend_schema(parameters=[OpenApiParameter("q", str)], responses={200: dict})
     def get(self, request):
         q = request.query_params.get("q", "").strip()
         if q:

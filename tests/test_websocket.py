@@ -306,6 +306,7 @@ async def test_a_long_lived_socket_does_not_keep_the_runs_it_has_finished(alice,
         ("http://example.com", "example.com:8080", False),
         ("http://other.example", "other.example", False),  # not in ALLOWED_HOSTS
         ("https://app.partner.example", "example.com", True),  # CSRF_TRUSTED_ORIGINS
+        ("https://spa.example", "example.com", True),  # CORS_ALLOWED_ORIGINS
         ("null", "example.com", False),
         ("ftp://example.com", "example.com", False),
     ],
@@ -313,4 +314,5 @@ async def test_a_long_lived_socket_does_not_keep_the_runs_it_has_finished(alice,
 def test_origin_check_compares_host_and_port(settings, origin, host, allowed):
     settings.ALLOWED_HOSTS = ["example.com"]
     settings.CSRF_TRUSTED_ORIGINS = ["https://app.partner.example"]
+    settings.CORS_ALLOWED_ORIGINS = ["https://spa.example"]
     assert origin_allowed(origin, host) is allowed

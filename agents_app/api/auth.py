@@ -79,8 +79,9 @@ DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 def origin_allowed(origin: str, host: str | None) -> bool:
     """A browser's socket from this site: its Origin is the socket's own host, port included (as
     Django's CSRF check compares them), on a host ALLOWED_HOSTS accepts; or a trusted origin
-    (CSRF_TRUSTED_ORIGINS). A page on another port of the same host is another site."""
-    if origin in settings.CSRF_TRUSTED_ORIGINS:
+    (CSRF_TRUSTED_ORIGINS, CORS_ALLOWED_ORIGINS). A page on another port of the same host is
+    another site."""
+    if origin in settings.CSRF_TRUSTED_ORIGINS or origin in settings.CORS_ALLOWED_ORIGINS:
         return True
     parsed = urlparse(origin)
     if parsed.scheme not in DEFAULT_PORTS or not parsed.netloc or not host:

@@ -48,11 +48,13 @@ def health(request):
 
 
 class AgentListView(APIView):
+    @extend_schema(responses={200: dict})
     def get(self, request):
         return Response([agent_describe(spec) for spec in all_specs()])
 
 
 class AgentInfoView(APIView):
+    @extend_schema(responses={200: dict})
     def get(self, request, slug: str):
         return Response(agent_describe(spec_or_404(slug)))
 

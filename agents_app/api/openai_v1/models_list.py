@@ -18,7 +18,7 @@ def model_of(spec: AgentSpec) -> dict:
 
 
 class ModelListView(OpenAIErrors, APIView):
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: dict}, operation_id="v1_models_list")
     def get(self, request):
         return Response({"object": "list", "data": [model_of(spec) for spec in chat_models()]})
 

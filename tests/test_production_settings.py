@@ -1,0 +1,78 @@
+"""Settings safe by default, and production settings that pass Django's deployment checks; CORS
+closed unless origins are configured."""
+
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+
+from .live_server import ROOT
+
+PRODUCTION = {
+    "DEBUG": "false",
+    "SECRET_KEY": secrets.token_urlsafe(64),
+    "ALLOWED_HOSTS": "agents.example.com",
+    "HTTPS": "true",
+}
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "SECRET_KEY", "HTTPS")}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**clean, **env}, capture_output=True, text=True
+    )
+
+
+def test_debug_is_off_unless_turned_on():
+    shown = manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.DEBUG)",
+        SECRET_KEY=PRODUCTION["SECRET_KEY"],
+    )
+    assert shown.stdout.strip().splitlines()[-1] == "False", shown.stderr
+
+
+def test_check_deploy_passes_with_the_production_variables():
+    checked = manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # Without HTTPS the same check fails: the secure settings come from it.
+    plain = manage("check", "--deploy", "--fail-level", "WARNING", **{**PRODUCTION, "HTTPS": "false"})
+    assert plain.returncode != 0 and "SESSION_COOKIE_SECURE" in plain.stdout + plain.stderr
+
+
+@pytest.mark.django_db
+def test_cors_is_closed_by_default_and_open_per_origin(client, settings, alice):
+    preflight = {"HTTP_ORIGIN": "https://app.example", "HTTP_ACCESS_CONTROL_REQUEST_METHOD": "POST"}
+    closed = client.options("/api/agents/chat/run", **preflight)
+    assert "access-control-allow-origin" not in closed.headers
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example"]
+    opened = client.options(
+        "/api/agents/chat/run", HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization,content-type", **preflight
+    )
+    assert opened.status_code == 200  # a preflight carries no credentials, and needs none
+    assert opened.headers["access-control-allow-origin"] == "https://app.example"
+    assert "authorization" in opened.headers["access-control-allow-headers"]
+    listed = client.get(
+        "/api/agents/", HTTP_ORIGIN="https://app.example", HTTP_AUTHORIZATION=f"Token {alice.token}"
+    )
+    assert (
+        listed.status_code == 200 and listed.headers["access-control-allow-origin"] == "https://app.example"
+    )
+    other = client.get(
+        "/api/agents/", HTTP_ORIGIN="https://evil.example", HTTP_AUTHORIZATION=f"Token {alice.token}"
+    )
+    assert "access-control-allow-origin" not in other.headers
+    page = client.options("/account/", **preflight)  # the web pages are not an API: never CORS
+    assert "access-control-allow-origin" not in page.headers
+
+
+@pytest.mark.django_db
+def test_api_errors_are_json_with_debug_off(client, settings):
+    settings.DEBUG = False
+    missing = client.get("/api/no-such-thing/")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    page = client.get("/no-such-page/")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
