@@ -1,12 +1,45 @@
 """The Agents SDK `Session` protocol on the Django ORM, so memory works on any Django database."""
 
 import inspect
+from dataclasses import dataclass
 
 from agents.memory.session import SessionABC
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from .models import Conversation, ConversationItem
+
+
+@dataclass(frozen=True)
+class MemoryWindow:
+    """How much of a conversation a run sends to the model: at most `max_items` items and about
+    `max_tokens` tokens (estimated as 4 characters each; 0: no bound), always starting at a user
+    message, so a turn (its tool calls and their outputs) is never cut in two. A last turn larger
+    than the window is sent whole."""
+
+    max_items: int = 0
+    max_tokens: int = 0
+
+    def cut(self, items: list) -> list:
+        """The end of `items` that fits, from a user message (`items` must reach back to one
+        before the window's start, or hold the whole conversation)."""
+        start, size = len(items), 0
+        while start > 0:
+            size += len(str(items[start - 1])) // 4
+            if (self.max_items and len(items) - start + 1 > self.max_items) or (
+                self.max_tokens and size > self.max_tokens
+            ):
+                break
+            start -= 1
+        for index in range(start, len(items)):
+            if _is_user_message(items[index]):
+                return items[index:]
+        last_user = next((i for i in range(len(items) - 1, -1, -1) if _is_user_message(items[i])), 0)
+        return items[min(start, last_user) :]
+
+
+def _is_user_message(item) -> bool:
+    return isinstance(item, dict) and item.get("role") == "user" and item.get("type", "message") == "message"
 
 
 class DjangoSession(SessionABC):
@@ -18,20 +51,45 @@ class DjangoSession(SessionABC):
     the way to the first token; and a run that never ends leaves no half-written memory.
     """
 
-    def __init__(self, conversation: Conversation, empty: bool = False, deferred: bool = False):
+    def __init__(
+        self,
+        conversation: Conversation,
+        empty: bool = False,
+        deferred: bool = False,
+        window: MemoryWindow | None = None,
+    ):
         """`empty=True` when the caller knows the conversation has no items yet (it was just
-        created): the first read then needs no query."""
+        created): the first read then needs no query. `window`: what a run reads of the stored
+        history (the executor's runs); all of it stays stored."""
         self.conversation = conversation
         self.session_id = str(conversation.pk)
         self._empty = empty
         self._pending: list | None = [] if deferred else None
+        self._window = window
 
     async def get_items(self, limit: int | None = None) -> list:
-        stored = [] if self._empty else await self._stored(limit)
+        if self._empty:
+            stored = []
+        elif self._window is not None and limit is None:
+            stored = await self._windowed()
+        else:
+            stored = await self._stored(limit)
         items = stored + (self._pending or [])
         if limit is None:
             return items
         return items[-limit:] if limit > 0 else []
+
+    async def _windowed(self) -> list:
+        """The stored history cut to the window. It reads twice the item bound (or all, for a
+        token bound alone) so that the window's first user message is among what it read; a
+        window with no user message reads everything, to send the last turn whole."""
+        window = self._window
+        reach = 2 * window.max_items if window.max_items else None
+        items = await self._stored(reach)
+        cut = window.cut(items)
+        if reach is not None and len(items) == reach and not any(map(_is_user_message, cut[:1])):
+            cut = window.cut(await self._stored(None))
+        return cut
 
     async def _stored(self, limit: int | None) -> list:
         qs = ConversationItem.objects.filter(conversation_id=self.conversation.pk)

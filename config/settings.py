@@ -353,10 +353,13 @@ AGENTS_DEFAULT_MODEL = env_str("AGENTS_DEFAULT_MODEL")
 OPENAI_USE_RESPONSES = env_bool("OPENAI_USE_RESPONSES", None)
 # Upstream connections per process (one per concurrently streaming run).
 OPENAI_MAX_CONNECTIONS = env_int("OPENAI_MAX_CONNECTIONS", 10_000)
-# Seconds an upstream request may take, and while streaming the longest silence between two
-# chunks (openai's default is 600); and how often the client retries a refused or failed
-# request (429, 5xx, connection errors; openai's default is 2).
+# Seconds an upstream request may wait at any step (connect, send, read; openai's default is
+# 600); the longest silence while waiting for its answer or between two streamed chunks (at
+# most OPENAI_TIMEOUT; a stalled upstream ends the run `model_unavailable`); and how often the
+# client retries a refused or failed request before anything streamed (429, 5xx, connection
+# errors; openai's default is 2).
 OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 600.0)
+OPENAI_STREAM_IDLE_TIMEOUT = env_float("OPENAI_STREAM_IDLE_TIMEOUT", 120.0)
 OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 2)
 # Build streamed upstream events with pydantic's validator rather than openai's slower
 # `construct` (same objects; openai's way for any event it fails on, and always with an openai
@@ -371,6 +374,19 @@ AGENTS_MAX_INPUT_CHARS = env_int("AGENTS_MAX_INPUT_CHARS", 32_000)
 # Most runs one user may have queued or running at once, across processes (a start beyond it
 # gets 429 too_many_runs). 0: no limit.
 AGENTS_MAX_ACTIVE_RUNS_PER_USER = env_int("AGENTS_MAX_ACTIVE_RUNS_PER_USER", 0)
+# What a run sends the model of its conversation's memory: the last items up to these bounds
+# (tokens estimated as 4 characters each; 0: no bound), starting at a user message so a turn is
+# never cut in two. The whole history stays stored and visible.
+AGENTS_MEMORY_MAX_ITEMS = env_int("AGENTS_MEMORY_MAX_ITEMS", 200)
+AGENTS_MEMORY_MAX_TOKENS = env_int("AGENTS_MEMORY_MAX_TOKENS", 0)
+# Seconds a run may take once started (queued time not counted); past it the run ends `failed`
+# with code `run_timeout`, keeping what it produced. 0: no limit.
+AGENTS_RUN_TIMEOUT = env_float("AGENTS_RUN_TIMEOUT", 1800.0)
+# Most model turns a run may take (each tool call or handoff costs one; the SDK's default is
+# 10): past it the run ends `failed`, code `max_turns_exceeded`.
+AGENTS_MAX_TURNS = env_int("AGENTS_MAX_TURNS", 10)
+# Most input items (messages, tool calls...) one request may send, besides AGENTS_MAX_INPUT_CHARS.
+AGENTS_MAX_INPUT_ITEMS = env_int("AGENTS_MAX_INPUT_ITEMS", 200)
 # Event persistence batching: flush after this many events or this many seconds.
 RUN_EVENT_BATCH_SIZE = env_int("RUN_EVENT_BATCH_SIZE", 64)
 RUN_EVENT_FLUSH_INTERVAL = env_float("RUN_EVENT_FLUSH_INTERVAL", 0.01)

@@ -89,6 +89,7 @@ class FakeOpenAI:
         record_limit: int = 10_000,
         fail: tuple[int, str] | None = None,
         cut_after: int | None = None,
+        stall_after: int | None = None,
     ):
         if text is None:
             count = deltas or 8
@@ -103,6 +104,8 @@ class FakeOpenAI:
         # (e.g. (429, "rate_limit_exceeded")), or streams that drop after `cut_after` deltas.
         self.fail = fail
         self.cut_after = cut_after
+        # Or streams that go silent after `stall_after` deltas, their connection left open.
+        self.stall_after = stall_after
         self.requests: collections.deque[RecordedRequest] = collections.deque(maxlen=record_limit)
         self.usages: collections.deque[tuple[int, int]] = collections.deque(maxlen=record_limit)
         self._server: uvicorn.Server | None = None
@@ -219,6 +222,9 @@ class FakeOpenAI:
                 if is_delta and sent == self.cut_after:
                     # The connection drops mid-answer: the response body never completes.
                     raise UpstreamCut(f"stream cut after {sent} deltas")
+                if is_delta and sent == self.stall_after:
+                    await disconnected.wait()  # silent until the client gives up
+                    return
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
                 sent += is_delta
                 if is_delta and self.delay:

@@ -38,6 +38,10 @@ def validate_run_input(value):
     if isinstance(value, list):
         if not value:
             raise serializers.ValidationError("input list must not be empty")
+        if len(value) > settings.AGENTS_MAX_INPUT_ITEMS:
+            raise serializers.ValidationError(
+                f"input has {len(value)} items, more than the limit of {settings.AGENTS_MAX_INPUT_ITEMS}"
+            )
         if not all(isinstance(item, dict) for item in value):
             raise serializers.ValidationError("every input item must be an object")
         for item in value:

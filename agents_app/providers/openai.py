@@ -38,6 +38,7 @@ def openai_provider() -> OpenAIProvider:
         base_url(),
         uses_responses_api(),
         settings.OPENAI_TIMEOUT,
+        settings.OPENAI_STREAM_IDLE_TIMEOUT,
         settings.OPENAI_MAX_RETRIES,
         uses_fast_events(),
     )
@@ -70,6 +71,7 @@ def _provider(
     url: str | None,
     use_responses: bool,
     timeout: float,
+    idle_timeout: float,
     max_retries: int,
     fast_events: bool,
 ) -> OpenAIProvider:
@@ -77,7 +79,8 @@ def _provider(
         api_key=api_key,
         base_url=url,
         use_responses=use_responses,
-        timeout=timeout,
+        # `read`: the longest wait for the next bytes, so a stalled stream ends the run.
+        timeout=httpx2.Timeout(timeout, read=min(timeout, idle_timeout)),
         max_retries=max_retries,
         fast_events=fast_events,
     )
@@ -108,7 +111,7 @@ class PerLoopOpenAIProvider(OpenAIProvider):
         api_key: str | None,
         base_url: str | None,
         use_responses: bool,
-        timeout: float,
+        timeout: httpx2.Timeout,
         max_retries: int,
         fast_events: bool,
     ):

@@ -47,6 +47,10 @@ class RunNotActive(ServiceError):
     code = "run_not_active"
 
 
+class RunTimeout(Exception):
+    """A run went on past AGENTS_RUN_TIMEOUT."""
+
+
 # Codes of failures upstream (the model's API), not in this server: REST answers them with 502.
 UPSTREAM_ERROR_CODES = frozenset(
     {"model_rate_limited", "model_auth_failed", "model_request_rejected", "model_unavailable"}
@@ -62,6 +66,8 @@ def error_code(exc: BaseException) -> str:
     provider refused, and a fault in this server."""
     if isinstance(exc, MaxTurnsExceeded):
         return "max_turns_exceeded"
+    if isinstance(exc, RunTimeout):
+        return "run_timeout"
     if isinstance(exc, InputGuardrailTripwireTriggered | OutputGuardrailTripwireTriggered):
         return "guardrail_triggered"
     if isinstance(exc, ModelBehaviorError):

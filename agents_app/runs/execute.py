@@ -12,12 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from agents import Runner
+from django.conf import settings
 
 from .. import providers
 from ..models import Conversation, Run
 from ..registry import AgentSpec
-from ..session import DjangoSession
-from .errors import JOURNAL_FAILED, error_code
+from ..session import DjangoSession, MemoryWindow
+from .errors import JOURNAL_FAILED, RunTimeout, error_code
 from .events import FIRST_OUTPUT_TYPES, TEXT_DELTA, final_output_json, translate
 from .journal import REFUSED, Journal, RunEnd
 
@@ -158,7 +159,7 @@ async def execute(ctx: RunContext, wait_for_turn: Callable[[RunContext], Awaitab
                 "model": run.model,
             }
         )
-        final = await _run_body(ctx)
+        final = await _within_run_timeout(_run_body(ctx))
         if ctx.cancelled:
             status = Run.Status.CANCELLED
     except asyncio.CancelledError:
@@ -185,10 +186,36 @@ async def _run_body(ctx: RunContext) -> Any:
     if ctx.spec.uses_memory and run.conversation_id:
         cached = Run.conversation.is_cached(run)
         conversation = run.conversation if cached else await Conversation.objects.aget(pk=run.conversation_id)
-        session = ctx.session = DjangoSession(conversation, empty=ctx.fresh_conversation, deferred=True)
+        session = ctx.session = DjangoSession(
+            conversation, empty=ctx.fresh_conversation, deferred=True, window=memory_window()
+        )
     agent = ctx.spec.build(None)
-    result = await ctx.stream_agent(agent, run.input, session=session, context=run.context or None)
+    result = await ctx.stream_agent(
+        agent, run.input, session=session, context=run.context or None, max_turns=settings.AGENTS_MAX_TURNS
+    )
     return result.final_output
+
+
+async def _within_run_timeout(body: Awaitable[Any]) -> Any:
+    """The run's body, ended by RunTimeout past AGENTS_RUN_TIMEOUT (a TimeoutError of its own,
+    a tool's say, stays what it is)."""
+    limit = settings.AGENTS_RUN_TIMEOUT
+    if not limit:
+        return await body
+    deadline = asyncio.timeout(limit)
+    try:
+        async with deadline:
+            return await body
+    except TimeoutError:
+        if deadline.expired():
+            raise RunTimeout(f"the run took longer than its limit of {limit:g} s") from None
+        raise
+
+
+def memory_window() -> MemoryWindow | None:
+    """What a run sends the model of its conversation (AGENTS_MEMORY_MAX_ITEMS, _MAX_TOKENS)."""
+    items, tokens = settings.AGENTS_MEMORY_MAX_ITEMS, settings.AGENTS_MEMORY_MAX_TOKENS
+    return MemoryWindow(items, tokens) if items or tokens else None
 
 
 async def _finish(ctx: RunContext, status: str, final: Any, error: str, code: str) -> None:
