@@ -26,11 +26,13 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_debug_is_off_unless_turned_on():
+    # DEBUG empty: the default, whatever a developer's .env says (a set variable is not overridden).
     shown = manage(
         "shell",
         "-c",
         "from django.conf import settings; print(settings.DEBUG)",
         SECRET_KEY=PRODUCTION["SECRET_KEY"],
+        DEBUG="",
     )
     assert shown.stdout.strip().splitlines()[-1] == "False", shown.stderr
 
