@@ -16,6 +16,7 @@ import math
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from rest_framework.exceptions import Throttled, ValidationError
 
 from ..models import Conversation, Run
@@ -73,7 +74,7 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN_ORIGIN)
         elif not self.scope.get("auth"):
             await self.close(code=CLOSE_UNAUTHENTICATED)
-        elif not await self._within_rate(STREAM_OPEN):
+        elif settings.THROTTLE_STREAM_OPEN and not await self._within_rate(STREAM_OPEN):
             await self.close(code=CLOSE_THROTTLED)
         elif not self.take_place():
             await self.close(code=CLOSE_TRY_AGAIN_LATER)

@@ -105,7 +105,9 @@ function connect() {
     // Back after a cut: every unfinished turn continues after the last event it shows.
     onOpen: () => {
       for (const view of turns.values()) {
-        if (!view.ended) socket.send({ type: "resume", run_id: view.runId, last_event_id: view.lastSeq });
+        if (view.ended) continue;
+        socket.send({ type: "resume", run_id: view.runId, last_event_id: view.lastSeq });
+        if (view.cancelWanted) socket.send({ type: "cancel", run_id: view.runId });
       }
     },
     onNotice: (text, kind) => mine === generation && say(text, kind),
@@ -202,7 +204,9 @@ box.addEventListener("keydown", (event) => {
 });
 $("stop").addEventListener("click", () => {
   const view = activeTurn();
-  if (view && !socket?.send({ type: "cancel", run_id: view.runId })) {
+  if (!view) return;
+  view.cancelWanted = true; // sent again when the socket reopens, so a Stop while away is not lost
+  if (!socket?.send({ type: "cancel", run_id: view.runId })) {
     say("Not connected: Stop is sent once the connection is back.", "error");
   }
 });

@@ -72,7 +72,10 @@ function follow(runId, reportId) {
   socket?.close();
   socket = new LiveSocket("/ws/agents/research/", {
     onEvent,
-    onOpen: () => socket.send({ type: "resume", run_id: run.runId, last_event_id: run.lastSeq }),
+    onOpen: () => {
+      socket.send({ type: "resume", run_id: run.runId, last_event_id: run.lastSeq });
+      if (run.cancelWanted) socket.send({ type: "cancel", run_id: run.runId });
+    },
     onNotice: say,
   });
 }
@@ -98,7 +101,10 @@ $("research-form").addEventListener("submit", (event) => {
   if (question) start(question);
 });
 $("cancel").addEventListener("click", () => {
-  if (run && !socket?.send({ type: "cancel", run_id: run.runId })) say("Not connected: try again in a moment.", "error");
+  if (!run) return;
+  // Sent now, or as soon as the socket (re)opens: a click while it connects is not lost.
+  run.cancelWanted = true;
+  if (!socket?.send({ type: "cancel", run_id: run.runId })) say("Cancelling as soon as the connection is back…", "ok");
 });
 for (const button of document.querySelectorAll("button.followup")) {
   button.addEventListener("click", () => {
