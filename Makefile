@@ -18,17 +18,17 @@ $(NODE_DEPS): tests/node/package.json
 	npm install --prefix tests/node --no-audit --no-fund --no-package-lock --silent
 	touch $@
 
-install: $(BIN)/.installed $(NODE_DEPS)
+install: $(BIN)/.installed
 
 # The demo is a development server: DEBUG on unless the environment says otherwise.
 demo: install
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py demo
 
-test: install
+test: install $(NODE_DEPS)
 	$(BIN)/python -m pytest
 
 # Without the browser tests (they need Chromium: apt-get install chromium).
-test-fast: install
+test-fast: install $(NODE_DEPS)
 	$(BIN)/python -m pytest -m "not browser"
 
 lint: install
