@@ -69,6 +69,10 @@ async def call(method: str, path: str, body, token: str | None) -> tuple[int, by
         await client.read_chunk(10)  # a stream that opened: enough to know it served the object
     else:
         await client.read_all(10)
+    # The client leaves, as a real one does: the request's thread gives its database connection
+    # back (on PostgreSQL a pool of DB_POOL_MAX_SIZE; requests left open would exhaust it).
+    await client.disconnect()
+    await client.comm.wait(10)
     return status, client.raw
 
 
