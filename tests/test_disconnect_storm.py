@@ -28,13 +28,15 @@ CUTS = {"sse": 0, "ws": 0}
 
 
 @pytest.fixture(scope="module")
-def server(django_db_setup, django_db_blocker):
+def server(django_db_setup, django_db_blocker, request):
     with serving(OFFLINE_MODEL_DELAY="0.002") as url:
         host, port = url.removeprefix("http://").split(":")
         yield host, int(port)
-    print(
-        f"\ndisconnect storm: {CUTS['sse']} SSE cuts and {CUTS['ws']} WebSocket cuts, every resume complete"
-    )
+    # On the terminal even when output is captured, so CI's log shows it.
+    line = f"disconnect storm: {CUTS['sse']} SSE cuts and {CUTS['ws']} WebSocket cuts, every resume complete"
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print(f"\n{line}")
 
 
 def http_request(method: str, path: str, token: str, body: bytes = b"", last_event_id: int = 0) -> bytes:
