@@ -102,7 +102,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "csp",
@@ -110,6 +109,7 @@ INSTALLED_APPS = [
     "axes",
     "agents_app",
     "research_app",
+    "tokens_app",
 ]
 
 MIDDLEWARE = [
@@ -215,6 +215,8 @@ REDIS_URL = env_str("REDIS_URL")
 # idle for 5 s failed with "Timeout reading from ..." (a consumer died mid-stream, the executor's
 # control channel dropped out). It must stay above 5. A `socket_timeout` in REDIS_URL wins.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 15.0)
+# Active (unrevoked, unexpired) API tokens a user may hold at once.
+API_TOKENS_PER_USER = env_int("API_TOKENS_PER_USER", 50)
 # Rate limits (agents_app/api/throttles.py), per user (an IP address when unauthenticated), as
 # DRF rates ("60/min"); empty: no limit. Counted in the cache below.
 THROTTLE_RUN_START = env_str("THROTTLE_RUN_START", "60/min")
@@ -298,8 +300,8 @@ CONTENT_SECURITY_POLICY = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
-        "agents_app.api.auth.BearerTokenAuthentication",
+        "tokens_app.auth.ApiTokenAuthentication",
+        "tokens_app.auth.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

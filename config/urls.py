@@ -32,6 +32,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("agents_app.api.urls")),
+    path("api/", include("tokens_app.urls")),
     path("v1/models", ModelListView.as_view(), name="v1-models"),
     path("v1/models/<str:model>", ModelDetailView.as_view(), name="v1-model"),
     path("v1/responses/<str:response_id>/cancel", ResponseCancelView.as_view(), name="v1-response-cancel"),

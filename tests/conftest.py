@@ -12,10 +12,10 @@ from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
 from django.test import AsyncClient
-from rest_framework.authtoken.models import Token
 
 from agents_app.runs.engine import close_engine
 from tests.fake_openai import FakeOpenAI
+from tokens_app.models import token_create
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -74,7 +74,7 @@ def recording_layer(settings):
 def make_user(db):
     def make(username: str = "alice", **extra):
         user = get_user_model().objects.create_user(username=username, password="pw-" + username, **extra)
-        user.token = Token.objects.create(user=user).key
+        user.token = token_create(user, "test")[1]
         return user
 
     return make

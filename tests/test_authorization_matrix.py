@@ -1,17 +1,22 @@
 """The same authorization on every surface: each endpoint that names one of Alice's objects, asked
-with no credentials, a bad token, Bob's token, staff's token and Alice's own. Only Alice gets it;
-anyone else authenticated gets the answer a missing object gets (never a 403 that confirms it
-exists), and an unauthenticated caller a 401. (Expired and revoked tokens: with the token work.)"""
+with no credentials, a bad token, Alice's own expired and revoked tokens, Bob's token, staff's
+token and Alice's own. Only Alice gets it; anyone else authenticated gets the answer a missing
+object gets (never a 403 that confirms it exists), and an unauthenticated caller a 401. A session
+needs its CSRF token for every unsafe request; a token needs none."""
 
 import json
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.test import Client
+from django.utils import timezone
 
 from agents_app.models import Run
 from config.asgi import application
 from research_app.models import ResearchReport
+from tokens_app.models import token_create, token_revoke
 
 from .streams import SSEClient, stream_run, wait_finished
 
@@ -58,11 +63,19 @@ def endpoints(o: dict) -> list[tuple[str, str, dict | None]]:
     ]
 
 
-async def call(method: str, path: str, body, token: str | None) -> tuple[int, bytes]:
+def dead_tokens(alice) -> dict[str, str]:
+    """Keys of Alice's that no longer work: one expired, one revoked."""
+    _token, expired = token_create(alice, "expired", timezone.now() + timedelta(milliseconds=1))
+    token, revoked = token_create(alice, "revoked")
+    token_revoke(token)
+    return {"expired token": expired, "revoked token": revoked}
+
+
+async def call(method: str, path: str, body, token: str | None, headers=()) -> tuple[int, bytes]:
     """Through the real ASGI application (Django views and the Channels consumers alike)."""
     raw_body = json.dumps(body).encode() if body is not None else b""
     client = SSEClient(
-        method, path, raw_body, token, headers=[(b"content-length", str(len(raw_body)).encode())]
+        method, path, raw_body, token, headers=[(b"content-length", str(len(raw_body)).encode()), *headers]
     )
     status = await client.start(timeout=10)
     if status == 200 and client.headers.get("content-type", "").startswith("text/event-stream"):
@@ -76,14 +89,19 @@ async def call(method: str, path: str, body, token: str | None) -> tuple[int, by
     return status, client.raw
 
 
-@pytest.mark.parametrize("who", ["nobody", "bad token", "bob", "staff"])
+UNAUTHENTICATED = ["nobody", "bad token", "expired token", "revoked token"]
+
+
+@pytest.mark.parametrize("who", [*UNAUTHENTICATED, "bob", "staff"])
 async def test_nobody_but_the_owner_reaches_an_object(objects, alice, bob, make_user, who):
     staff = await sync_to_async(make_user)("sam", is_staff=True, is_superuser=True)
-    token = {"nobody": None, "bad token": "0" * 40, "bob": bob.token, "staff": staff.token}[who]
+    tokens = {"nobody": None, "bad token": "0" * 40, "bob": bob.token, "staff": staff.token}
+    tokens.update(await sync_to_async(dead_tokens)(alice))
+    token = tokens[who]
     runs_before = await Run.objects.acount()
     for method, path, body in endpoints(objects):
         status, raw = await call(method, path, body, token)
-        expected = 401 if who in ("nobody", "bad token") else 404
+        expected = 401 if who in UNAUTHENTICATED else 404
         assert status == expected, (who, method, path, status, raw[:200])
     assert await Run.objects.acount() == runs_before  # nothing started on Alice's objects
     conversation = await alice.conversations.aget(pk=objects["conversation"])
@@ -117,3 +135,39 @@ async def test_sockets_treat_another_users_objects_as_missing(objects, bob, make
         reply = await ws.receive_json_from(5)
         assert reply["type"] == "error" and reply["code"] == "not_found", (message, reply)
     await ws.disconnect()
+
+
+@pytest.mark.parametrize("who", ["expired token", "revoked token"])
+async def test_sockets_refuse_dead_tokens(objects, alice, who):
+    key = (await sync_to_async(dead_tokens)(alice))[who]
+    auth = [(b"authorization", f"Token {key}".encode())]
+    for path in ("/ws/agents/chat/", f"/ws/conversations/{objects['conversation']}/"):
+        ws = WebsocketCommunicator(application, path, headers=auth)
+        await ws.connect()
+        assert (await ws.receive_output(2))["code"] == 4401
+
+
+def session_cookies(user) -> tuple[list[tuple[bytes, bytes]], str]:
+    client = Client()
+    client.force_login(user)
+    client.get("/account/")  # sets the CSRF cookie
+    cookies = "; ".join(f"{name}={morsel.value}" for name, morsel in client.cookies.items())
+    return [(b"cookie", cookies.encode())], client.cookies["csrftoken"].value
+
+
+async def test_a_session_needs_csrf_for_unsafe_requests_a_token_does_not(objects, alice):
+    cookie, csrf = await sync_to_async(session_cookies)(alice)
+    unsafe = [(m, p, b) for m, p, b in endpoints(objects) if m != "GET"]
+    runs_before = await Run.objects.acount()
+    for method, path, body in unsafe:
+        status, raw = await call(method, path, body, None, headers=cookie)
+        assert status == 403 and b"CSRF" in raw, (method, path, status, raw[:200])
+    assert await Run.objects.acount() == runs_before
+    # The same session reads without one, and writes with one; a token writes without one.
+    reads = [(m, p, b) for m, p, b in endpoints(objects) if m == "GET"]
+    for method, path, body in reads:
+        assert (await call(method, path, body, None, headers=cookie))[0] == 200, path
+    rename = ("PATCH", f"/api/conversations/{objects['conversation']}/", {"title": "by session"})
+    with_csrf = [*cookie, (b"x-csrftoken", csrf.encode())]
+    assert (await call(*rename, None, headers=with_csrf))[0] == 200
+    assert (await call(*rename[:2], {"title": "by token"}, alice.token))[0] == 200

@@ -1,6 +1,7 @@
 """Management commands, start-up checks, OpenAPI docs, and the OpenAI path end to end through /run."""
 
 import os
+import re
 import subprocess
 import sys
 from io import StringIO
@@ -8,9 +9,10 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
-from rest_framework.authtoken.models import Token
 
 from agents_app.models import Run
+from tokens_app.auth import authenticate_key
+from tokens_app.models import ApiToken
 
 from .fake_openai import FakeOpenAI
 
@@ -41,12 +43,15 @@ def test_demo_prepares_users_and_tokens():
     out = StringIO()
     call_command("demo", "--no-serve", stdout=out)
     text = out.getvalue()
-    for username in ("demo", "admin"):
-        token = Token.objects.get(user__username=username)
-        assert token.key in text
+    keys = re.findall(r"API token: (\S+)", text)
+    assert len(keys) == 2 and all(key.startswith("das_") for key in keys)
+    for username, key in zip(("demo", "admin"), keys, strict=True):
+        assert authenticate_key(key).user.username == username
     assert "demo-password" in text and "offline" in text
-    call_command("demo", "--no-serve", stdout=StringIO())  # idempotent
-    assert Token.objects.count() == 2
+    again = StringIO()
+    call_command("demo", "--no-serve", stdout=again)  # idempotent: the same keys, no new tokens
+    assert re.findall(r"API token: (\S+)", again.getvalue()) == keys
+    assert ApiToken.objects.count() == 2
 
 
 def _django_check(env: dict) -> subprocess.CompletedProcess:

@@ -242,7 +242,7 @@ async def test_admin_pages_and_cancel_action(api_for, alice, admin_client, setti
         "/admin/agents_app/conversation/",
         f"/admin/agents_app/conversation/{conversation_id}/change/",
         "/admin/agents_app/runevent/",
-        "/admin/authtoken/tokenproxy/",
+        "/admin/tokens_app/apitoken/",
     ):
         response = await get(path)
         assert response.status_code == 200, path
@@ -370,13 +370,14 @@ def test_a_started_run_holds_no_user_or_token():
     to keep the user it was created with, and through the one-to-one cache the token that
     authenticated the request: memory per idle stream for nothing."""
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
 
     from agents_app.registry import get_spec
     from agents_app.runs.start import RunRequest, create_run
+    from tokens_app.auth import authenticate_key
+    from tokens_app.models import token_create
 
     user = get_user_model().objects.create_user("carol", password="pw")
-    token = Token.objects.select_related("user").get(key=Token.objects.create(user=user).key)
+    token = authenticate_key(token_create(user, "t")[1])
     for session_key in (None, "s-1"):
         run, _fresh = create_run(RunRequest(token.user, get_spec("chat"), "hi", session_key=session_key), "w")
         assert run.owner_id == user.pk and run.conversation.owner_id == user.pk

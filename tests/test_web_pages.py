@@ -4,10 +4,10 @@ import json
 
 import pytest
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
 from agents_app.models import Conversation, Run, RunEvent
 from research_app.models import ResearchReport
+from tokens_app.models import ApiToken, key_hash
 
 pytestmark = pytest.mark.django_db
 
@@ -65,19 +65,32 @@ def test_the_login_form_needs_its_csrf_token(alice):
 
 def test_token_forms_need_csrf_and_show_the_key_once(alice):
     client = logged_in(alice)
-    assert client.post("/account/token/new").status_code == 403
-    assert client.post("/account/token/revoke").status_code == 403
-    assert Token.objects.get(user=alice).key == alice.token  # unchanged by the refused posts
+    first = ApiToken.objects.get(user=alice)
+    assert client.post("/account/tokens/new", {"name": "ci"}).status_code == 403
+    assert client.post(f"/account/tokens/{first.pk}/revoke").status_code == 403
+    assert list(ApiToken.objects.filter(user=alice, revoked_at=None)) == [first]  # refused posts
     token = csrf_of(client)
-    page = client.post("/account/token/new", {"csrfmiddlewaretoken": token})
-    key = Token.objects.get(user=alice).key
-    assert key != alice.token and key.encode() in page.content
+    form = {"name": "ci", "expires_in": "30", "csrfmiddlewaretoken": token}
+    page = client.post("/account/tokens/new", form)
+    created = ApiToken.objects.get(user=alice, name="ci")
+    key = page.context["new_key"]
+    assert created.digest == key_hash(key) and key.encode() in page.content
+    assert 29 <= (created.expires_at - created.created_at).days <= 30
     assert b"Authorization: Token " + key.encode() in page.content  # the curl line
-    assert key.encode() not in client.get("/account/").content  # shown once
-    assert key[:6].encode() in client.get("/account/").content
-    client.post("/account/token/revoke", {"csrfmiddlewaretoken": token})
-    assert not Token.objects.filter(user=alice).exists()
-    assert client.get("/account/token/new").status_code == 405
+    listing = client.get("/account/").content
+    assert key.encode() not in listing and created.prefix.encode() in listing  # shown once
+    client.post(f"/account/tokens/{first.pk}/revoke", {"csrfmiddlewaretoken": token})
+    first.refresh_from_db()
+    assert first.revoked_at is not None and created.revoked_at is None  # one token, not all
+    assert client.get("/account/tokens/new").status_code == 405
+    refused = client.post("/account/tokens/new", {"name": " ", "csrfmiddlewaretoken": token})
+    assert refused.status_code == 400 and ApiToken.objects.filter(user=alice).count() == 2
+    # Another user's token is not found, and stays as it was.
+    other = logged_in(bob := type(alice).objects.create_user("bob2", password="pw"))
+    revoke = other.post(f"/account/tokens/{created.pk}/revoke", {"csrfmiddlewaretoken": csrf_of(other)})
+    assert revoke.status_code == 404
+    created.refresh_from_db()
+    assert created.revoked_at is None and bob.api_tokens.count() == 0
 
 
 def test_the_chat_page_names_provider_and_model_but_not_the_providers_url(alice, settings):

@@ -6,6 +6,7 @@ token (`Authorization` header or a `token.<key>` subprotocol); never a query-str
 """
 
 import io
+import time
 from urllib.parse import urlparse
 
 from channels.auth import AuthMiddlewareStack
@@ -15,11 +16,14 @@ from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.handlers.asgi import ASGIRequest
 from django.http.request import split_domain_port, validate_host
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 
+from tokens_app.auth import authenticate_key
+from tokens_app.models import ApiToken, token_still_usable
+
+from ..runs.sync import in_sync_thread
 from .throttles import check_throttles
 
 WS_SUBPROTOCOL = "agents.v1"
@@ -29,13 +33,6 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 CLOSE_NOT_FOUND = 4404  # a conversation socket for a conversation that is not the caller's
 CLOSE_THROTTLED = 4429  # too many sockets opened (THROTTLE_STREAM_OPEN)
-
-
-class BearerTokenAuthentication(TokenAuthentication):
-    """The same API tokens sent as `Authorization: Bearer <key>`: the header of the `openai`
-    clients and of most tools built on them."""
-
-    keyword = "Bearer"
 
 
 def _drf_request(scope: dict, body: bytes) -> Request:
@@ -57,13 +54,38 @@ def authenticated_request(scope: dict, body: bytes, *throttles: str) -> Request:
     named, agents_app/api/throttles.py) or raising a DRF APIException.
 
     Sync (it may query the database): consumers call it inside their one hop to the sync thread.
+    The API token's id, if a token authenticated it, goes into the scope: the stream checks at
+    each keep-alive that the token is still usable (`token_id`).
     """
     request = _drf_request(scope, body)
     # Touching .user runs the authenticators (and CSRF for session auth); failures raise.
     if request.user is None or not request.user.is_authenticated:
         raise NotAuthenticated()
     check_throttles(request, *throttles)
+    if isinstance(request.auth, ApiToken):
+        scope["token_id"] = request.auth.pk
     return request
+
+
+class TokenWatch:
+    """For a stream or socket opened with an API token: checks, once per keep-alive interval
+    (SSE_KEEPALIVE_INTERVAL), that the token is still neither revoked nor expired."""
+
+    def __init__(self, token_id: int):
+        self.token_id = token_id
+        self.next_check_at = time.monotonic() + settings.SSE_KEEPALIVE_INTERVAL
+
+    @classmethod
+    def of(cls, scope: dict) -> "TokenWatch | None":
+        token_id = scope.get("token_id")
+        return None if token_id is None else cls(token_id)
+
+    async def still_usable(self, now: bool = False) -> bool:
+        """True until the token is found unusable; looks only when a check is due (or `now`)."""
+        if not now and time.monotonic() < self.next_check_at:
+            return True
+        self.next_check_at = time.monotonic() + settings.SSE_KEEPALIVE_INTERVAL
+        return await in_sync_thread(token_still_usable)(self.token_id)
 
 
 def _header(scope: dict, name: bytes) -> str | None:
@@ -97,16 +119,16 @@ def origin_allowed(origin: str, host: str | None) -> bool:
 
 
 @database_sync_to_async
-def _user_for_token(key: str):
+def _token_for_key(key: str) -> ApiToken | None:
     try:
-        user, _token = TokenAuthentication().authenticate_credentials(key)
+        return authenticate_key(key)
     except AuthenticationFailed:
         return None
-    return user
 
 
 class WebsocketAuthMiddleware:
-    """Sets scope["auth"] to "token", "session" or None, and scope["user"] accordingly.
+    """Sets scope["auth"] to "token", "session" or None, and scope["user"] accordingly (and
+    scope["token_id"] for a token, which the socket checks stays usable).
 
     A session cookie only counts with an allowed Origin (cross-site WebSocket hijacking);
     a token needs no Origin, so non-browser clients work.
@@ -121,8 +143,9 @@ class WebsocketAuthMiddleware:
         scope["origin_ok"] = origin is None or origin_allowed(origin, _header(scope, b"host"))
         key = self._token(scope)
         if key is not None:
-            user = await _user_for_token(key)
-            scope["user"], scope["auth"] = user, ("token" if user else None)
+            token = await _token_for_key(key)
+            scope["user"], scope["auth"] = (token.user, "token") if token else (None, None)
+            scope["token_id"] = token.pk if token else None
         else:
             user = scope.get("user")
             ok = bool(

@@ -4,10 +4,25 @@ AgentsAppConfig.ready)."""
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 
 
-class BearerTokenScheme(OpenApiAuthenticationExtension):
-    """The API token sent as `Authorization: Bearer <key>` (the Token scheme is DRF's own)."""
+class TokenScheme(OpenApiAuthenticationExtension):
+    """An API token (tokens_app) sent as `Authorization: Token <key>`."""
 
-    target_class = "agents_app.api.auth.BearerTokenAuthentication"
+    target_class = "tokens_app.auth.ApiTokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "An API token, as `Token <key>` (create one at /account/ or POST /api/tokens/).",
+        }
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """The same API token sent as `Authorization: Bearer <key>`."""
+
+    target_class = "tokens_app.auth.BearerTokenAuthentication"
     name = "bearerAuth"
 
     def get_security_definition(self, auto_schema):

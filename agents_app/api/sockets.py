@@ -31,6 +31,7 @@ from .auth import (
     CLOSE_THROTTLED,
     CLOSE_UNAUTHENTICATED,
     WS_SUBPROTOCOL,
+    TokenWatch,
 )
 from .capacity import StreamPlace
 from .errors import first_message
@@ -49,6 +50,7 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
 
     channel_layer_alias = NO_CHANNEL_LAYER  # see sse.NO_CHANNEL_LAYER
     layer_channel: LayerChannel | None = None
+    token_watch: TokenWatch | None = None
 
     async def dispatch(self, message):
         """A client leaving needs no stale-connection check first (a trip to the sync thread):
@@ -80,6 +82,7 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TRY_AGAIN_LATER)
         elif await self.bind(self.scope["user"]):
             self.user = self.scope["user"]
+            self.token_watch = TokenWatch.of(self.scope)
             self.pump = asyncio.create_task(self._pump())
             self._tick()
 
@@ -112,6 +115,9 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         if not getattr(self, "user", None):
             return
+        # Every request a message makes is made with a token still usable, not just at connect.
+        if not await self._token_usable(now=True):
+            return
         try:
             if text_data is None or len(text_data) > MAX_MESSAGE_BYTES:
                 raise ServiceError("send one JSON text message of at most 256 KiB")
@@ -134,6 +140,15 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
             await self._error("invalid", first_message(exc.detail), fields=exc.detail)
         except Throttled as exc:
             await self._error("throttled", str(exc.detail), retry_after=math.ceil(exc.wait or 1))
+
+    async def _token_usable(self, now: bool = False) -> bool:
+        """False (and the socket closed) once the API token that opened it is unusable."""
+        if self.token_watch is None or await self.token_watch.still_usable(now):
+            return True
+        await self._error("token_revoked", "the API token of this socket was revoked or expired")
+        self.user = None  # nothing more is taken from this socket
+        await self.close(code=CLOSE_UNAUTHENTICATED)
+        return False
 
     async def _run(self, message: dict) -> None:
         spec = spec_or_404(message.get("agent") or self.slug)
@@ -199,9 +214,12 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
         self.timer = asyncio.get_running_loop().call_later(TICK, self._tick)
 
     async def _pump(self) -> None:
-        """Live batches as they come; gaps filled from the DB; DB polls of idle runs."""
+        """Live batches as they come; gaps filled from the DB; DB polls of idle runs; and the
+        socket closed once the API token that opened it is revoked or expired."""
         while True:
             await self.inbox.wait()
+            if not await self._token_usable():
+                return
             async with self.lock:
                 await self._catch_up(self.inbox.take(), self.inbox.take_lost())
 

@@ -27,7 +27,7 @@ from ..runs.read import Batch, Inbox, LayerChannel, RunCursor
 from ..runs.start import RunRequest, start_run
 from ..runs.sync import in_sync_thread
 from ..selectors import runs_for
-from .auth import authenticated_request
+from .auth import TokenWatch, authenticated_request
 from .capacity import RETRY_AFTER, StreamPlace
 from .errors import error_body, exception_handler
 from .serializers import EVENT_SETS, parse_run_request, run_request, spec_or_404
@@ -67,6 +67,7 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
     timer: asyncio.TimerHandle | None = None
     cursor: RunCursor | None = None
     layer_channel: LayerChannel | None = None
+    token_watch: TokenWatch | None = None
     body_size = 0
 
     async def dispatch(self, message):
@@ -121,6 +122,7 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
         if opened is None:  # `open` answered the request itself
             return False
         self.run, after, fresh = opened
+        self.token_watch = TokenWatch.of(self.scope)
         self.cursor = RunCursor(self.run.pk, after)
         if fresh:  # subscribed before the run's first event: nothing to replay
             self.cursor.set_local(True)
@@ -188,6 +190,8 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
         due = self.cursor.next_poll_at
         if self.streaming:
             due = min(due, self.last_send + settings.SSE_KEEPALIVE_INTERVAL)
+        if self.token_watch is not None:
+            due = min(due, self.token_watch.next_check_at)
         delay = max(MIN_TICK, due - time.monotonic())
         self.timer = asyncio.get_running_loop().call_later(delay, self._tick)
 
@@ -211,6 +215,9 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
         cursor = self.cursor
         while True:
             await self.inbox.wait()
+            if self.token_watch is not None and not await self.token_watch.still_usable():
+                await self._end_for_token()
+                return
             batch, ended = await cursor.catch_up(self.inbox.take(), self.inbox.take_lost())
             data = self.frames(batch)
             idle = time.monotonic() - self.last_send
@@ -224,6 +231,20 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
                 if self.timer is not None:
                     self.timer.cancel()
                 return
+
+    async def _end_for_token(self) -> None:
+        """The API token that opened this stream was revoked or expired: the stream ends as if
+        its client had left (a run started with `on_disconnect=cancel` is cancelled); a client
+        that reconnects gets the 401 that says why."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.run.on_disconnect == "cancel":
+            await cancel_on_disconnect(self.run.pk)
+        if self.streaming:
+            await self.send_body(b"", more_body=False)
+        else:
+            gone = error_body("token_revoked", "the API token of this request was revoked or expired")
+            await self._refuse(401, gone)
 
     async def _send(self, data: bytes, ended: bool) -> None:
         if not self.streaming:

@@ -7,6 +7,6 @@ urlpatterns = [
     path("c/<uuid:conversation_id>/", views.chat, name="conversation"),
     path("runs/<uuid:pk>/replay/", views.run_replay, name="run-replay"),
     path("account/", views.account, name="account"),
-    path("account/token/new", views.token_create, name="token-create"),
-    path("account/token/revoke", views.token_revoke, name="token-revoke"),
+    path("account/tokens/new", views.token_new, name="token-new"),
+    path("account/tokens/<int:pk>/revoke", views.token_delete, name="token-revoke"),
 ]

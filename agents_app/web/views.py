@@ -3,7 +3,9 @@
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_POST
-from rest_framework.authtoken.models import Token
+
+from tokens_app.forms import TokenForm
+from tokens_app.models import TooManyTokens, token_create, token_revoke, tokens_of
 
 from .. import providers
 from ..models import Run
@@ -56,26 +58,34 @@ def account(request):
 
 @require_POST
 @login_required
-def token_create(request):
-    """A new API key, shown on this page once (a key replaces the one before it)."""
-    Token.objects.filter(user=request.user).delete()
-    return _account(request, new_key=Token.objects.create(user=request.user).key)
+def token_new(request):
+    """A new API key, shown on this page once."""
+    form = TokenForm(request.POST)
+    if form.is_valid():
+        try:
+            _token, key = token_create(request.user, form.cleaned_data["name"], form.expires_at())
+        except TooManyTokens as exc:
+            form.add_error(None, str(exc))
+        else:
+            return _account(request, new_key=key)
+    return _account(request, form=form, status=400)
 
 
 @require_POST
 @login_required
-def token_revoke(request):
-    Token.objects.filter(user=request.user).delete()
-    return _account(request, revoked=True)
+def token_delete(request, pk):
+    token = get_object_or_404(tokens_of(request.user), pk=pk)
+    token_revoke(token)
+    return _account(request, revoked=token)
 
 
-def _account(request, new_key: str | None = None, revoked: bool = False):
-    token = Token.objects.filter(user=request.user).first()
+def _account(request, new_key: str | None = None, revoked=None, form=None, status=200):
     context = {
         "nav": "account",
-        "token": token,
+        "tokens": tokens_of(request.user),
+        "form": form or TokenForm(),
         "new_key": new_key,
         "revoked": revoked,
         "base_url": request.build_absolute_uri("/").rstrip("/"),
     }
-    return render(request, "web/account.html", context)
+    return render(request, "web/account.html", context, status=status)

@@ -143,11 +143,12 @@ class Harness:
         from django.contrib.auth import get_user_model
         from django.core.management import call_command
         from django.db import connections
-        from rest_framework.authtoken.models import Token
+
+        from tokens_app.models import token_create
 
         call_command("migrate", verbosity=0, interactive=False)
         user = get_user_model().objects.create_user("bench", password=None)
-        key = Token.objects.create(user=user).key
+        key = token_create(user, "bench")[1]
         connections.close_all()
         return key
 

@@ -72,15 +72,17 @@ async def test_account_creates_shows_once_and_revokes_a_token(browse, user):
     alice = await user("alice")
     page = await browse(alice)
     await page.goto("/account/")
-    await page.click("text=Replace with a new token")
+    await page.fill("input[name=name]", "laptop")
+    await page.select_option("select[name=expires_in]", "30")
+    await page.click("text=Create a token")
     key = (await page.inner_text("#new-key")).strip()
-    assert len(key) == 40 and key != alice.token
+    assert key.startswith("das_") and len(key) == 44 and key != alice.token
     assert f"Authorization: Token {key}" in await page.inner_text("#curl")
     await page.goto("/account/")
-    assert key not in await page.content() and key[:6] in await page.content()
-    await page.click("text=Revoke")
-    await expect(page.get_by_text("Your token is revoked")).to_be_visible()
-    await expect(page.get_by_role("button", name="Create a token")).to_be_visible()
+    assert key not in await page.content() and key[:12] in await page.content()
+    await page.click("button[aria-label='Revoke laptop']")
+    await expect(page.get_by_text("Token “laptop” is revoked")).to_be_visible()
+    assert key[:12] not in await page.content() and alice.token[:12] in await page.content()
 
 
 async def test_staff_replay_a_run_and_see_its_admin_timeline(browse, user):

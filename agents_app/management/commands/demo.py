@@ -1,13 +1,16 @@
 import asyncio
+import base64
+import hashlib
+import hmac
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
-from rest_framework.authtoken.models import Token
 
 from agents_app import providers
 from agents_app.runs.engine import close_engine, sweep_stale_runs
+from tokens_app.models import KEY_PREFIX, ApiToken, key_hash, token_create
 
 DEMO_USERS = [
     # (username, password, is_staff)
@@ -35,11 +38,9 @@ class Command(BaseCommand):
                 user.set_password(password)
                 user.is_staff = user.is_superuser = staff
                 user.save()
-            token, _ = Token.objects.get_or_create(user=user)
             shown = password if created or user.check_password(password) else "(changed by you)"
-            lines.append(
-                f"  {username:<6} password: {shown:<16} API token: {token.key}{'  (staff)' if staff else ''}"
-            )
+            staff_mark = "  (staff)" if staff else ""
+            lines.append(f"  {username:<6} password: {shown:<16} API token: {_demo_key(user)}{staff_mark}")
         self._load_corpus()
         info = providers.provider_info()
         base = f"http://{host}:{port}"
@@ -66,6 +67,19 @@ class Command(BaseCommand):
 
         if "load_demo_corpus" in get_commands():
             call_command("load_demo_corpus", verbosity=0)
+
+
+def _demo_key(user) -> str:
+    """The demo user's token, the same at every start: keys are stored hashed, so the demo derives
+    its key from the installation's secret (as public as the demo's passwords) to print it again."""
+    mac = hmac.new(settings.SECRET_KEY.encode(), f"demo-token:{user.username}".encode(), hashlib.sha256)
+    key = KEY_PREFIX + base64.urlsafe_b64encode(mac.digest()).decode()[:40]
+    token = ApiToken.objects.filter(digest=key_hash(key)).first()
+    if token is None:
+        token_create(user, "demo", key=key)
+    elif not token.usable:
+        return "(revoked or expired: create one at /account/)"
+    return key
 
 
 async def _sweep() -> None:
