@@ -88,6 +88,7 @@ class FakeOpenAI:
         input_tokens: int = 12,
         record_limit: int = 10_000,
         fail: tuple[int, str] | None = None,
+        fail_first: int = 0,
         cut_after: int | None = None,
         stall_after: int | None = None,
     ):
@@ -103,6 +104,8 @@ class FakeOpenAI:
         # Upstream failures: every request answered with this HTTP status and OpenAI error type
         # (e.g. (429, "rate_limit_exceeded")), or streams that drop after `cut_after` deltas.
         self.fail = fail
+        self.fail_first = fail_first  # fail only the first N requests, then answer (0: all)
+        self.failed = 0
         self.cut_after = cut_after
         # Or streams that go silent after `stall_after` deltas, their connection left open.
         self.stall_after = stall_after
@@ -173,7 +176,8 @@ class FakeOpenAI:
             return
         headers = {key.decode().lower(): value.decode() for key, value in scope["headers"]}
         self.requests.append(RecordedRequest(path, request, headers.get("authorization")))
-        if self.fail is not None:
+        if self.fail is not None and (not self.fail_first or self.failed < self.fail_first):
+            self.failed += 1
             status, kind = self.fail
             # OpenAI's error body; `retry-after-ms` keeps the client's own retries quick.
             error = {"error": {"message": f"fake upstream failure ({kind})", "type": kind, "code": kind}}
