@@ -306,11 +306,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # JSON with text no database can store is a 400 (agents_app/text.py).
-    "DEFAULT_PARSER_CLASSES": [
-        "agents_app.api.parsers.CleanJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # The API takes JSON (document uploads add multipart: research_app/views.py).
+    "DEFAULT_PARSER_CLASSES": ["agents_app.api.parsers.CleanJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "agents_app.api.pagination.Pagination",
     "PAGE_SIZE": 50,

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents_app.api.errors import choice_param, error_body
-from agents_app.api.pagination import Pagination
+from agents_app.api.pagination import Pagination, paginated
 from agents_app.api.parsers import CleanJSONParser
 from agents_app.api.throttles import RunStartThrottle
 from agents_app.runs.errors import UPSTREAM_ERROR_CODES, NotFound
@@ -62,7 +62,10 @@ class ResearchCollectionView(AsyncAPIView):
     def get_throttles(self):
         return [RunStartThrottle()] if self.request.method == "POST" else []
 
-    @extend_schema(responses={200: ResearchReportListSerializer(many=True)})
+    @extend_schema(
+        operation_id="api_research_list",
+        responses={200: paginated("PaginatedResearchReportList", ResearchReportListSerializer(many=True))},
+    )
     async def get(self, request):
         return await sync_to_async(self._list)(request)
 
@@ -135,12 +138,44 @@ class ReferenceResearchView(AsyncAPIView):
         )
 
 
+# A page of documents, or (with ?q=) the search's hits.
+DOCUMENTS_OR_HITS = {
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {
+                "count": {"type": "integer"},
+                "next": {"type": "string", "nullable": True},
+                "previous": {"type": "string", "nullable": True},
+                "results": {"type": "array", "items": {"$ref": "#/components/schemas/Document"}},
+            },
+            "required": ["count", "next", "previous", "results"],
+        },
+        {
+            "type": "object",
+            "properties": {
+                "query": {"type": "string"},
+                "results": {"type": "array", "items": {"type": "object"}},
+            },
+            "required": ["query", "results"],
+        },
+    ]
+}
+
+
 class DocumentCollectionView(APIView):
     """GET ?q=: search the corpus (or list it). POST: add a document, as JSON or a .md/.txt file upload."""
 
     parser_classes = [CleanJSONParser, MultiPartParser, FormParser]
 
-    @extend_schema(parameters=[OpenApiParameter("q", str)], responses={200: dict})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("q", str),
+            OpenApiParameter("limit", int),
+            OpenApiParameter("offset", int),
+        ],
+        responses={200: DOCUMENTS_OR_HITS},
+    )
     def get(self, request):
         q = request.query_params.get("q", "").strip()
         if q:

@@ -27,7 +27,8 @@ def test_streaming_endpoints_are_documented(client):
         if method == "post":
             assert operation["requestBody"]["content"]["application/json"]["schema"], path
     native = schema["paths"]["/api/agents/{slug}/stream"]["post"]["responses"]["200"]
-    kinds = {s["title"] for s in native["content"]["text/event-stream"]["schema"]["oneOf"]}
+    event = native["content"]["text/event-stream"]["schema"]
+    kinds = {s["title"] for s in event["properties"]["data"]["contentSchema"]["oneOf"]}
     assert {"run_started", "raw_response", "run_item", "stream_complete", "error"} <= kinds
     assert "RunRequest" in schema["components"]["schemas"]
     for path in ("/v1/models", "/v1/responses/{response_id}/cancel", "/chat/session/{session_id}"):

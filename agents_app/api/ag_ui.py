@@ -222,7 +222,9 @@ def openapi_paths() -> dict:
                     "200": {
                         "description": EVENTS_DESCRIPTION,
                         "headers": {"X-Run-Id": {"schema": {"type": "string", "format": "uuid"}}},
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "content": {
+                            "text/event-stream": {"schema": {"type": "object", "description": "One event."}}
+                        },
                     },
                     "400": {
                         "description": "Invalid RunAgentInput (metadata.fields names the field)",

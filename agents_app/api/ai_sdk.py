@@ -230,7 +230,7 @@ def openapi_paths() -> dict:
     }
     stream = {
         "description": STREAM_DESCRIPTION,
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": {"type": "object", "description": "One event."}}},
     }
     return {
         "/api/agents/{slug}/ui": {

@@ -48,7 +48,7 @@ def health(request):
 
 
 class AgentListView(APIView):
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: {"type": "array", "items": {"type": "object"}}})
     def get(self, request):
         return Response([agent_describe(spec) for spec in all_specs()])
 

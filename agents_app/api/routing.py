@@ -1,6 +1,6 @@
 """Channels routes: SSE consumers on HTTP, the agent socket on WebSocket."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from .ag_ui import AgUiConsumer
 from .ai_sdk import UIChatConsumer, UIResumeConsumer
@@ -12,9 +12,11 @@ from .sse import AgentStreamConsumer, RunJoinConsumer
 http_urlpatterns = [
     path("api/agents/<slug:slug>/stream", AgentStreamConsumer.as_asgi()),
     path("api/runs/<uuid:run_id>/stream", RunJoinConsumer.as_asgi()),
-    path("api/agents/<slug:slug>/ui", UIChatConsumer.as_asgi()),
-    path("api/agents/<slug:slug>/ui/<path:chat_id>/stream", UIResumeConsumer.as_asgi()),
-    path("api/agents/<slug:slug>/ag-ui", AgUiConsumer.as_asgi()),
+    # Any agent name reaches the adapters, so an unknown one gets a 404 in the protocol's own shape.
+    path("api/agents/<str:slug>/ui", UIChatConsumer.as_asgi()),
+    # A chat id is the client's: any characters, line breaks included (`<path:>` stops at one).
+    re_path(r"^api/agents/(?P<slug>[^/]+)/ui/(?P<chat_id>(?s:.+))/stream$", UIResumeConsumer.as_asgi()),
+    path("api/agents/<str:slug>/ag-ui", AgUiConsumer.as_asgi()),
     # The OpenAI-compatible API (its other paths are Django views: config/urls.py).
     path("v1/chat/completions", ChatCompletionsConsumer.as_asgi()),
     path("v1/responses", ResponsesConsumer.as_asgi()),

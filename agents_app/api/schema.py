@@ -1,8 +1,10 @@
-"""The streaming endpoints in the OpenAPI schema (/docs, /redoc).
+"""The streaming endpoints and the error answers in the OpenAPI schema (/docs, /redoc).
 
-They are Channels consumers, which drf-spectacular does not see: this postprocessing hook adds
-their path items, with request bodies and a `text/event-stream` response that names the event
-union of each protocol. Each protocol adapter describes its own paths (`openapi_paths()`)."""
+The streaming endpoints are Channels consumers, which drf-spectacular does not see: this
+postprocessing hook adds their path items, with request bodies and a `text/event-stream`
+response that names the event union of each protocol. Each protocol adapter describes its own
+paths (`openapi_paths()`). It also documents the errors every view can answer with, by rule
+(`error_codes`), which drf-spectacular cannot infer."""
 
 from . import ag_ui, ai_sdk
 
@@ -44,7 +46,13 @@ def _event(kind: str, description: str, **fields: str) -> dict:
         "run_id": {"type": "string"},
     }
     properties.update({name: {"type": json_type} for name, json_type in fields.items()})
-    return {"title": kind, "description": description, "type": "object", "properties": properties}
+    return {
+        "title": kind,
+        "description": description,
+        "type": "object",
+        "properties": properties,
+        "required": ["type", "seq", "run_id"],
+    }
 
 
 EVENT_UNION = {
@@ -94,11 +102,17 @@ EVENT_UNION = {
 }
 
 
-def sse(description: str, schema: dict | None = None) -> dict:
-    return {
-        "description": description,
-        "content": {"text/event-stream": {"schema": schema or {"type": "string"}}},
+def sse(description: str, data: dict | None = None) -> dict:
+    """A text/event-stream response. Its schema (OpenAPI 3.0) describes one event: its `data`
+    field, when given, holds JSON of the `data` schema."""
+    payload = {"type": "string"}
+    if data is not None:
+        payload.update(contentMediaType="application/json", contentSchema=data)
+    event = {
+        "type": "object",
+        "properties": {"id": {"type": "string"}, "event": {"type": "string"}, "data": payload},
     }
+    return {"description": description, "content": {"text/event-stream": {"schema": event}}}
 
 
 def refusals(shape: dict, *statuses: str) -> dict:
@@ -231,12 +245,51 @@ def openai_paths() -> dict:
     }
 
 
+# REST operations that start a run: besides bad input, an unknown agent or conversation (404), a
+# busy conversation (409), a rate limit or the per-user cap (429), a failing model provider (502).
+RUN_STARTS = {("/api/agents/{slug}/run", "post"), ("/chat/run", "post"), ("/assistant/run", "post")}
+RUN_STARTS |= {("/research", "post"), ("/api/research/", "post")}
+UNSAFE = {"post", "put", "patch", "delete"}
+
+
+def error_codes(path: str, method: str, operation: dict) -> list[str]:
+    """The error statuses an operation can answer with: 401 for every one (all need
+    credentials); 403 for unsafe methods (a session without its CSRF token, a permission); 404
+    with a path parameter (missing, or another user's); 400 with a body, query or path parameters; 413
+    with a body; 404, 409, 429 and 502 where a run starts."""
+    codes = ["401"]
+    if method in UNSAFE:
+        codes.append("403")
+    if "{" in path:
+        codes.append("404")
+    has_query = any(parameter.get("in") == "query" for parameter in operation.get("parameters", []))
+    if operation.get("requestBody") or has_query or "{" in path:
+        codes.append("400")
+    if operation.get("requestBody"):
+        codes.append("413")
+    if (path, method) in RUN_STARTS:
+        codes += ["404", "409", "429", "502"]
+    return codes
+
+
+def document_errors(result: dict) -> None:
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"], schemas["OpenAIError"] = ERROR, OPENAI_ERROR
+    for path, item in result["paths"].items():
+        shape = {"$ref": "#/components/schemas/" + ("OpenAIError" if path.startswith("/v1/") else "Error")}
+        for method, operation in item.items():
+            responses = operation.setdefault("responses", {})
+            for code, response in refusals(shape, *error_codes(path, method, operation)).items():
+                responses.setdefault(code, response)
+
+
 def add_stream_paths(result, generator, request, public):
-    """drf-spectacular postprocessing hook."""
+    """drf-spectacular postprocessing hook: the streaming endpoints, and every operation's errors."""
     for paths in (native_paths(), openai_paths(), ai_sdk.openapi_paths(), ag_ui.openapi_paths()):
         for path, item in paths.items():
             for method, operation in item.items():
                 words = "".join(c if c.isalnum() else "_" for c in path).strip("_")
                 operation.setdefault("operationId", f"{words}_{method}")
             result["paths"].setdefault(path, {}).update(item)
+    document_errors(result)
     return result
