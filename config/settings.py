@@ -131,8 +131,7 @@ MIDDLEWARE = [
 # Login attempts (the login page and the admin's) are limited by django-axes: after
 # LOGIN_FAILURE_LIMIT failures for one account, or from one IP address, further attempts are
 # refused for LOGIN_LOCKOUT_MINUTES, the right password too. Staff unlock in the admin (Axes >
-# Access attempts) or with `manage.py axes_reset`. Behind a proxy, set AXES_IPWARE_* (see
-# django-axes) so the client's address is the one counted.
+# Access attempts) or with `manage.py axes_reset`.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
@@ -141,6 +140,12 @@ AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = env_float("LOGIN_LOCKOUT_MINUTES", 15.0) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
+# Proxies in front of the server that append the client's address to X-Forwarded-For (0: clients
+# connect directly). With N, the address N hops back in that header is the client's, for login
+# lockouts and the rate limits of anonymous callers; the header is ignored otherwise (a client
+# could write anything in it).
+TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
+AXES_CLIENT_IP_CALLABLE = "agents_app.api.throttles.client_address"
 
 ROOT_URLCONF = "config.urls"
 ASGI_APPLICATION = "config.asgi.application"
@@ -313,6 +318,8 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "agents_app.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # The client address of throttles (TRUSTED_PROXIES above).
+    "NUM_PROXIES": TRUSTED_PROXIES or None,
 }
 
 SPECTACULAR_SETTINGS = {

@@ -22,7 +22,7 @@ from agents_app.models import Run
 from .live_server import serving
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
-EXAMPLES = int(os.environ.get("STORM_EXAMPLES", "150"))  # about 1,100 SSE cuts
+EXAMPLES = int(os.environ.get("STORM_EXAMPLES", "170"))  # about 1,100 SSE cuts and 120 socket cuts
 INPUTS = ["héllo ☃ wörld 🌍 — “quotes”", "日本語のテキスト 🎉🎉", "naïve café ünïcödé ✓✓✓ ∑∫√"]
 CUTS = {"sse": 0, "ws": 0}
 

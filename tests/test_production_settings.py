@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from .live_server import ROOT
+from .streams import SSEClient
 
 PRODUCTION = {
     "DEBUG": "false",
@@ -69,6 +70,52 @@ def test_cors_is_closed_by_default_and_open_per_origin(client, settings, alice):
     assert "access-control-allow-origin" not in other.headers
     page = client.options("/account/", **preflight)  # the web pages are not an API: never CORS
     assert "access-control-allow-origin" not in page.headers
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", ["/api/agents/chat/stream", "/v1/chat/completions", "/api/agents/chat/ui"])
+async def test_streaming_endpoints_answer_cors_as_the_rest_of_the_api(settings, alice, path):
+    """The streaming endpoints are Channels consumers, outside Django's middleware: they answer
+    preflights and carry the same CORS headers, for the configured origins only."""
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example"]
+    origin = [(b"origin", b"https://app.example")]
+    preflight = SSEClient(
+        "OPTIONS",
+        path,
+        headers=[
+            *origin,
+            (b"access-control-request-method", b"POST"),
+            (b"access-control-request-headers", b"authorization"),
+        ],
+    )
+    assert await preflight.start() == 200  # no credentials needed for a preflight
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    assert "authorization" in preflight.headers["access-control-allow-headers"]
+    body = {"input": "hi"} if path.startswith("/api/agents/chat/stream") else None
+    body = body or {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    if path.endswith("/ui"):
+        body = {
+            "id": "c-1",
+            "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}],
+        }
+    stream = SSEClient("POST", path, body, alice.token, headers=origin)
+    assert await stream.start() == 200
+    assert stream.headers["access-control-allow-origin"] == "https://app.example"
+    assert "retry-after" in stream.headers["access-control-expose-headers"].lower()
+    await drain(stream)
+    refused = SSEClient("POST", path, body, "bad-key", headers=origin)
+    assert await refused.start() == 401  # refusals carry them too, so the page can read the error
+    assert refused.headers["access-control-allow-origin"] == "https://app.example"
+    await drain(refused)
+    foreign = SSEClient("POST", path, body, alice.token, headers=[(b"origin", b"https://evil.example")])
+    assert await foreign.start() == 200
+    assert "access-control-allow-origin" not in foreign.headers
+    await drain(foreign)
+
+
+async def drain(client: SSEClient) -> None:
+    while not client.done:
+        await client.read_chunk()
 
 
 @pytest.mark.django_db

@@ -52,6 +52,18 @@ def test_login_then_the_pages_with_a_strict_policy(client, alice):
     assert b"alice" in client.get("/").content
 
 
+def test_the_api_docs_run_no_inline_script(client, alice):
+    """Swagger UI and ReDoc need inline styles and a blob: worker, not inline scripts."""
+    client.force_login(alice)
+    for path in ("/docs", "/redoc"):
+        page = client.get(path)
+        directives = dict(
+            d.strip().split(" ", 1) for d in page["Content-Security-Policy"].split(";") if d.strip()
+        )
+        assert directives["script-src"] == "'self'", path
+        assert b"<script>" not in page.content, path
+
+
 def test_the_login_form_needs_its_csrf_token(alice):
     client = Client(enforce_csrf_checks=True)
     response = client.post("/accounts/login/", {"username": "alice", "password": "pw-alice"})

@@ -29,6 +29,7 @@ from ..runs.sync import in_sync_thread
 from ..selectors import runs_for
 from .auth import TokenWatch, authenticated_request
 from .capacity import RETRY_AFTER, StreamPlace
+from .cors import cors_answer
 from .errors import error_body, exception_handler
 from .serializers import EVENT_SETS, parse_run_request, run_request, spec_or_404
 from .throttles import RUN_START, STREAM_OPEN
@@ -68,6 +69,7 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
     cursor: RunCursor | None = None
     layer_channel: LayerChannel | None = None
     token_watch: TokenWatch | None = None
+    cors_headers: list = []
     body_size = 0
 
     async def dispatch(self, message):
@@ -82,7 +84,16 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
         else:
             await super().dispatch(message)
 
+    async def send_headers(self, *, status=200, headers=None):
+        """Every answer, stream or refusal, carries the CORS headers its origin is allowed."""
+        await super().send_headers(status=status, headers=[*(headers or []), *self.cors_headers])
+
     async def http_request(self, message):
+        if not self.body:
+            preflight, self.cors_headers = cors_answer(self.scope)
+            if preflight:
+                await self.send_response(200, b"", headers=[(b"Content-Length", b"0")])
+                await self._close()
         if "body" in message:
             self.body.append(message["body"])
             self.body_size += len(message["body"])

@@ -59,3 +59,14 @@ def check_throttles(request, *scopes: str) -> None:
         throttle = THROTTLES[scope]()
         if not throttle.allow_request(request, None):
             raise Throttled(wait=throttle.wait())
+
+
+def client_address(request) -> str | None:
+    """The client's IP address for login lockouts (django-axes' AXES_CLIENT_IP_CALLABLE), read
+    as DRF's throttles read it: REMOTE_ADDR, or behind TRUSTED_PROXIES proxies the address that
+    many hops back in X-Forwarded-For."""
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    addresses = [address.strip() for address in forwarded.split(",") if address.strip()]
+    if not settings.TRUSTED_PROXIES or not addresses:
+        return request.META.get("REMOTE_ADDR")
+    return addresses[-min(settings.TRUSTED_PROXIES, len(addresses))]
