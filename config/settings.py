@@ -83,6 +83,8 @@ CORS_EXPOSE_HEADERS = ["Retry-After", "X-Run-Id"]
 # `preload` in the header, which puts no domain on the browsers' list by itself).
 HTTPS = env_bool("HTTPS", False)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+# Load balancers probe over plain HTTP: the probes answer there instead of redirecting.
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$"]
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
+from agents_app import health
 from agents_app.api import rest as agent_views
 from agents_app.api.openai_v1.models_list import ModelDetailView, ModelListView
 from agents_app.api.openai_v1.responses import ResponseCancelView
@@ -38,7 +39,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs", docs_csp(SpectacularSwaggerSplitView.as_view(url_name="schema")), name="docs"),
     path("redoc", docs_csp(SpectacularRedocView.as_view(url_name="schema")), name="redoc"),
-    path("health", agent_views.health, name="health"),
+    path("health", health.health, name="health"),
+    path("ready", health.ready, name="ready"),
     path("", include("agents_app.web.urls")),
     path("", include("research_app.urls")),
     *reference_urls,

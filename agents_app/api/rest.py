@@ -43,10 +43,6 @@ from .throttles import RunStartThrottle
 UUID_RE = "[0-9a-fA-F-]{36}"
 
 
-def health(request):
-    return JsonResponse({"status": "ok"})
-
-
 class AgentListView(APIView):
     @extend_schema(responses={200: {"type": "array", "items": {"type": "object"}}})
     def get(self, request):
