@@ -116,6 +116,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "agents_app.logs.request_id_middleware",
     # Before anything that answers by itself, so preflights and refusals carry CORS headers.
     "corsheaders.middleware.CorsMiddleware",
     "agents_app.api.middleware.clean_query_middleware",
@@ -440,11 +441,22 @@ SSE_RETRY_MS = env_int("SSE_RETRY_MS", 2000)
 PORT = env_int("PORT", 8000)
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+# text: one readable line per record; json: one JSON object per line, with the record's fields
+# (a run's start and end carry run_id, user_id, agent, status, duration_s, tokens) and request_id.
+LOG_FORMAT = env_str("LOG_FORMAT", "text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'text' or 'json', got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "agents_app.logs.RequestIdFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "agents_app.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},

@@ -19,6 +19,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from rest_framework.exceptions import Throttled, ValidationError
 
+from ..logs import HEADER as REQUEST_ID_HEADER
+from ..logs import new_request_id
 from ..models import Conversation, Run
 from ..runs.cancel import cancel_on_disconnect, cancel_run
 from ..runs.errors import NotFound, ServiceError
@@ -61,6 +63,8 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
             await super().dispatch(message)
 
     async def connect(self):
+        offered = dict(self.scope["headers"]).get(REQUEST_ID_HEADER.lower().encode(), b"")
+        new_request_id(offered.decode("latin1"))  # the socket's: in the logs of the runs it starts
         self.cursors: dict[str, RunCursor] = {}
         self.cancel_on_disconnect: set[str] = set()
         self.inbox = Inbox()

@@ -20,6 +20,8 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from rest_framework.exceptions import APIException, ValidationError
 
+from ..logs import HEADER as REQUEST_ID_HEADER
+from ..logs import new_request_id
 from ..models import Run
 from ..runs.cancel import cancel_on_disconnect
 from ..runs.errors import NotFound, ServiceError
@@ -70,6 +72,7 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
     layer_channel: LayerChannel | None = None
     token_watch: TokenWatch | None = None
     cors_headers: list = []
+    request_id = ""
     body_size = 0
 
     async def dispatch(self, message):
@@ -85,11 +88,15 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
             await super().dispatch(message)
 
     async def send_headers(self, *, status=200, headers=None):
-        """Every answer, stream or refusal, carries the CORS headers its origin is allowed."""
-        await super().send_headers(status=status, headers=[*(headers or []), *self.cors_headers])
+        """Every answer, stream or refusal, carries its request id and the CORS headers its
+        origin is allowed."""
+        own = [(REQUEST_ID_HEADER.encode(), self.request_id.encode()), *self.cors_headers]
+        await super().send_headers(status=status, headers=[*(headers or []), *own])
 
     async def http_request(self, message):
         if not self.body:
+            offered = dict(self.scope["headers"]).get(REQUEST_ID_HEADER.lower().encode(), b"")
+            self.request_id = new_request_id(offered.decode("latin1"))
             preflight, self.cors_headers = cors_answer(self.scope)
             if preflight:
                 await self.send_response(200, b"", headers=[(b"Content-Length", b"0")])

@@ -7,6 +7,7 @@ does so cancels the run, and `result.cancel()` in `finally` stops the SDK's own 
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -147,6 +148,16 @@ async def execute(ctx: RunContext, wait_for_turn: Callable[[RunContext], Awaitab
     """A run's whole life in its task; `wait_for_turn` holds a queued run until it may start."""
     run = ctx.run
     status, final, error, code = Run.Status.COMPLETED, None, "", ""
+    began = time.monotonic()
+    who = {"run_id": str(run.pk), "user_id": run.owner_id, "agent": run.agent}
+    # One line when a run starts and one when it ends, never one per event.
+    log.info(
+        "run %s started (agent %s, user %s)",
+        run.pk,
+        run.agent,
+        run.owner_id,
+        extra={**who, "model": run.model},
+    )
     try:
         if run.status == Run.Status.QUEUED:
             await wait_for_turn(ctx)
@@ -176,6 +187,16 @@ async def execute(ctx: RunContext, wait_for_turn: Callable[[RunContext], Awaitab
     if status != Run.Status.COMPLETED and final is None:
         final = ctx.partial(status)
     await _finish(ctx, status, final_output_json(final), error, code)
+    duration = round(time.monotonic() - began, 3)
+    ended = {**who, "status": run.status, "error_code": code or None, "duration_s": duration, **ctx.usage}
+    log.info(
+        "run %s ended %s in %.2f s (%d tokens)",
+        run.pk,
+        run.status,
+        duration,
+        ctx.usage["total_tokens"],
+        extra=ended,
+    )
 
 
 async def _run_body(ctx: RunContext) -> Any:
