@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from .admin_timeline import build_rows
+from .admin_usage import UsageDayAdmin, UserQuotaAdmin  # noqa: F401  (registered there)
 from .models import Conversation, ConversationItem, Run, RunEvent
 from .runs.cancel import cancel_run
 

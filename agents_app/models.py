@@ -148,3 +148,41 @@ class RunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.type}"
+
+
+class UsageDay(models.Model):
+    """A user's usage of one agent on one day (UTC): runs ended, model requests and tokens. The
+    journal adds each run's usage in the transaction that ends it (agents_app/usage.py)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_days")
+    day = models.DateField()
+    agent = models.CharField(max_length=64)
+    runs = models.PositiveIntegerField(default=0)
+    requests = models.PositiveIntegerField(default=0)
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-day", "agent"]
+        verbose_name = "usage by day"
+        verbose_name_plural = "usage by day"
+        constraints = [models.UniqueConstraint(fields=["user", "day", "agent"], name="usage_day_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.day} {self.agent}"
+
+
+class UserQuota(models.Model):
+    """A user's own daily token quota, instead of AGENTS_DAILY_TOKEN_QUOTA."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota")
+    daily_tokens = models.PositiveBigIntegerField(
+        help_text="Tokens this user's runs may use per day (UTC); 0: no limit."
+    )
+
+    class Meta:
+        verbose_name = "token quota"
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.daily_tokens or 'no limit'}"

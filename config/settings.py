@@ -383,6 +383,9 @@ AGENTS_MAX_INPUT_CHARS = env_int("AGENTS_MAX_INPUT_CHARS", 32_000)
 # Most runs one user may have queued or running at once, across processes (a start beyond it
 # gets 429 too_many_runs). 0: no limit.
 AGENTS_MAX_ACTIVE_RUNS_PER_USER = env_int("AGENTS_MAX_ACTIVE_RUNS_PER_USER", 0)
+# Tokens one user's runs may use per day (UTC), all agents together; 0: no limit. Staff set a
+# user's own quota in the admin (Token quotas). A run over it is refused with 429 quota_exceeded.
+AGENTS_DAILY_TOKEN_QUOTA = env_int("AGENTS_DAILY_TOKEN_QUOTA", 0)
 # What a run sends the model of its conversation's memory: the last items up to these bounds
 # (tokens estimated as 4 characters each; 0: no bound), starting at a user message so a turn is
 # never cut in two. The whole history stays stored and visible.

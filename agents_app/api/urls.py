@@ -2,6 +2,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from . import rest as views
+from .usage import UsageView
 
 router = SimpleRouter()
 # The slash is optional, as in the and the reference server's paths (`/api/runs/<id>/events`):
@@ -15,5 +16,6 @@ urlpatterns = [
     path("agents/<slug:slug>/info", views.AgentInfoView.as_view(), name="agent-info"),
     path("agents/<slug:slug>/run", views.AgentRunView.as_view(), name="agent-run"),
     path("runs/<uuid:pk>/cancel", views.RunCancelView.as_view(), name="run-cancel"),
+    path("usage/", UsageView.as_view(), name="usage"),
     *router.urls,
 ]

@@ -290,7 +290,7 @@ async def _record_end(ctx: RunContext, status: str, final: Any, error: str, code
     else:
         terminal = {"type": "error", "message": error, "code": code}
     event = ctx.next_event(terminal)
-    outcome = await ctx.journal.end(ctx.run_key, event, RunEnd(fields, run.agent, memory))
+    outcome = await ctx.journal.end(ctx.run_key, event, RunEnd(fields, run.agent, memory, run.owner_id))
     if outcome == REFUSED:
         # Something in the result (the output, the memory) is what the database refused: the run
         # ends failed without it, under the same seq.
@@ -299,7 +299,7 @@ async def _record_end(ctx: RunContext, status: str, final: Any, error: str, code
         # Numbered after the run's last stored event (those in the refused batch may be lost).
         seq = ctx.journal.next_seq(ctx.run_key)
         event = {"type": "error", "seq": seq, "run_id": ctx.run_key, "message": error, "code": JOURNAL_FAILED}
-        outcome = await ctx.journal.end(ctx.run_key, event, RunEnd(fields, run.agent))
+        outcome = await ctx.journal.end(ctx.run_key, event, RunEnd(fields, run.agent, owner_id=run.owner_id))
     if outcome not in ("committed", "void"):
         log.error("the end of run %s could not be stored (%s); the stale sweep will end it", run.pk, outcome)
     else:

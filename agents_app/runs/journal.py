@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from ..models import Conversation, ConversationItem, Run, RunEvent
 from ..signals import run_ended
+from ..usage import usage_record
 from .events import TERMINAL_TYPES, encode
 from .publish import Hub, events_message
 from .retry import OUTAGE_ERRORS, Patience
@@ -68,6 +69,7 @@ class RunEnd:
     fields: dict
     agent: str  # the run's agent (receivers of `run_ended` look at it)
     memory: list[ConversationItem] = field(default_factory=list)
+    owner_id: int | None = None  # whose usage the run's tokens add to (None: the sweep's, no usage)
     stale_before: datetime | None = None
 
 
@@ -326,6 +328,8 @@ def _end_run(entry: Entry, now: datetime) -> bool:
     fields = {"finished_at": now, "last_seq": entry.event["seq"], **end.fields}
     if not runs.update(**fields):
         return False
+    if end.owner_id is not None:
+        usage_record(end.owner_id, end.agent, fields, now)
     run_ended.send(
         sender=Run,
         run_id=entry.run_id,

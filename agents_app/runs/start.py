@@ -21,6 +21,7 @@ from django.utils import timezone
 from .. import providers
 from ..models import Conversation, Run
 from ..registry import AgentSpec
+from ..usage import quota_check
 from .cancel import cancel_run
 from .errors import ConversationBusy, NotFound, RunNotActive, ServiceError, TooManyRuns
 from .lifespan import start_engine
@@ -112,6 +113,7 @@ def create_run(request: RunRequest, worker: str, queue: bool = False) -> tuple[R
     A transaction only for the per-user cap: each costs two more round trips on PostgreSQL, on
     the way to the first token. Without one, a new conversation whose run could not be inserted
     is deleted again."""
+    quota_check(request.user.pk, timezone.now())
     capped = settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER > 0
     conversation, fresh = None, False
     try:

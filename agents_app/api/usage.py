@@ -1,0 +1,50 @@
+"""GET /api/usage/: the caller's usage by day (UTC) and agent, its total, and today's quota."""
+
+import datetime as dt
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ..registry import all_specs
+from ..usage import daily_quota, tokens_used, usage_report
+from .errors import choice_param
+
+DEFAULT_DAYS = 30
+MAX_DAYS = 366
+
+
+def _date(params, name: str, default: dt.date) -> dt.date:
+    raw = params.get(name)
+    if not raw:
+        return default
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise ValidationError({name: ["must be a date, YYYY-MM-DD"]}) from None
+
+
+class UsageView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("from", dt.date, description=f"first day (UTC); {DEFAULT_DAYS} days back"),
+            OpenApiParameter("to", dt.date, description="last day, included; default: today"),
+            OpenApiParameter("agent", str),
+        ],
+        responses={200: dict},
+    )
+    def get(self, request):
+        params = request.query_params
+        today = dt.datetime.now(dt.UTC).date()
+        end = _date(params, "to", today)
+        start = _date(params, "from", end - dt.timedelta(days=DEFAULT_DAYS - 1))
+        if start > end:
+            raise ValidationError({"from": ["must not be after `to`"]})
+        if (end - start).days >= MAX_DAYS:
+            raise ValidationError({"from": [f"the range may span at most {MAX_DAYS} days"]})
+        agent = choice_param(params, "agent", [spec.slug for spec in all_specs()])
+        report = usage_report(request.user.pk, start, end, agent)
+        quota = daily_quota(request.user.pk)
+        report["quota"] = {"daily_tokens": quota or None, "used_today": tokens_used(request.user.pk, today)}
+        return Response(report)

@@ -1,0 +1,102 @@
+"""Usage per user, day and agent, kept by the run engine as runs end; GET /api/usage/; daily
+token quotas (a default, and a user's own set by staff) that refuse new runs with 429."""
+
+import asyncio
+import datetime as dt
+
+import pytest
+from django.db.models import Sum
+from django.test import Client
+
+from agents_app.models import Run, UsageDay, UserQuota
+
+from .streams import SSEClient, stream_run, wait_finished, ws_client
+
+pytestmark = pytest.mark.django_db(transaction=True)
+COUNTERS = ("requests", "input_tokens", "output_tokens", "total_tokens")
+
+
+async def sums(model, **filters) -> dict:
+    fields = {name: Sum(name) for name in COUNTERS}
+    return await model.objects.filter(**filters).aaggregate(**fields)
+
+
+async def test_usage_totals_equal_the_runs_after_concurrent_runs_of_two_users(alice, bob):
+    inputs = ["What is 6 * 7?", "Hello there", "Roll a die", "What time is it in Tokyo?"]
+    starts = [stream_run(user.token, {"input": text}) for user in (alice, bob) for text in inputs]
+    starts.append(stream_run(alice.token, {"input": "hi"}, path="/api/agents/assistant/stream"))
+    results = await asyncio.gather(*starts)
+    for _client, events in results:
+        await wait_finished(events[0]["run_id"])
+    for user in (alice, bob):
+        from_runs = await sums(Run, owner=user)
+        assert from_runs["total_tokens"] > 0
+        assert await sums(UsageDay, user=user) == from_runs
+        days = await UsageDay.objects.filter(user=user).acount()
+        assert days == (2 if user == alice else 1)  # one row per agent (the test does not cross midnight)
+        runs = await UsageDay.objects.filter(user=user).aaggregate(n=Sum("runs"))
+        assert runs["n"] == await Run.objects.filter(owner=user).acount()
+
+
+async def test_the_usage_endpoint_reports_the_callers_own(alice, bob, api_for):
+    await stream_run(alice.token, {"input": "What is 6 * 7?"})
+    _c, events = await stream_run(bob.token, {"input": "hello"})
+    await wait_finished(events[0]["run_id"])
+    report = (await api_for(alice).get("/api/usage/")).json()
+    today = dt.datetime.now(dt.UTC).date()
+    assert report["to"] == today.isoformat() and report["from"] == (today - dt.timedelta(days=29)).isoformat()
+    assert [d["agent"] for d in report["days"]] == ["chat"] and report["days"][0]["runs"] == 1
+    run = await Run.objects.aget(owner=alice)
+    assert report["total"]["total_tokens"] == run.total_tokens > 0
+    assert report["quota"] == {"daily_tokens": None, "used_today": run.total_tokens}
+    assert (await api_for(alice).get("/api/usage/?agent=assistant")).json()["days"] == []
+    bad = [("from=yesterday", "from"), ("from=2026-01-02&to=2026-01-01", "from"), ("agent=x", "agent")]
+    for query, field in bad:
+        answer = await api_for(alice).get(f"/api/usage/?{query}")
+        assert answer.status_code == 400 and field in answer.json()["error"]["fields"], query
+    assert (await api_for(None).get("/api/usage/")).status_code == 401
+
+
+async def test_a_quota_refuses_runs_until_the_day_ends_and_staff_can_lift_it(alice, settings, api_for):
+    settings.AGENTS_DAILY_TOKEN_QUOTA = 1
+    _c, events = await stream_run(alice.token, {"input": "hello"})  # under the quota: it runs...
+    assert events[-1]["type"] == "stream_complete"  # ...and finishes, though it crosses it
+    await wait_finished(events[0]["run_id"])
+    refused = await api_for(alice).post("/api/agents/chat/run", {"input": "again"})
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert error["code"] == "quota_exceeded" and error["resets_at"].endswith("T00:00:00Z")
+    tomorrow = dt.datetime.combine(dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1), dt.time(), dt.UTC)
+    assert dt.datetime.fromisoformat(error["resets_at"]) == tomorrow
+    assert 0 < int(refused["Retry-After"]) <= 86_401
+    stream = SSEClient("POST", "/api/agents/chat/stream", {"input": "again"}, alice.token)
+    assert await stream.start() == 429
+    await stream.read_chunk()
+    assert stream.json()["error"]["code"] == "quota_exceeded"
+    ws = ws_client(token=alice.token)
+    await ws.connect()
+    await ws.send_json_to({"type": "run", "input": "again"})
+    assert (await ws.receive_json_from(5))["code"] == "quota_exceeded"
+    await ws.disconnect()
+    assert await Run.objects.acount() == 1
+    # Staff lift it for Alice: her own quota (0: none) instead of the default.
+    quota = await UserQuota.objects.acreate(user=alice, daily_tokens=0)
+    assert (await api_for(alice).post("/api/agents/chat/run", {"input": "again"})).status_code == 200
+    quota.daily_tokens = 10**9
+    await quota.asave()
+    assert (await api_for(alice).post("/api/agents/chat/run", {"input": "again"})).status_code == 200
+
+
+def test_staff_see_usage_with_its_chart_and_set_quotas(alice, make_user):
+    UsageDay.objects.create(user=alice, day=dt.date(2026, 11, 30), agent="chat", runs=2, total_tokens=300)
+    UsageDay.objects.create(user=alice, day=dt.date(2026, 12, 1), agent="chat", runs=1, total_tokens=100)
+    staff = Client()
+    staff.force_login(make_user("sam", is_staff=True, is_superuser=True))
+    page = staff.get("/admin/agents_app/usageday/").content.decode()
+    assert "<svg" in page and "2026-11-30: 300 tokens" in page and "2026-12-01: 100 tokens" in page
+    assert 'height="120"' in page and 'height="40"' in page  # bars to scale: 300 is the peak
+    added = staff.post("/admin/agents_app/userquota/add/", {"user": alice.pk, "daily_tokens": 5000})
+    assert added.status_code == 302 and UserQuota.objects.get(user=alice).daily_tokens == 5000
+    plain = Client()
+    plain.force_login(alice)
+    assert plain.get("/admin/agents_app/usageday/").status_code == 302  # to the admin's login
