@@ -443,6 +443,10 @@ SSE_RETRY_MS = env_int("SSE_RETRY_MS", 2000)
 
 PORT = env_int("PORT", 8000)
 
+# /metrics (Prometheus) answers staff, and a scraper that sends `Authorization: Bearer <this>`.
+# Several processes: also set PROMETHEUS_MULTIPROC_DIR (agents_app/metrics.py).
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 # text: one readable line per record; json: one JSON object per line, with the record's fields
 # (a run's start and end carry run_id, user_id, agent, status, duration_s, tokens) and request_id.

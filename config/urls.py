@@ -8,6 +8,7 @@ from agents_app import health
 from agents_app.api import rest as agent_views
 from agents_app.api.openai_v1.models_list import ModelDetailView, ModelListView
 from agents_app.api.openai_v1.responses import ResponseCancelView
+from agents_app.metrics import metrics_view
 
 # The reference server's paths (DESIGN section 9), same auth as the rest of the API.
 reference_urls = []
@@ -41,6 +42,7 @@ urlpatterns = [
     path("redoc", docs_csp(SpectacularRedocView.as_view(url_name="schema")), name="redoc"),
     path("health", health.health, name="health"),
     path("ready", health.ready, name="ready"),
+    path("metrics", metrics_view, name="metrics"),
     path("", include("agents_app.web.urls")),
     path("", include("research_app.urls")),
     *reference_urls,

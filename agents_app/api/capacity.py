@@ -5,6 +5,8 @@ client to another process."""
 
 from django.conf import settings
 
+from ..metrics import OPEN_STREAMS
+
 RETRY_AFTER = 2  # seconds: streams end all the time
 
 
@@ -20,10 +22,12 @@ class OpenStreams:
         if limit and self.count >= limit:
             return False
         self.count += 1
+        OPEN_STREAMS.inc()
         return True
 
     def close(self) -> None:
         self.count -= 1
+        OPEN_STREAMS.dec()
 
 
 open_streams = OpenStreams()

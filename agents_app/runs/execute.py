@@ -15,7 +15,7 @@ from typing import Any
 from agents import Runner
 from django.conf import settings
 
-from .. import providers
+from .. import metrics, providers
 from ..models import Conversation, Run
 from ..registry import AgentSpec
 from ..session import DjangoSession, MemoryWindow
@@ -59,6 +59,8 @@ class RunContext:
         self._results: list = []
         self._tool_names: dict[str, str] = {}
         self._first_output = False
+        self.began = time.monotonic()
+        self._first_token = False
 
     def next_event(self, body: dict) -> dict:
         """`body` as this run's next event: numbered, with the run's id."""
@@ -71,6 +73,9 @@ class RunContext:
         urgent = not self._first_output and body["type"] in FIRST_OUTPUT_TYPES
         if urgent:
             self._first_output = True  # the client waits for it: no batching delay
+        if not self._first_token and body.get("event_type") == TEXT_DELTA:
+            self._first_token = True
+            metrics.TIME_TO_FIRST_TOKEN.labels(self.run.agent).observe(time.monotonic() - self.began)
         self.journal.append(self.run_key, event, urgent)
         return event
 
@@ -148,7 +153,9 @@ async def execute(ctx: RunContext, wait_for_turn: Callable[[RunContext], Awaitab
     """A run's whole life in its task; `wait_for_turn` holds a queued run until it may start."""
     run = ctx.run
     status, final, error, code = Run.Status.COMPLETED, None, "", ""
-    began = time.monotonic()
+    began = ctx.began = time.monotonic()
+    metrics.RUNS_STARTED.labels(run.agent).inc()
+    metrics.ACTIVE_RUNS.inc()
     who = {"run_id": str(run.pk), "user_id": run.owner_id, "agent": run.agent}
     # One line when a run starts and one when it ends, never one per event.
     log.info(
@@ -187,6 +194,11 @@ async def execute(ctx: RunContext, wait_for_turn: Callable[[RunContext], Awaitab
     if status != Run.Status.COMPLETED and final is None:
         final = ctx.partial(status)
     await _finish(ctx, status, final_output_json(final), error, code)
+    metrics.ACTIVE_RUNS.dec()
+    metrics.RUNS_FINISHED.labels(run.agent, run.status).inc()
+    metrics.RUN_DURATION.labels(run.agent, run.status).observe(time.monotonic() - began)
+    if code.startswith("model_"):
+        metrics.UPSTREAM_ERRORS.labels(code).inc()
     duration = round(time.monotonic() - began, 3)
     ended = {**who, "status": run.status, "error_code": code or None, "duration_s": duration, **ctx.usage}
     log.info(

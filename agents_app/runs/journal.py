@@ -24,6 +24,7 @@ from django.db import close_old_connections, connections, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from .. import metrics
 from ..models import Conversation, ConversationItem, Run, RunEvent
 from ..signals import run_ended
 from ..usage import usage_record
@@ -305,6 +306,7 @@ def _commit(entries: list[Entry]) -> list[Entry]:
         void = {id(entry) for entry in entries if entry.end is not None and not _end_run(entry, now)}
         stored = [entry for entry in entries if id(entry) not in void]
         _insert_events(stored, now)
+        metrics.EVENTS_JOURNALLED.inc(len(stored))
         ends = [entry for entry in stored if entry.end is not None]
         ConversationItem.objects.bulk_create([item for entry in ends for item in entry.end.memory])
         conversations = {item.conversation_id for entry in ends for item in entry.end.memory}
