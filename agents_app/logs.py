@@ -2,8 +2,8 @@
 
 The request id is the client's `X-Request-ID` (when it is a plain token) or a new one; it is set
 per HTTP request (Django middleware, and the streaming consumers) and per socket, sent back in
-the response, and carried into the logs of the runs the request starts (a run's task inherits
-the request's context)."""
+the response, and carried into the logs of the runs the request starts (a run's task starts
+with the request's id, `runs.executor.detached`)."""
 
 import json
 import logging

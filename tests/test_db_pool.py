@@ -70,3 +70,32 @@ async def test_parallel_requests_hold_at_most_the_pool_and_all_succeed(alice):
     assert statuses == [200], [r.text for r in responses if r.status_code != 200][:3]
     assert sampler.samples >= 3, f"too few samples in {elapsed:.1f} s"
     assert 1 <= sampler.highest <= POOL_SIZE
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the pool is PostgreSQL's")
+async def test_runs_started_by_requests_give_their_connections_back(alice):
+    """Each REST start is a Django request with its own sync thread; a run outliving it must not
+    keep a connection there. Twice the pool's size of research runs (which write their reports as
+    they go), one after another, all complete, and the server still answers."""
+    port = free_port()
+    pool = {"DB_POOL_MAX_SIZE": str(POOL_SIZE), "DB_POOL_MIN_SIZE": "1", "DB_POOL_TIMEOUT": "3"}
+    proc = start_server(port, OFFLINE_MODEL_DELAY="0", **pool)
+    try:
+        headers = {"Authorization": f"Token {alice.token}"}
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30
+        ) as client:
+            for n in range(2 * POOL_SIZE):
+                started = await client.post("/api/research/", json={"query": f"How do volcanoes form? ({n})"})
+                assert started.status_code == 202, started.text
+                run_id = started.json()["run_id"]
+                for _ in range(100):
+                    status = (await client.get(f"/api/runs/{run_id}/")).json()["status"]
+                    if status not in ("queued", "running"):
+                        break
+                    await asyncio.sleep(0.1)
+                assert status == "completed", (n, status)
+            assert (await client.get("/api/conversations/")).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)

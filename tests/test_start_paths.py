@@ -3,8 +3,10 @@ first events, whichever way the run came in."""
 
 import asyncio
 import json
+import threading
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.management import call_command
 from django.db import connections
 
@@ -143,3 +145,33 @@ def test_no_surface_starts_a_run_another_way():
         if creating.search(path.read_text()):
             offenders.append(str(path.relative_to(root)))
     assert offenders == []
+
+
+async def test_a_run_outliving_its_request_does_its_database_work_off_the_request_thread(alice):
+    """Django runs each request in its own sync thread (asgiref's ThreadSensitiveContext), which
+    nothing closes after the request: a run's task must not send its database calls there (on
+    PostgreSQL each such thread kept a pooled connection). Research runs, whose pipeline writes
+    its report as it goes, started from four requests open connections in the same few threads."""
+    from asgiref.sync import ThreadSensitiveContext
+    from django.db.backends.signals import connection_created
+
+    from research_app.services import research_start
+
+    threads, request_threads, tasks = set(), set(), []
+
+    def opened(sender, connection, **kwargs):
+        threads.add(threading.current_thread())
+
+    connection_created.connect(opened)
+    try:
+        for n in range(4):
+            async with ThreadSensitiveContext():  # what Django's ASGI handler wraps a request in
+                request_threads.add(await sync_to_async(threading.current_thread)())
+                _, _, task = await research_start(user=alice, query=f"How do volcanoes form? ({n})")
+            tasks.append(task)
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    finally:
+        connection_created.disconnect(opened)
+    assert await Run.objects.filter(status="completed").acount() == 4
+    runs_threads = threads - request_threads
+    assert len(runs_threads) <= 2, [thread.name for thread in runs_threads]

@@ -7,7 +7,9 @@ runs of dead processes.
 """
 
 import asyncio
+import contextvars
 import logging
+from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +19,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from .. import providers
+from ..logs import REQUEST_ID
 from ..models import Run
 from ..registry import AgentSpec
 from .execute import RunContext, execute
@@ -27,6 +30,16 @@ from .retry import FailureLog
 from .sweep import sweep_stale
 
 log = logging.getLogger(__name__)
+
+
+def detached(coro: Coroutine, name: str) -> asyncio.Task:
+    """A task that belongs to no request: it starts from an empty context, with only the request
+    id carried over (for its logs). A task inheriting a Django request's context would send its
+    database calls to that request's thread, which outlives the request holding a connection
+    nothing closes (on PostgreSQL a pooled one: enough runs, and the pool is empty)."""
+    context = contextvars.Context()
+    context.run(REQUEST_ID.set, REQUEST_ID.get())
+    return asyncio.create_task(coro, name=name, context=context)
 
 
 class RunExecutor:
@@ -47,7 +60,7 @@ class RunExecutor:
         """Start the control and heartbeat loops once; returns the control channel's name."""
         if not self.channel_name:
             if self._starting is None:
-                self._starting = asyncio.ensure_future(self._start_up())
+                self._starting = detached(self._start_up(), "executor-start")
             # Callers arriving meanwhile wait for the same start-up: none sees an empty name.
             await asyncio.shield(self._starting)
         return self.channel_name
@@ -73,7 +86,7 @@ class RunExecutor:
         self.hub.own(key)
         if reader is not None:
             self.hub.subscribe(key, reader)
-        task = asyncio.create_task(self._run(ctx), name=f"run-{key}")
+        task = detached(self._run(ctx), f"run-{key}")
         self.tasks[key] = task
         return task
 
