@@ -4,11 +4,14 @@ import json
 
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
 from django.core.paginator import Paginator
 from django.forms.models import BaseInlineFormSet
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html
+
+from traces_app.models import Trace
 
 from .admin_timeline import build_rows
 from .admin_usage import UsageDayAdmin, UserQuotaAdmin  # noqa: F401  (registered there)
@@ -148,6 +151,7 @@ class RunAdmin(admin.ModelAdmin):
         "cancel_requested_at",
         "cancel_mode",
         "worker_channel",
+        "trace_link",
         "timeline",
     ]
     # The event timeline (last) has a fieldset of its own and the page's full width.
@@ -179,6 +183,13 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="final output")
     def final_output_pretty(self, obj):
         return pretty_json(obj.final_output)
+
+    @admin.display(description="trace")
+    def trace_link(self, obj):
+        if not Trace.objects.filter(pk=obj.trace_id).exists():
+            return "not stored (tracing off, or still being written)"
+        url = reverse("admin:traces_app_trace_change", args=[quote(obj.trace_id)])
+        return format_html('<a href="{}">the trace: every agent, model call and tool, timed</a>', url)
 
     @admin.display(description="timeline")
     def timeline(self, obj):

@@ -124,6 +124,11 @@ class Run(models.Model):
         return None
 
     @property
+    def trace_id(self) -> str:
+        """The id of the run's Agents SDK trace (traces_app stores it)."""
+        return f"trace_{self.pk.hex}"
+
+    @property
     def usage(self) -> dict:
         return {
             "requests": self.requests,

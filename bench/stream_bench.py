@@ -107,6 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-event-batch-size", type=int, help="server RUN_EVENT_BATCH_SIZE override")
     p.add_argument("--run-event-flush-interval", type=float, help="server RUN_EVENT_FLUSH_INTERVAL override")
     p.add_argument("--channel-capacity", type=int, help="server CHANNEL_CAPACITY override")
+    p.add_argument(
+        "--traces", choices=["on", "off"], default="on", help="server AGENTS_TRACES: traces in the database"
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (DB, logs)")
     p.add_argument("--detail", action="store_true", help="include per-scenario detail in the JSON line")
     p.add_argument("--smoke", action="store_true", help="tiny numbers for CI (< 60 s)")

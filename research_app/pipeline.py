@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents import gen_trace_id, trace
 from django.conf import settings
 from django.utils import timezone
 
@@ -103,24 +102,22 @@ def _progress(
 async def research_pipeline(ctx: RunContext) -> dict[str, Any] | None:
     report = await report_for_run(ctx.run)
     state = ResearchState(report=report, query=report.query)
-    trace_id = gen_trace_id()
-    await _save(report, status=ResearchReport.Status.RUNNING, trace_id=trace_id)
-    disabled = not settings.AGENTS_TRACE_EXPORT
+    # The run's trace (the executor opened it): planner, searches and writer in one.
+    await _save(report, status=ResearchReport.Status.RUNNING, trace_id=ctx.run.trace_id)
     try:
-        with trace("Research", trace_id=trace_id, metadata={"run_id": str(ctx.run.pk)}, disabled=disabled):
-            if not state.query:
-                raise ValueError("the research question is empty")
-            # The generic agent endpoints allow longer inputs than a research question.
-            if len(state.query) > settings.RESEARCH_MAX_QUERY_CHARS:
-                raise ValueError(
-                    f"the research question is longer than {settings.RESEARCH_MAX_QUERY_CHARS} characters"
-                )
-            await _plan(ctx, state)
-            if not ctx.cancelled:
-                await _search_all(ctx, state)
-            output = None if ctx.cancelled else await _write(ctx, state)
-            if output is not None:
-                return output
+        if not state.query:
+            raise ValueError("the research question is empty")
+        # The generic agent endpoints allow longer inputs than a research question.
+        if len(state.query) > settings.RESEARCH_MAX_QUERY_CHARS:
+            raise ValueError(
+                f"the research question is longer than {settings.RESEARCH_MAX_QUERY_CHARS} characters"
+            )
+        await _plan(ctx, state)
+        if not ctx.cancelled:
+            await _search_all(ctx, state)
+        output = None if ctx.cancelled else await _write(ctx, state)
+        if output is not None:
+            return output
     except asyncio.CancelledError:
         # An immediate cancel, or the server stopping: record what was found so far, then let
         # the executor finish the run.

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 from agents import ModelProvider
 from agents.testing import ScriptedModel, assistant_message
+from agents.tracing import flush_traces
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
@@ -53,9 +54,12 @@ def _fresh_channel_layer():
 
 @pytest.fixture(autouse=True)
 async def _close_engine():
-    """Stop the test loop's run engine so the loop closes cleanly (see RunExecutor.aclose)."""
+    """Stop the test loop's run engine so the loop closes cleanly (see RunExecutor.aclose), and
+    write the test's traces while its database is there (the trace processor's thread would
+    write them into the next test's, or after the last, into none)."""
     yield
     await close_engine()
+    await asyncio.to_thread(flush_traces)
 
 
 @pytest.fixture

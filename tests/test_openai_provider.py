@@ -86,8 +86,10 @@ def test_run_config_asks_compatible_servers_for_usage(settings):
     assert config.model_settings.include_usage is True
     assert config.model_settings.temperature == 0.2
     assert config.workflow_name == "chat"
-    assert config.tracing_disabled is True
+    assert config.tracing_disabled is False  # traces go to the database
 
+    settings.AGENTS_TRACES = False
+    assert providers.run_config().tracing_disabled is True
     settings.AGENTS_TRACE_EXPORT = True
     settings.OPENAI_BASE_URL = ""
     config = providers.run_config()
@@ -95,18 +97,40 @@ def test_run_config_asks_compatible_servers_for_usage(settings):
     assert config.model_settings is None
 
 
-def test_configure_tracing_follows_the_setting(settings, monkeypatch):
-    calls = []
-    monkeypatch.setattr(providers, "set_tracing_disabled", calls.append)
-    monkeypatch.setattr(providers, "set_tracing_export_api_key", lambda key: calls.append(key))
+def test_tracing_goes_to_the_database_and_to_openai_only_when_asked(settings, monkeypatch):
+    from agents.tracing.processors import BatchTraceProcessor
 
-    settings.AGENTS_TRACE_EXPORT = False
-    providers.configure_tracing()
-    settings.AGENTS_TRACE_EXPORT = True
-    settings.OPENAI_API_KEY = "sk-trace"
-    providers.configure_tracing()
+    from traces_app import exporter
 
-    assert calls == [True, False, "sk-trace"]
+    class OpenAIProcessor:
+        def shutdown(self):
+            installed.append("openai's shut down")
+
+    openai_processor = OpenAIProcessor()
+    installed = []
+    monkeypatch.setattr(exporter, "_installed", {})  # as in a new process
+    monkeypatch.setattr(exporter, "set_trace_processors", lambda processors: installed.append(processors))
+    monkeypatch.setattr(exporter, "set_tracing_disabled", lambda disabled: installed.append(disabled))
+    monkeypatch.setattr(exporter, "set_tracing_export_api_key", lambda key: installed.append(key))
+    monkeypatch.setattr(exporter, "default_processor", lambda: openai_processor)
+
+    settings.AGENTS_TRACES, settings.AGENTS_TRACE_EXPORT = True, False
+    providers.configure_tracing()
+    (database,), disabled = installed
+    assert isinstance(database, BatchTraceProcessor) and disabled is False
+    assert providers.run_config().tracing_disabled is False
+    installed.clear()
+    providers.configure_tracing()  # the next engine's start, same configuration: nothing changes
+    assert installed == []
+
+    settings.AGENTS_TRACE_EXPORT, settings.OPENAI_API_KEY = True, "sk-trace"
+    providers.configure_tracing()
+    assert installed[0] == "sk-trace" and installed[1][1:] == [openai_processor] and installed[2] is False
+
+    installed.clear()
+    settings.AGENTS_TRACES = settings.AGENTS_TRACE_EXPORT = False
+    providers.configure_tracing()
+    assert installed == [[], True, "openai's shut down"] and providers.run_config().tracing_disabled is True
 
 
 @pytest.mark.parametrize("responses", [False, True], ids=["chat_completions", "responses"])

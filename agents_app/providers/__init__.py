@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from agents import ModelSettings, RunConfig, set_tracing_disabled, set_tracing_export_api_key
+from agents import ModelSettings, RunConfig
 from agents.models.interface import ModelProvider
 from django.conf import settings
 
@@ -61,7 +61,8 @@ def get_model_provider() -> ModelProvider:
 def run_config(**overrides: Any) -> RunConfig:
     """A RunConfig for the configured provider; keyword arguments override any field."""
     provider, model = get_model_provider(), model_name()
-    tracing_disabled, chat = not settings.AGENTS_TRACE_EXPORT, api_name() == "chat_completions"
+    tracing_disabled = not (settings.AGENTS_TRACES or settings.AGENTS_TRACE_EXPORT)
+    chat = api_name() == "chat_completions"
     if not overrides:
         # Building one costs ~2 ms (the SDK resolves type hints per instance); runs only read it.
         return _shared_run_config(provider, model, tracing_disabled, chat)
@@ -88,13 +89,11 @@ def _build_run_config(
 
 
 def configure_tracing() -> None:
-    """Trace export sends run data to OpenAI, so it stays off unless AGENTS_TRACE_EXPORT is set."""
-    if settings.AGENTS_TRACE_EXPORT:
-        set_tracing_disabled(False)
-        if settings.OPENAI_API_KEY:
-            set_tracing_export_api_key(settings.OPENAI_API_KEY)
-    else:
-        set_tracing_disabled(True)
+    """Traces go to this database (AGENTS_TRACES); export to OpenAI sends run data out, so it
+    stays off unless AGENTS_TRACE_EXPORT is set."""
+    from traces_app.exporter import install  # here: its models load once the apps are ready
+
+    install()
 
 
 def provider_info() -> dict[str, Any]:

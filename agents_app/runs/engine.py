@@ -4,6 +4,8 @@ local readers' hub, the journal and the executor, wired together."""
 import asyncio
 import weakref
 
+from agents.tracing import flush_traces
+
 from .executor import RunExecutor
 from .journal import Journal
 from .publish import Hub
@@ -52,3 +54,4 @@ async def shutdown_engine(grace: float) -> None:
     engine = _engines.pop(asyncio.get_running_loop(), None)
     if engine is not None:
         await engine.executor.shutdown(grace)
+        await asyncio.to_thread(flush_traces)  # the traces' last batch, before the process ends

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from agents import Runner
+from agents import Runner, trace
 from django.conf import settings
 
 from .. import metrics, providers
@@ -177,7 +177,8 @@ async def execute(ctx: RunContext, wait_for_turn: Callable[[RunContext], Awaitab
                 "model": run.model,
             }
         )
-        final = await _within_run_timeout(_run_body(ctx))
+        with _run_trace(ctx):
+            final = await _within_run_timeout(_run_body(ctx))
         if ctx.cancelled:
             status = Run.Status.CANCELLED
     except asyncio.CancelledError:
@@ -208,6 +209,18 @@ async def execute(ctx: RunContext, wait_for_turn: Callable[[RunContext], Awaitab
         duration,
         ctx.usage["total_tokens"],
         extra=ended,
+    )
+
+
+def _run_trace(ctx: RunContext):
+    """The run's one SDK trace, whatever agents it runs (a pipeline's several included)."""
+    run = ctx.run
+    return trace(
+        ctx.spec.title or run.agent,
+        trace_id=run.trace_id,
+        group_id=str(run.conversation_id) if run.conversation_id else None,
+        metadata={"run_id": str(run.pk), "agent": run.agent, "user_id": str(run.owner_id)},
+        disabled=not (settings.AGENTS_TRACES or settings.AGENTS_TRACE_EXPORT),
     )
 
 

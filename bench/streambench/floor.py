@@ -19,6 +19,7 @@ def floor_main(args: argparse.Namespace) -> None:
     """The same runs in-process with `Runner.run_streamed` against the same fake, same concurrency."""
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ["AGENTS_TRACES"] = "false"  # the SDK alone: no database to write traces to
     import django
 
     django.setup()

@@ -41,6 +41,7 @@ class Harness:
             AGENTS_MODEL_PROVIDER="openai",
             OPENAI_API_KEY="bench",
             AGENTS_TRACE_EXPORT="false",
+            AGENTS_TRACES="true" if args.traces == "on" else "false",
             ALLOWED_HOSTS="127.0.0.1,localhost",
             # One bench user starts thousands of streams a minute: no rate limits here.
             THROTTLE_RUN_START="",

@@ -1,0 +1,158 @@
+"""The Agents SDK's traces into this database: an SDK `TracingExporter` behind the SDK's own
+`BatchTraceProcessor`, which queues traces and spans and writes them from its thread in batches,
+off the event loop. Installed with `set_trace_processors` (`install`): export to OpenAI stays off
+unless AGENTS_TRACE_EXPORT adds the SDK's default processor."""
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from agents import set_trace_processors, set_tracing_disabled, set_tracing_export_api_key
+from agents.tracing import Span as SdkSpan
+from agents.tracing import Trace as SdkTrace
+from agents.tracing.processor_interface import TracingExporter
+from agents.tracing.processors import BatchTraceProcessor, default_processor
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Max, Min, Q
+
+from .models import Span, Trace
+
+log = logging.getLogger(__name__)
+
+MAX_LIST_ITEMS = 50
+MAX_DATA_CHARS = 64_000  # a span's whole data, as JSON
+
+
+def _cut(value: Any, limit: int) -> Any:
+    """`value` with strings past `limit` characters and lists past MAX_LIST_ITEMS items cut."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + f"… ({len(value) - limit} more characters)"
+    if isinstance(value, dict):
+        return {str(k): _cut(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [_cut(v, limit) for v in value[:MAX_LIST_ITEMS]]
+        return items + (
+            [f"… ({len(value) - MAX_LIST_ITEMS} more items)"] if len(value) > MAX_LIST_ITEMS else []
+        )
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _cut(str(value), limit)
+
+
+def _data(span_data: dict) -> dict:
+    data = _cut(span_data, settings.AGENTS_TRACE_MAX_FIELD_CHARS)
+    text = json.dumps(data, ensure_ascii=False, default=str)
+    if len(text) > MAX_DATA_CHARS:
+        return {"type": span_data.get("type"), "truncated": text[:MAX_DATA_CHARS]}
+    return data
+
+
+def _name(data: dict) -> str:
+    kind = data.get("type", "")
+    if kind == "handoff":
+        return f"{data.get('from_agent')} → {data.get('to_agent')}"
+    if kind == "generation":
+        return str(data.get("model") or "model")
+    if kind == "response":
+        return str(data.get("response_id") or "response")
+    return str(data.get("name") or kind)[:200]
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _span_row(span: SdkSpan) -> Span:
+    exported = span.export() or {}
+    data = exported.get("span_data") or {}
+    started, ended = _time(exported.get("started_at")), _time(exported.get("ended_at"))
+    usage = data.get("usage") or {}
+    return Span(
+        id=exported["id"],
+        trace_id=exported["trace_id"],
+        parent_id=exported.get("parent_id") or "",
+        span_type=str(data.get("type", ""))[:32],
+        name=_name(data),
+        started_at=started,
+        ended_at=ended,
+        duration_ms=round((ended - started).total_seconds() * 1000) if started and ended else None,
+        error=_cut(exported.get("error"), settings.AGENTS_TRACE_MAX_FIELD_CHARS),
+        data=_data(data),
+        input_tokens=usage.get("input_tokens"),
+        output_tokens=usage.get("output_tokens"),
+    )
+
+
+def _trace_row(trace: SdkTrace) -> Trace:
+    exported = trace.export() or {}
+    metadata = exported.get("metadata") or {}
+    return Trace(
+        id=exported["id"],
+        workflow_name=str(exported.get("workflow_name") or "")[:200],
+        group_id=str(exported.get("group_id") or "")[:200],
+        metadata=_cut(metadata, settings.AGENTS_TRACE_MAX_FIELD_CHARS),
+        run_id=metadata.get("run_id"),
+    )
+
+
+class DatabaseExporter(TracingExporter):
+    def export(self, items: list[SdkTrace | SdkSpan[Any]]) -> None:
+        traces = [_trace_row(item) for item in items if isinstance(item, SdkTrace) and item.export()]
+        spans = [_span_row(item) for item in items if isinstance(item, SdkSpan) and item.export()]
+        try:
+            with transaction.atomic():
+                Trace.objects.bulk_create(traces, ignore_conflicts=True)
+                Span.objects.bulk_create(spans, ignore_conflicts=True)
+                for trace_id in sorted({span.trace_id for span in spans}):
+                    _summarize(trace_id)
+        finally:
+            connection.close()  # this is the processor's thread: give the connection back
+
+
+def _summarize(trace_id: str) -> None:
+    totals = Span.objects.filter(trace_id=trace_id).aggregate(
+        start=Min("started_at"),
+        end=Max("ended_at"),
+        spans=Count("id"),
+        errors=Count("id", filter=Q(error__isnull=False)),
+    )
+    duration = None
+    if totals["start"] and totals["end"]:
+        duration = round((totals["end"] - totals["start"]).total_seconds() * 1000)
+    Trace.objects.filter(pk=trace_id).update(
+        started_at=totals["start"],
+        ended_at=totals["end"],
+        duration_ms=duration,
+        span_count=totals["spans"],
+        error_count=totals["errors"],
+    )
+
+
+# The processors installed, by the configuration they were made for: each engine start (one per
+# event loop: a serving process has one, tests many) installs them, but only a new configuration
+# replaces them (and the replaced batch processor's thread is shut down).
+_installed: dict = {}
+
+
+def install() -> None:
+    """The SDK's trace processors: this database's (AGENTS_TRACES), OpenAI's (AGENTS_TRACE_EXPORT)."""
+    wanted = (settings.AGENTS_TRACES, settings.AGENTS_TRACE_FLUSH_INTERVAL, settings.AGENTS_TRACE_EXPORT)
+    if _installed.get("config") == wanted:
+        return
+    processors = []
+    if settings.AGENTS_TRACES:
+        processors.append(
+            BatchTraceProcessor(DatabaseExporter(), schedule_delay=settings.AGENTS_TRACE_FLUSH_INTERVAL)
+        )
+    if settings.AGENTS_TRACE_EXPORT:
+        if settings.OPENAI_API_KEY:
+            set_tracing_export_api_key(settings.OPENAI_API_KEY)
+        processors.append(default_processor())
+    set_trace_processors(processors)
+    set_tracing_disabled(not processors)
+    for replaced in _installed.get("processors", []):
+        if replaced not in processors:
+            replaced.shutdown()  # its last batch written
+    _installed.update(config=wanted, processors=processors)
