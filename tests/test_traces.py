@@ -1,6 +1,8 @@
 """Traces: every run's Agents SDK trace stored in the database (agents, model calls, tools,
 handoffs, with timings and errors), linked from its run, drawn for staff in the admin."""
 
+import asyncio
+
 import pytest
 from agents.tracing import flush_traces
 from asgiref.sync import sync_to_async
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def traced_run(user, body: dict, path: str = "/api/agents/assistant/stream") -> tuple[Run, Trace]:
     _client, events = await stream_run(user.token, body, path=path)
     run = await wait_finished(events[0]["run_id"])
-    await sync_to_async(flush_traces)()  # the processor writes every second; the test does not wait
+    await sync_to_async(flush_traces)()  # the processor writes every 5 s; the test does not wait
     return run, await Trace.objects.aget(pk=run.trace_id)
 
 
@@ -102,3 +104,26 @@ async def test_staff_see_the_trace_page_and_others_do_not(alice, make_user):
     assert trace.pk not in (await get(sam, "/admin/traces_app/trace/?status=error"))[1]
     assert trace.pk not in (await get(sam, "/admin/traces_app/trace/?duration=gt60"))[1]
     assert (await get(alice, trace_url))[0] == 302  # to the admin login
+
+
+async def test_a_trace_written_over_several_batches_sums_all_its_spans():
+    """A trace stored by one batch gets the spans of the next added to its counts and times."""
+    from agents import custom_span, trace
+    from agents.tracing import SpanError
+
+    from agents_app import providers
+
+    providers.configure_tracing()
+    with trace("Batches", trace_id="trace_" + "b" * 32):
+        with custom_span("first"):
+            pass
+        await asyncio.to_thread(flush_traces)  # the trace and its first span
+        with custom_span("second") as second:
+            second.set_error(SpanError(message="it broke", data=None))
+    await asyncio.to_thread(flush_traces)
+    stored = await Trace.objects.aget(pk="trace_" + "b" * 32)
+    first, second = await spans_of(stored)
+    assert (first.name, second.name) == ("first", "second") and second.error["message"] == "it broke"
+    assert stored.span_count == 2 and stored.error_count == 1
+    assert (stored.started_at, stored.ended_at) == (first.started_at, second.ended_at)
+    assert stored.duration_ms == round((second.ended_at - first.started_at).total_seconds() * 1000)

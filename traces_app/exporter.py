@@ -4,7 +4,7 @@ off the event loop. Installed with `set_trace_processors` (`install`): export to
 unless AGENTS_TRACE_EXPORT adds the SDK's default processor."""
 
 import json
-import logging
+from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
@@ -15,11 +15,8 @@ from agents.tracing.processor_interface import TracingExporter
 from agents.tracing.processors import BatchTraceProcessor, default_processor
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Max, Min, Q
 
 from .models import Span, Trace
-
-log = logging.getLogger(__name__)
 
 MAX_LIST_ITEMS = 50
 MAX_DATA_CHARS = 64_000  # a span's whole data, as JSON
@@ -99,35 +96,43 @@ def _trace_row(trace: SdkTrace) -> Trace:
 
 class DatabaseExporter(TracingExporter):
     def export(self, items: list[SdkTrace | SdkSpan[Any]]) -> None:
-        traces = [_trace_row(item) for item in items if isinstance(item, SdkTrace) and item.export()]
+        """One transaction per batch, three or four statements whatever its size: the new traces
+        (summed over their spans in the batch), the spans, and for traces stored by an earlier
+        batch, their sums read and written back (this thread is their only writer)."""
+        new = {
+            row.id: row for row in (_trace_row(i) for i in items if isinstance(i, SdkTrace) and i.export())
+        }
         spans = [_span_row(item) for item in items if isinstance(item, SdkSpan) and item.export()]
+        by_trace: dict[str, list[Span]] = defaultdict(list)
+        for span in spans:
+            by_trace[span.trace_id].append(span)
         try:
             with transaction.atomic():
-                Trace.objects.bulk_create(traces, ignore_conflicts=True)
+                earlier = [trace_id for trace_id in by_trace if trace_id not in new]
+                stored = Trace.objects.only("id", *SUMS).in_bulk(earlier) if earlier else {}
+                for trace in [*new.values(), *stored.values()]:
+                    _add(trace, by_trace.get(trace.id, []))
+                Trace.objects.bulk_create(new.values(), ignore_conflicts=True)
                 Span.objects.bulk_create(spans, ignore_conflicts=True)
-                for trace_id in sorted({span.trace_id for span in spans}):
-                    _summarize(trace_id)
+                if stored:
+                    Trace.objects.bulk_update(stored.values(), SUMS)
         finally:
             connection.close()  # this is the processor's thread: give the connection back
 
 
-def _summarize(trace_id: str) -> None:
-    totals = Span.objects.filter(trace_id=trace_id).aggregate(
-        start=Min("started_at"),
-        end=Max("ended_at"),
-        spans=Count("id"),
-        errors=Count("id", filter=Q(error__isnull=False)),
-    )
-    duration = None
-    if totals["start"] and totals["end"]:
-        duration = round((totals["end"] - totals["start"]).total_seconds() * 1000)
-    Trace.objects.filter(pk=trace_id).update(
-        started_at=totals["start"],
-        ended_at=totals["end"],
-        duration_ms=duration,
-        span_count=totals["spans"],
-        error_count=totals["errors"],
-    )
+SUMS = ["started_at", "ended_at", "duration_ms", "span_count", "error_count"]
+
+
+def _add(trace: Trace, spans: list[Span]) -> None:
+    """`spans` added to the trace's sums: its span and error counts, its start and end."""
+    starts = [span.started_at for span in spans if span.started_at] + [trace.started_at]
+    ends = [span.ended_at for span in spans if span.ended_at] + [trace.ended_at]
+    trace.started_at = min((t for t in starts if t), default=None)
+    trace.ended_at = max((t for t in ends if t), default=None)
+    if trace.started_at and trace.ended_at:
+        trace.duration_ms = round((trace.ended_at - trace.started_at).total_seconds() * 1000)
+    trace.span_count += len(spans)
+    trace.error_count += sum(1 for span in spans if span.error is not None)
 
 
 # The processors installed, by the configuration they were made for: each engine start (one per
