@@ -100,6 +100,9 @@ class TraceAdmin(admin.ModelAdmin):
     fields = ["id", "workflow_name", "run_link", "group_id", "started_at", "duration", "metadata", "timeline"]
     readonly_fields = fields
 
+    class Media:
+        css = {"all": ["admin/agents_app/timeline.css", "admin/traces_app/trace.css"]}
+
     def has_add_permission(self, request):
         return False
 
