@@ -54,8 +54,8 @@ class ErrorFilter(admin.SimpleListFilter):
 
 
 def timeline_rows(trace: Trace) -> list[dict]:
-    """The spans in tree order (each after its parent, siblings by start), with their depth and
-    their bar's offset and width."""
+    """The spans in tree order (each after its parent, siblings by start), with their name's
+    indent and their bar's offset and width."""
     spans = list(trace.spans.order_by("started_at", "id"))
     children: dict[str, list[Span]] = {}
     ids = {span.id for span in spans}
@@ -71,12 +71,10 @@ def timeline_rows(trace: Trace) -> list[dict]:
             rows.append(
                 {
                     "span": span,
-                    "depth": depth,
                     "indent": depth * 12,
                     "offset_ms": round(offset),
                     "x": round(offset / total * TIMELINE_WIDTH),
                     "width": max(2, round((span.duration_ms or 0) / total * TIMELINE_WIDTH)),
-                    "y": len(rows) * 22,
                 }
             )
             visit(span.id, depth + 1)
@@ -131,5 +129,5 @@ class TraceAdmin(admin.ModelAdmin):
     @admin.display(description="spans")
     def timeline(self, trace: Trace) -> str:
         rows = timeline_rows(trace)
-        context = {"rows": rows, "width": TIMELINE_WIDTH, "height": len(rows) * 22, "trace": trace}
+        context = {"rows": rows, "width": TIMELINE_WIDTH, "trace": trace}
         return render_to_string("admin/traces_app/timeline.html", context)

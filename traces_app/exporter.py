@@ -61,6 +61,10 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _ms(start: datetime | None, end: datetime | None) -> int | None:
+    return round((end - start).total_seconds() * 1000) if start and end else None
+
+
 def _span_row(span: SdkSpan) -> Span:
     exported = span.export() or {}
     data = exported.get("span_data") or {}
@@ -74,7 +78,7 @@ def _span_row(span: SdkSpan) -> Span:
         name=_name(data),
         started_at=started,
         ended_at=ended,
-        duration_ms=round((ended - started).total_seconds() * 1000) if started and ended else None,
+        duration_ms=_ms(started, ended),
         error=_cut(exported.get("error"), settings.AGENTS_TRACE_MAX_FIELD_CHARS),
         data=_data(data),
         input_tokens=usage.get("input_tokens"),
@@ -129,8 +133,7 @@ def _add(trace: Trace, spans: list[Span]) -> None:
     ends = [span.ended_at for span in spans if span.ended_at] + [trace.ended_at]
     trace.started_at = min((t for t in starts if t), default=None)
     trace.ended_at = max((t for t in ends if t), default=None)
-    if trace.started_at and trace.ended_at:
-        trace.duration_ms = round((trace.ended_at - trace.started_at).total_seconds() * 1000)
+    trace.duration_ms = _ms(trace.started_at, trace.ended_at)
     trace.span_count += len(spans)
     trace.error_count += sum(1 for span in spans if span.error is not None)
 

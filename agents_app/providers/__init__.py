@@ -61,7 +61,7 @@ def get_model_provider() -> ModelProvider:
 def run_config(**overrides: Any) -> RunConfig:
     """A RunConfig for the configured provider; keyword arguments override any field."""
     provider, model = get_model_provider(), model_name()
-    tracing_disabled = not (settings.AGENTS_TRACES or settings.AGENTS_TRACE_EXPORT)
+    tracing_disabled = not tracing_on()
     chat = api_name() == "chat_completions"
     if not overrides:
         # Building one costs ~2 ms (the SDK resolves type hints per instance); runs only read it.
@@ -86,6 +86,11 @@ def _build_run_config(
         options["model_settings"] = base.resolve(overrides.pop("model_settings", None))
     options.update(overrides)
     return RunConfig(**options)
+
+
+def tracing_on() -> bool:
+    """Whether runs are traced: into this database, to OpenAI, or both."""
+    return settings.AGENTS_TRACES or settings.AGENTS_TRACE_EXPORT
 
 
 def configure_tracing() -> None:

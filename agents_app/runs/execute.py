@@ -220,7 +220,7 @@ def _run_trace(ctx: RunContext):
         trace_id=run.trace_id,
         group_id=str(run.conversation_id) if run.conversation_id else None,
         metadata={"run_id": str(run.pk), "agent": run.agent, "user_id": str(run.owner_id)},
-        disabled=not (settings.AGENTS_TRACES or settings.AGENTS_TRACE_EXPORT),
+        disabled=not providers.tracing_on(),
     )
 
 
