@@ -4,6 +4,7 @@ off the event loop. Installed with `set_trace_processors` (`install`): export to
 unless AGENTS_TRACE_EXPORT adds the SDK's default processor."""
 
 import json
+import re
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
@@ -20,14 +21,24 @@ from .models import Span, Trace
 
 MAX_LIST_ITEMS = 50
 MAX_DATA_CHARS = 64_000  # a span's whole data, as JSON
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(value: str) -> str:
+    """`value` as every database stores it: a NUL (PostgreSQL refuses it) or a lone surrogate
+    (not UTF-8) becomes U+FFFD, rather than fail the batch with every other run's spans."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    return value if value.isascii() else SURROGATE.sub("\ufffd", value)
 
 
 def _cut(value: Any, limit: int) -> Any:
     """`value` with strings past `limit` characters and lists past MAX_LIST_ITEMS items cut."""
     if isinstance(value, str):
+        value = _text(value)
         return value if len(value) <= limit else value[:limit] + f"… ({len(value) - limit} more characters)"
     if isinstance(value, dict):
-        return {str(k): _cut(v, limit) for k, v in value.items()}
+        return {_text(str(k)): _cut(v, limit) for k, v in value.items()}
     if isinstance(value, list | tuple):
         items = [_cut(v, limit) for v in value[:MAX_LIST_ITEMS]]
         return items + (
@@ -54,7 +65,7 @@ def _name(data: dict) -> str:
         return str(data.get("model") or "model")
     if kind == "response":
         return str(data.get("response_id") or "response")
-    return str(data.get("name") or kind)[:200]
+    return str(data.get("name") or kind)
 
 
 def _time(value: str | None) -> datetime | None:
@@ -75,7 +86,7 @@ def _span_row(span: SdkSpan) -> Span:
         trace_id=exported["trace_id"],
         parent_id=exported.get("parent_id") or "",
         span_type=str(data.get("type", ""))[:32],
-        name=_name(data),
+        name=_text(_name(data))[:200],
         started_at=started,
         ended_at=ended,
         duration_ms=_ms(started, ended),
@@ -91,8 +102,8 @@ def _trace_row(trace: SdkTrace) -> Trace:
     metadata = exported.get("metadata") or {}
     return Trace(
         id=exported["id"],
-        workflow_name=str(exported.get("workflow_name") or "")[:200],
-        group_id=str(exported.get("group_id") or "")[:200],
+        workflow_name=_text(str(exported.get("workflow_name") or ""))[:200],
+        group_id=_text(str(exported.get("group_id") or ""))[:200],
         metadata=_cut(metadata, settings.AGENTS_TRACE_MAX_FIELD_CHARS),
         run_id=metadata.get("run_id"),
     )
