@@ -130,14 +130,15 @@ async def test_a_trace_written_over_several_batches_sums_all_its_spans():
 
 
 async def test_text_no_database_can_store_does_not_lose_the_batch():
-    """A NUL or a lone surrogate in a span's data or name (a tool's output, say) is replaced, not
-    left to fail the batch's transaction on PostgreSQL and lose every other run's spans with it."""
+    """A NUL or a lone surrogate in a span's data or name (a tool's output, say) is replaced, and a
+    run id that is none is dropped, rather than fail the batch's transaction and lose every other
+    run's spans with it."""
     from agents import custom_span, trace
 
     from agents_app import providers
 
     providers.configure_tracing()
-    with trace("Odd text", trace_id="trace_" + "c" * 32):
+    with trace("Odd text", trace_id="trace_" + "c" * 32, metadata={"run_id": "not a run's"}):
         with custom_span("plain", data={"text": "fine"}):
             pass
         with custom_span("odd\x00name", data={"text": "a\x00b \ud800 c", "odd\x00key": 1}):
@@ -145,7 +146,7 @@ async def test_text_no_database_can_store_does_not_lose_the_batch():
     await asyncio.to_thread(flush_traces)
     stored = await Trace.objects.aget(pk="trace_" + "c" * 32)
     plain, odd = await spans_of(stored)
-    assert plain.data["data"] == {"text": "fine"} and stored.span_count == 2
+    assert plain.data["data"] == {"text": "fine"} and stored.span_count == 2 and stored.run_id is None
     assert odd.name == "odd\ufffdname" and odd.data["data"] == {
         "text": "a\ufffdb \ufffd c",
         "odd\ufffdkey": 1,

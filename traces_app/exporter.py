@@ -5,6 +5,7 @@ unless AGENTS_TRACE_EXPORT adds the SDK's default processor."""
 
 import json
 import re
+import uuid
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
@@ -105,8 +106,16 @@ def _trace_row(trace: SdkTrace) -> Trace:
         workflow_name=_text(str(exported.get("workflow_name") or ""))[:200],
         group_id=_text(str(exported.get("group_id") or ""))[:200],
         metadata=_cut(metadata, settings.AGENTS_TRACE_MAX_FIELD_CHARS),
-        run_id=metadata.get("run_id"),
+        run_id=_uuid(metadata.get("run_id")),
     )
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    """A run's id; None for anything else (a trace opened by other code may say what it likes)."""
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 class DatabaseExporter(TracingExporter):
