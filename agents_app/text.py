@@ -9,6 +9,12 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 REASON = "contains a NUL character or a lone surrogate, which cannot be stored"
 
 
+def storable(value: str) -> str:
+    """`value` with its unstorable characters replaced by U+FFFD, for text the server writes of its
+    own accord (traces) and cannot refuse."""
+    return UNSTORABLE.sub("\ufffd", value)
+
+
 def unstorable(value: Any, path: str = "") -> str | None:
     """Where in `value` (a JSON value; keys count too) the first unstorable text is, as a
     dotted path (`input.0.content`), or None when there is none. `path` names `value` itself."""

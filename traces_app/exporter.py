@@ -4,7 +4,6 @@ off the event loop. Installed with `set_trace_processors` (`install`): export to
 unless AGENTS_TRACE_EXPORT adds the SDK's default processor."""
 
 import json
-import re
 import uuid
 from collections import defaultdict
 from datetime import datetime
@@ -18,28 +17,23 @@ from agents.tracing.processors import BatchTraceProcessor, default_processor
 from django.conf import settings
 from django.db import connection, transaction
 
+from agents_app.text import storable
+
 from .models import Span, Trace
 
 MAX_LIST_ITEMS = 50
 MAX_DATA_CHARS = 64_000  # a span's whole data, as JSON
-SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _text(value: str) -> str:
-    """`value` as every database stores it: a NUL (PostgreSQL refuses it) or a lone surrogate
-    (not UTF-8) becomes U+FFFD, rather than fail the batch with every other run's spans."""
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    return value if value.isascii() else SURROGATE.sub("\ufffd", value)
 
 
 def _cut(value: Any, limit: int) -> Any:
-    """`value` with strings past `limit` characters and lists past MAX_LIST_ITEMS items cut."""
+    """`value` with strings past `limit` characters and lists past MAX_LIST_ITEMS items cut, and
+    text no database stores replaced (one odd span would fail its batch and lose every other
+    run's spans with it)."""
     if isinstance(value, str):
-        value = _text(value)
+        value = storable(value)
         return value if len(value) <= limit else value[:limit] + f"… ({len(value) - limit} more characters)"
     if isinstance(value, dict):
-        return {_text(str(k)): _cut(v, limit) for k, v in value.items()}
+        return {storable(str(k)): _cut(v, limit) for k, v in value.items()}
     if isinstance(value, list | tuple):
         items = [_cut(v, limit) for v in value[:MAX_LIST_ITEMS]]
         return items + (
@@ -87,7 +81,7 @@ def _span_row(span: SdkSpan) -> Span:
         trace_id=exported["trace_id"],
         parent_id=exported.get("parent_id") or "",
         span_type=str(data.get("type", ""))[:32],
-        name=_text(_name(data))[:200],
+        name=storable(_name(data))[:200],
         started_at=started,
         ended_at=ended,
         duration_ms=_ms(started, ended),
@@ -103,8 +97,8 @@ def _trace_row(trace: SdkTrace) -> Trace:
     metadata = exported.get("metadata") or {}
     return Trace(
         id=exported["id"],
-        workflow_name=_text(str(exported.get("workflow_name") or ""))[:200],
-        group_id=_text(str(exported.get("group_id") or ""))[:200],
+        workflow_name=storable(str(exported.get("workflow_name") or ""))[:200],
+        group_id=storable(str(exported.get("group_id") or ""))[:200],
         metadata=_cut(metadata, settings.AGENTS_TRACE_MAX_FIELD_CHARS),
         run_id=_uuid(metadata.get("run_id")),
     )
