@@ -71,8 +71,7 @@ def _ms(start: datetime | None, end: datetime | None) -> int | None:
     return round((end - start).total_seconds() * 1000) if start and end else None
 
 
-def _span_row(span: SdkSpan) -> Span:
-    exported = span.export() or {}
+def _span_row(exported: dict) -> Span:
     data = exported.get("span_data") or {}
     started, ended = _time(exported.get("started_at")), _time(exported.get("ended_at"))
     usage = data.get("usage") or {}
@@ -92,8 +91,7 @@ def _span_row(span: SdkSpan) -> Span:
     )
 
 
-def _trace_row(trace: SdkTrace) -> Trace:
-    exported = trace.export() or {}
+def _trace_row(exported: dict) -> Trace:
     metadata = exported.get("metadata") or {}
     return Trace(
         id=exported["id"],
@@ -117,10 +115,9 @@ class DatabaseExporter(TracingExporter):
         """One transaction per batch, three or four statements whatever its size: the new traces
         (summed over their spans in the batch), the spans, and for traces stored by an earlier
         batch, their sums read and written back (this thread is their only writer)."""
-        new = {
-            row.id: row for row in (_trace_row(i) for i in items if isinstance(i, SdkTrace) and i.export())
-        }
-        spans = [_span_row(item) for item in items if isinstance(item, SdkSpan) and item.export()]
+        exported = [(item, item.export()) for item in items]  # each builds its dict anew: once
+        new = {row.id: row for row in (_trace_row(e) for i, e in exported if isinstance(i, SdkTrace) and e)}
+        spans = [_span_row(e) for i, e in exported if isinstance(i, SdkSpan) and e]
         by_trace: dict[str, list[Span]] = defaultdict(list)
         for span in spans:
             by_trace[span.trace_id].append(span)
