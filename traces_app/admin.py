@@ -1,7 +1,10 @@
 """Traces for staff: a list (filter by agent, user, errors, duration) and a trace's page, whose
 span tree is drawn as a timeline (bars by start and duration, errors marked)."""
 
+from datetime import timedelta
+
 from django.contrib import admin
+from django.db.models import DurationField, ExpressionWrapper, F
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html
@@ -34,8 +37,8 @@ class DurationFilter(admin.SimpleListFilter):
             return queryset
         low, high = self.BOUNDS[self.value()]
         if low is not None:
-            queryset = queryset.filter(duration_ms__gte=low)
-        return queryset if high is None else queryset.filter(duration_ms__lt=high)
+            queryset = queryset.filter(duration__gte=timedelta(milliseconds=low))
+        return queryset if high is None else queryset.filter(duration__lt=timedelta(milliseconds=high))
 
 
 class ErrorFilter(admin.SimpleListFilter):
@@ -85,7 +88,15 @@ def timeline_rows(trace: Trace) -> list[dict]:
 
 @admin.register(Trace)
 class TraceAdmin(admin.ModelAdmin):
-    list_display = ["workflow_name", "agent", "user", "started_at", "duration", "span_count", "error_count"]
+    list_display = [
+        "workflow_name",
+        "agent",
+        "user",
+        "started_at",
+        "duration_text",
+        "span_count",
+        "error_count",
+    ]
     list_filter = [
         "run__agent",
         ErrorFilter,
@@ -95,7 +106,16 @@ class TraceAdmin(admin.ModelAdmin):
     list_select_related = ["run", "run__owner"]
     search_fields = ["id", "workflow_name", "group_id", "run__owner__username"]
     date_hierarchy = "started_at"
-    fields = ["id", "workflow_name", "run_link", "group_id", "started_at", "duration", "metadata", "timeline"]
+    fields = [
+        "id",
+        "workflow_name",
+        "run_link",
+        "group_id",
+        "started_at",
+        "duration_text",
+        "metadata",
+        "timeline",
+    ]
     readonly_fields = fields
 
     class Media:
@@ -107,6 +127,10 @@ class TraceAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def get_queryset(self, request):
+        duration = ExpressionWrapper(F("ended_at") - F("started_at"), output_field=DurationField())
+        return super().get_queryset(request).annotate(duration=duration)
+
     @admin.display(description="agent", ordering="run__agent")
     def agent(self, trace: Trace) -> str | None:
         return trace.run.agent if trace.run else None
@@ -115,8 +139,8 @@ class TraceAdmin(admin.ModelAdmin):
     def user(self, trace: Trace) -> str | None:
         return str(trace.run.owner) if trace.run else None
 
-    @admin.display(description="duration", ordering="duration_ms")
-    def duration(self, trace: Trace) -> str | None:
+    @admin.display(description="duration", ordering="duration")
+    def duration_text(self, trace: Trace) -> str | None:
         return None if trace.duration_ms is None else f"{trace.duration_ms / 1000:.2f} s"
 
     @admin.display(description="run")

@@ -5,7 +5,6 @@ unless AGENTS_TRACE_EXPORT adds the SDK's default processor."""
 
 import json
 import uuid
-from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +15,8 @@ from agents.tracing.processor_interface import TracingExporter
 from agents.tracing.processors import BatchTraceProcessor, default_processor
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Count, Max, Min, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 
 from agents_app.text import storable
 
@@ -112,41 +113,36 @@ def _uuid(value: Any) -> uuid.UUID | None:
 
 class DatabaseExporter(TracingExporter):
     def export(self, items: list[SdkTrace | SdkSpan[Any]]) -> None:
-        """One transaction per batch, three or four statements whatever its size: the new traces
-        (summed over their spans in the batch), the spans, and for traces stored by an earlier
-        batch, their sums read and written back (this thread is their only writer)."""
+        """One transaction per batch, three statements whatever its size: the new traces, the
+        spans, and the sums of every trace the batch touched, computed by the database from its
+        stored spans (a trace's spans often come in several batches: the SDK queues a trace when
+        it starts and each span when it ends)."""
         exported = [(item, item.export()) for item in items]  # each builds its dict anew: once
-        new = {row.id: row for row in (_trace_row(e) for i, e in exported if isinstance(i, SdkTrace) and e)}
+        traces = [_trace_row(e) for i, e in exported if isinstance(i, SdkTrace) and e]
         spans = [_span_row(e) for i, e in exported if isinstance(i, SdkSpan) and e]
-        by_trace: dict[str, list[Span]] = defaultdict(list)
-        for span in spans:
-            by_trace[span.trace_id].append(span)
+        touched = {trace.id for trace in traces} | {span.trace_id for span in spans}
         try:
             with transaction.atomic():
-                earlier = [trace_id for trace_id in by_trace if trace_id not in new]
-                stored = Trace.objects.only("id", *SUMS).in_bulk(earlier) if earlier else {}
-                for trace in [*new.values(), *stored.values()]:
-                    _add(trace, by_trace.get(trace.id, []))
-                Trace.objects.bulk_create(new.values(), ignore_conflicts=True)
+                Trace.objects.bulk_create(traces, ignore_conflicts=True)
                 Span.objects.bulk_create(spans, ignore_conflicts=True)
-                if stored:
-                    Trace.objects.bulk_update(stored.values(), SUMS)
+                if touched:
+                    Trace.objects.filter(pk__in=touched).update(**SUMS)
         finally:
             connection.close()  # this is the processor's thread: give the connection back
 
 
-SUMS = ["started_at", "ended_at", "duration_ms", "span_count", "error_count"]
+def _of_spans(aggregate: Any, **condition: Any) -> Subquery:
+    spans = Span.objects.filter(trace_id=OuterRef("pk"), **condition).order_by()
+    return Subquery(spans.values("trace_id").annotate(value=aggregate).values("value"))
 
 
-def _add(trace: Trace, spans: list[Span]) -> None:
-    """`spans` added to the trace's sums: its span and error counts, its start and end."""
-    starts = [span.started_at for span in spans if span.started_at] + [trace.started_at]
-    ends = [span.ended_at for span in spans if span.ended_at] + [trace.ended_at]
-    trace.started_at = min((t for t in starts if t), default=None)
-    trace.ended_at = max((t for t in ends if t), default=None)
-    trace.duration_ms = _ms(trace.started_at, trace.ended_at)
-    trace.span_count += len(spans)
-    trace.error_count += sum(1 for span in spans if span.error is not None)
+# A trace's times and counts over all its stored spans.
+SUMS = {
+    "started_at": _of_spans(Min("started_at")),
+    "ended_at": _of_spans(Max("ended_at")),
+    "span_count": Coalesce(_of_spans(Count("id")), 0),
+    "error_count": Coalesce(_of_spans(Count("id"), error__isnull=False), 0),
+}
 
 
 # The processors installed, by the configuration they were made for: each engine start (one per

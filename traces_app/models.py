@@ -21,10 +21,9 @@ class Trace(models.Model):
         db_constraint=False,
         related_name="+",
     )
-    # Summed over the spans as they are stored.
+    # Over the spans stored so far (the exporter has the database compute them at each batch).
     started_at = models.DateTimeField(null=True, blank=True, db_index=True)
     ended_at = models.DateTimeField(null=True, blank=True)
-    duration_ms = models.PositiveIntegerField(null=True, blank=True)
     span_count = models.PositiveIntegerField(default=0)
     error_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -34,6 +33,12 @@ class Trace(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workflow_name} ({self.id})"
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return round((self.ended_at - self.started_at).total_seconds() * 1000)
 
 
 class Span(models.Model):
