@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="SSE streaming benchmark (prints one JSON line).")
     p.add_argument("--concurrency", type=int, default=50, help="concurrent SSE streams (default 50)")
     p.add_argument("--deltas", type=int, default=200, help="text deltas per answer (default 200)")
-    p.add_argument("--streams", type=int, default=200, help="total streams per scenario (default 200)")
+    p.add_argument("--streams", type=int, default=300, help="total streams per scenario (default 300)")
     p.add_argument("--delay-ms", type=float, default=0.0, help="upstream delay per delta, main scenario")
     p.add_argument("--ttfd-delay-ms", type=float, default=5.0, help="upstream delay for the TTFD scenario")
     p.add_argument("--no-ttfd", dest="ttfd_delay_ms", action="store_const", const=None, help="skip it")
@@ -109,6 +109,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channel-capacity", type=int, help="server CHANNEL_CAPACITY override")
     p.add_argument(
         "--traces", choices=["on", "off"], default="on", help="server AGENTS_TRACES: traces in the database"
+    )
+    p.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin processes to cores (by default the server and the floor run on the first "
+        "core, the load generator and the fake upstream on the others)",
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (DB, logs)")
     p.add_argument("--detail", action="store_true", help="include per-scenario detail in the JSON line")

@@ -69,11 +69,31 @@ class Harness:
 
     # processes
 
-    def spawn(self, cmd: list[str], log: str, env: dict | None = None, **kw: Any) -> subprocess.Popen:
+    def cpus(self, side: str) -> set[int] | None:
+        """The cores a process of `side` ("server": the server and the floor; "load": the load
+        generator, the fake upstream and the journal sink) is pinned to, or None (--no-pin, or a
+        machine with one core). Pinned, the server and the floor each get one core, all their
+        threads included, and never share it with the load that drives them."""
+        available = sorted(os.sched_getaffinity(0))
+        if not self.args.pin or len(available) < 2:
+            return None
+        return {available[0]} if side == "server" else set(available[1:])
+
+    def spawn(
+        self, cmd: list[str], log: str, env: dict | None = None, side: str = "load", **kw: Any
+    ) -> subprocess.Popen:
         out = open(self.tmp / log, "ab")
         stdout = kw.pop("stdout", out)
+        cpus = self.cpus(side)
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env or self.env, stdout=stdout, stderr=out, start_new_session=True, **kw
+            cmd,
+            cwd=ROOT,
+            env=env or self.env,
+            stdout=stdout,
+            stderr=out,
+            start_new_session=True,
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
+            **kw,
         )
         proc._bench_log = out  # type: ignore[attr-defined]
         self.procs.append(proc)
@@ -176,7 +196,7 @@ class Harness:
         else:
             daphne = str(Path(self.python).parent / "daphne")
             cmd = [daphne, "-b", HOST, "-p", str(port), "config.asgi:application"]
-        proc = self.spawn(cmd, "server.log", env=env)
+        proc = self.spawn(cmd, "server.log", env=env, side="server")
         if wait:
             self.wait_port(port, proc, "daphne")
         return proc, port
@@ -184,7 +204,8 @@ class Harness:
     def role(self, role: str, extra: list[str], env: dict | None = None, timeout: float = 900) -> dict:
         """Run the entry script as a client/floor/sink subprocess and return its JSON result."""
         cmd = [self.python, SCRIPT, "--role", role, *extra]
-        proc = self.spawn(cmd, f"{role}.log", env=env, stdout=subprocess.PIPE)
+        side = "server" if role in ("floor", "sink") else "load"
+        proc = self.spawn(cmd, f"{role}.log", env=env, side=side, stdout=subprocess.PIPE)
         try:
             out, _ = proc.communicate(timeout=timeout)
         finally:
