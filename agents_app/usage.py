@@ -9,8 +9,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 
+from .errors import ServiceError
 from .models import UsageDay, UserQuota
-from .runs.errors import ServiceError
 
 COUNTERS = ("requests", "input_tokens", "output_tokens", "total_tokens")
 

@@ -5,8 +5,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from agents_app.errors import ServiceError
 from agents_app.registry import get_spec
-from agents_app.runs.errors import ServiceError
 from agents_app.runs.start import RunRequest, start_run
 from agents_app.text import REASON, UNSTORABLE
 

@@ -16,7 +16,8 @@ from agents_app.api.errors import choice_param, error_body
 from agents_app.api.pagination import Pagination, paginated
 from agents_app.api.parsers import CleanJSONParser
 from agents_app.api.throttles import RunStartThrottle
-from agents_app.runs.errors import UPSTREAM_ERROR_CODES, NotFound
+from agents_app.errors import NotFound
+from agents_app.runs.errors import UPSTREAM_ERROR_CODES
 
 from . import services
 from .models import ResearchReport

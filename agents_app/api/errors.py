@@ -6,7 +6,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from ..runs.errors import ServiceError
+from ..errors import ServiceError
 
 
 def error_body(code: str, message: str, **extra) -> dict:

@@ -14,10 +14,11 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ..errors import ConversationBusy, NotFound
 from ..models import Conversation, Run
 from ..registry import all_specs
 from ..runs.cancel import cancel_run
-from ..runs.errors import UPSTREAM_ERROR_CODES, ConversationBusy, NotFound
+from ..runs.errors import UPSTREAM_ERROR_CODES
 from ..runs.read import refresh_liveness
 from ..runs.start import start_run
 from ..runs.sweep import is_stale

@@ -3,9 +3,9 @@
 from django.conf import settings
 from rest_framework import serializers
 
+from ..errors import NotFound
 from ..models import Conversation, ConversationItem, Run, RunEvent
 from ..registry import AgentSpec, all_specs, get_spec
-from ..runs.errors import NotFound
 from ..runs.start import IF_BUSY, RunRequest
 
 EVENT_SETS = ("standard", "full")

@@ -19,11 +19,11 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from rest_framework.exceptions import Throttled, ValidationError
 
+from ..errors import NotFound, ServiceError
 from ..logs import HEADER as REQUEST_ID_HEADER
 from ..logs import new_request_id
 from ..models import Conversation, Run
 from ..runs.cancel import cancel_on_disconnect, cancel_run
-from ..runs.errors import NotFound, ServiceError
 from ..runs.read import Inbox, LayerChannel, RunCursor
 from ..runs.start import start_run
 from ..selectors import runs_for

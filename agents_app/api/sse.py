@@ -20,11 +20,11 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from rest_framework.exceptions import APIException, ValidationError
 
+from ..errors import NotFound, ServiceError
 from ..logs import HEADER as REQUEST_ID_HEADER
 from ..logs import new_request_id
 from ..models import Run
 from ..runs.cancel import cancel_on_disconnect
-from ..runs.errors import NotFound, ServiceError
 from ..runs.read import Batch, Inbox, LayerChannel, RunCursor
 from ..runs.start import RunRequest, start_run
 from ..runs.sync import in_sync_thread

@@ -8,9 +8,9 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
+from ..errors import RunNotActive, ServiceError
 from ..models import Run
 from .engine import current_engine
-from .errors import RunNotActive, ServiceError
 
 log = logging.getLogger(__name__)
 

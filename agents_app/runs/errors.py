@@ -1,6 +1,4 @@
-"""What can go wrong: refusals of the engine's services, and the codes of failed runs."""
-
-from typing import Any
+"""How a run fails: the codes of failed runs, for clients and support staff."""
 
 import httpx2
 import openai
@@ -10,41 +8,6 @@ from agents.exceptions import (
     ModelBehaviorError,
     OutputGuardrailTripwireTriggered,
 )
-
-
-class ServiceError(Exception):
-    """A refusal with an HTTP status, a code and details (the API's error body, a socket's `error`)."""
-
-    status = 400
-    code = "invalid"
-    # Seconds after which trying again may succeed (a `Retry-After` header), when that is known.
-    retry_after: int | None = None
-
-    def __init__(self, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.extra = extra
-
-
-class NotFound(ServiceError):
-    status = 404
-    code = "not_found"
-
-
-class ConversationBusy(ServiceError):
-    status = 409
-    code = "conversation_busy"
-
-
-class TooManyRuns(ServiceError):
-    status = 429
-    code = "too_many_runs"
-    retry_after = 5  # a hint: the active runs end in their own time
-
-
-class RunNotActive(ServiceError):
-    status = 409
-    code = "run_not_active"
 
 
 class RunTimeout(Exception):

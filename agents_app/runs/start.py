@@ -19,11 +19,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import providers
+from ..errors import ConversationBusy, NotFound, RunNotActive, ServiceError, TooManyRuns
 from ..models import Conversation, Run
 from ..registry import AgentSpec
 from ..usage import quota_check
 from .cancel import cancel_run
-from .errors import ConversationBusy, NotFound, RunNotActive, ServiceError, TooManyRuns
 from .lifespan import start_engine
 from .publish import Reader
 from .read import refresh_liveness

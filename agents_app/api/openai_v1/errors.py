@@ -5,7 +5,7 @@ The `openai` clients retry 408, 409, 429 and 5xx answers by themselves unless to
 (`x-should-retry: false`): a busy conversation or a failed run is not worth repeating, and a
 retried run would be a second run, so only a rate limit (429) keeps the client's retry."""
 
-from ...runs.errors import ServiceError
+from ...errors import ServiceError
 from ..errors import exception_handler
 
 NO_RETRY = [(b"x-should-retry", b"false")]

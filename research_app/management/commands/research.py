@@ -4,8 +4,8 @@ import json
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from agents_app.errors import ServiceError
 from agents_app.runs.engine import close_engine
-from agents_app.runs.errors import ServiceError
 from agents_app.runs.read import RunFollower
 from research_app.models import ResearchReport
 from research_app.services import query_validate, research_start
