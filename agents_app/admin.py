@@ -2,7 +2,6 @@
 
 import json
 
-from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.core.paginator import Paginator
@@ -15,8 +14,9 @@ from traces_app.models import Trace
 
 from .admin_timeline import build_rows
 from .admin_usage import UsageDayAdmin, UserQuotaAdmin  # noqa: F401  (registered there)
+from .errors import RunNotActive
 from .models import Conversation, ConversationItem, Run, RunEvent
-from .runs.cancel import cancel_run
+from .runs.cancel import cancel_run_from_sync
 
 # The styles of pretty_json and the run timeline: a file, as the CSP allows no inline styles.
 ADMIN_CSS = {"all": ["admin/agents_app/timeline.css"]}
@@ -206,7 +206,10 @@ class RunAdmin(admin.ModelAdmin):
     def cancel_runs(self, request, queryset):
         cancelled = 0
         for run in queryset.filter(status__in=Run.ACTIVE):
-            async_to_sync(cancel_run)(run)
+            try:
+                cancel_run_from_sync(run)
+            except RunNotActive:
+                continue  # it ended meanwhile
             cancelled += 1
         self.message_user(request, f"Cancel requested for {cancelled} run(s).", messages.SUCCESS)
 

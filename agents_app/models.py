@@ -4,7 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Case, Q, Value, When
 
 
 class Conversation(models.Model):
@@ -44,6 +44,14 @@ class ConversationItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.data.get('type') or self.data.get('role') or 'item'} #{self.pk}"
+
+
+class RunQuerySet(models.QuerySet):
+    def active(self):
+        """The active runs, in the order a conversation takes them: the running one first, then
+        the queued ones in the order they came."""
+        running_first = Case(When(status=Run.Status.RUNNING, then=Value(0)), default=Value(1))
+        return self.filter(status__in=Run.ACTIVE).order_by(running_first, "created_at", "pk")
 
 
 class Run(models.Model):
@@ -91,6 +99,8 @@ class Run(models.Model):
     worker_channel = models.CharField(max_length=200, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     cancel_mode = models.CharField(max_length=16, blank=True)
+
+    objects = RunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

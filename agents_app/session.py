@@ -4,9 +4,9 @@ import inspect
 from dataclasses import dataclass
 
 from agents.memory.session import SessionABC
-from asgiref.sync import sync_to_async
 from django.db import transaction
 
+from .db import in_sync_thread
 from .models import Conversation, ConversationItem
 
 
@@ -92,11 +92,13 @@ class DjangoSession(SessionABC):
         return cut
 
     async def _stored(self, limit: int | None) -> list:
+        return await in_sync_thread(self._read)(limit)
+
+    def _read(self, limit: int | None) -> list:
         qs = ConversationItem.objects.filter(conversation_id=self.conversation.pk)
         if limit is None:
-            return [item.data async for item in qs.order_by("id").only("data")]
-        latest = [item.data async for item in qs.order_by("-id").only("data")[:limit]]
-        return latest[::-1]
+            return list(qs.order_by("id").values_list("data", flat=True))
+        return list(qs.order_by("-id").values_list("data", flat=True)[:limit])[::-1]
 
     async def add_items(self, items: list) -> None:
         if not items:
@@ -105,7 +107,7 @@ class DjangoSession(SessionABC):
             self._pending.extend(_plain(i) for i in items)
             return
         self._empty = False
-        await ConversationItem.objects.abulk_create(self._rows([_plain(i) for i in items]))
+        await in_sync_thread(ConversationItem.objects.bulk_create)(self._rows([_plain(i) for i in items]))
 
     def take_rows(self) -> list[ConversationItem]:
         """The deferred items as unsaved rows, in order, for the caller to save."""
@@ -121,7 +123,7 @@ class DjangoSession(SessionABC):
     async def pop_item(self):
         if self._pending:
             return self._pending.pop()
-        return await sync_to_async(self._pop_item)()
+        return await in_sync_thread(self._pop_item)()
 
     def _pop_item(self):
         self._empty = False
@@ -140,7 +142,7 @@ class DjangoSession(SessionABC):
     async def clear_session(self) -> None:
         if self._pending:
             self._pending.clear()
-        await ConversationItem.objects.filter(conversation_id=self.conversation.pk).adelete()
+        await in_sync_thread(ConversationItem.objects.filter(conversation_id=self.conversation.pk).delete)()
 
 
 # For each run the SDK asks `inspect.signature` about five times whether these take a `wrapper`;

@@ -184,38 +184,35 @@ DB_POOL_TIMEOUT = env_float("DB_POOL_TIMEOUT", 30.0)
 # DB_POOL_MAX_SIZE=0): Channels closes "old" connections around every consumer message, and with 0
 # SQLite re-opened its file (and ran its PRAGMAs) per request.
 DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 300)
-if DATABASE_URL:
-    pooled = DB_POOL_MAX_SIZE > 0
-    DATABASES = {
-        "default": dj_database_url.parse(
-            DATABASE_URL, conn_max_age=0 if pooled else DB_CONN_MAX_AGE, conn_health_checks=True
-        )
+# SQLite: WAL lets readers run beside the writer; IMMEDIATE + timeout makes concurrent writers
+# queue instead of failing with "database is locked".
+SQLITE_OPTIONS = {
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True)
+    if DATABASE_URL
+    else {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": env_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
+        "CONN_MAX_AGE": DB_CONN_MAX_AGE,
+        "CONN_HEALTH_CHECKS": True,
+        # A file, not shared-cache memory: concurrent async tests need real WAL locking.
+        "TEST": {"NAME": env_str("SQLITE_TEST_PATH", str(BASE_DIR / "var" / "test.sqlite3"))},
     }
-    if pooled:
-        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-            "min_size": min(DB_POOL_MIN_SIZE, DB_POOL_MAX_SIZE),
-            "max_size": DB_POOL_MAX_SIZE,
-            "timeout": DB_POOL_TIMEOUT,
-        }
-else:
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": env_str("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")),
-            "OPTIONS": {
-                # WAL lets readers run beside the writer; IMMEDIATE + timeout makes
-                # concurrent writers queue instead of failing with "database is locked".
-                "init_command": (
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
-                ),
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-            },
-            # A file, not shared-cache memory: concurrent async tests need real WAL locking.
-            "TEST": {"NAME": env_str("SQLITE_TEST_PATH", str(BASE_DIR / "var" / "test.sqlite3"))},
-            "CONN_MAX_AGE": DB_CONN_MAX_AGE,
-            "CONN_HEALTH_CHECKS": True,
-        }
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(SQLITE_OPTIONS)
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX_SIZE > 0:
+    # A connection goes back to the pool after each use; the pool checks each one it hands out
+    # (CONN_HEALTH_CHECKS) and replaces a dead one.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(DB_POOL_MIN_SIZE, DB_POOL_MAX_SIZE),
+        "max_size": DB_POOL_MAX_SIZE,
+        "timeout": DB_POOL_TIMEOUT,
     }
 
 REDIS_URL = env_str("REDIS_URL")

@@ -5,11 +5,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents import Agent, ModelSettings, RunContextWrapper, WebSearchTool, function_tool
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from pydantic import BaseModel, Field
 
 from agents_app import providers
+from agents_app.db import in_sync_thread
 
 from .search import documents_search
 
@@ -77,7 +77,7 @@ async def search_documents(ctx: RunContextWrapper[SearchContext], query: str) ->
     """
     limit = ctx.context.limit if ctx.context else 5
     user_id = ctx.context.user_id if ctx.context else None
-    hits = await sync_to_async(documents_search)(query, limit, user_id)
+    hits = await in_sync_thread(documents_search)(query, limit, user_id)
     if ctx.context is not None:
         known = {h["document_id"] for h in ctx.context.hits}
         ctx.context.hits.extend(h.as_dict() for h in hits if h.document_id not in known)

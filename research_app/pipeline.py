@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from agents_app.db import in_sync_thread
 from agents_app.models import Run
 from agents_app.providers import register_structured_composer
 from agents_app.registry import AgentSpec, register
@@ -68,9 +69,10 @@ def query_text(input: Any) -> str:
     return ""
 
 
-async def report_for_run(run: Run) -> ResearchReport:
+@in_sync_thread
+def report_for_run(run: Run) -> ResearchReport:
     """The run's report; the API view and the pipeline both call this, whichever comes first creates it."""
-    report, _ = await ResearchReport.objects.aget_or_create(
+    report, _ = ResearchReport.objects.get_or_create(
         run_id=run.pk, defaults={"owner_id": run.owner_id, "query": query_text(run.input)}
     )
     return report
@@ -79,7 +81,8 @@ async def report_for_run(run: Run) -> ResearchReport:
 async def _save(report: ResearchReport, **fields: Any) -> None:
     for name, value in fields.items():
         setattr(report, name, value)
-    await ResearchReport.objects.filter(pk=report.pk).aupdate(updated_at=timezone.now(), **fields)
+    reports = ResearchReport.objects.filter(pk=report.pk)
+    await in_sync_thread(reports.update)(updated_at=timezone.now(), **fields)
 
 
 def _progress(

@@ -140,9 +140,11 @@ def _display_path(file: Path) -> str:
         return str(resolved)
 
 
-async def research_start(*, user, query: str, on_disconnect: str = "continue"):
-    """Start a research run; returns (run, report, task). The report is created here or by the pipeline."""
+async def research_start(*, user, query: str, on_disconnect: str = "continue", reader=None):
+    """Start a research run; returns (run, report). The report is created here or by the pipeline.
+    `reader`: as `start_run`'s, gets the run's events from the first."""
     spec = get_spec("research")
-    run, task = await start_run(RunRequest(user=user, spec=spec, input=query, on_disconnect=on_disconnect))
-    report = await report_for_run(run)
-    return run, report, task
+    run = await start_run(
+        RunRequest(user=user, spec=spec, input=query, on_disconnect=on_disconnect), reader=reader
+    )
+    return run, await report_for_run(run)

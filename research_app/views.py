@@ -1,9 +1,6 @@
 """Research API: start research, read reports, add and search documents, and the reference `/research`."""
 
-import asyncio
-
 from adrf.views import APIView as AsyncAPIView
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
@@ -16,8 +13,10 @@ from agents_app.api.errors import choice_param, error_body
 from agents_app.api.pagination import Pagination, paginated
 from agents_app.api.parsers import CleanJSONParser
 from agents_app.api.throttles import RunStartThrottle
+from agents_app.db import in_sync_thread
 from agents_app.errors import NotFound
 from agents_app.runs.errors import UPSTREAM_ERROR_CODES
+from agents_app.runs.read import RunFollower
 
 from . import services
 from .models import ResearchReport
@@ -68,7 +67,7 @@ class ResearchCollectionView(AsyncAPIView):
         responses={200: paginated("PaginatedResearchReportList", ResearchReportListSerializer(many=True))},
     )
     async def get(self, request):
-        return await sync_to_async(self._list)(request)
+        return await in_sync_thread(self._list)(request)
 
     def _list(self, request):
         reports = reports_for(request.user)
@@ -85,7 +84,7 @@ class ResearchCollectionView(AsyncAPIView):
     )
     async def post(self, request):
         query = _request_query(request)
-        _run, report, _task = await services.research_start(user=request.user, query=query)
+        _run, report = await services.research_start(user=request.user, query=query)
         return Response(_links(report), status=202)
 
 
@@ -112,14 +111,14 @@ class ReferenceResearchView(AsyncAPIView):
     )
     async def post(self, request):
         query = _request_query(request)
-        run, report, task = await services.research_start(
-            user=request.user, query=query, on_disconnect="continue"
+        follower = RunFollower()
+        run, report = await services.research_start(
+            user=request.user, query=query, on_disconnect="continue", reader=follower.inbox
         )
-        # Shielded: a client that goes away does not cancel the research (the report is still stored).
-        await asyncio.shield(task)
-        await report.arefresh_from_db()
+        # A client that goes away does not cancel the research (the report is still stored).
+        run = await follower.wait(run, started=True)
+        await in_sync_thread(report.refresh_from_db)()
         if report.status != ResearchReport.Status.COMPLETED:
-            await run.arefresh_from_db()
             body = error_body(
                 run.error_code or report.status,
                 report.error or run.error or f"research {report.status}",

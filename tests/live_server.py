@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -70,3 +71,25 @@ def serving(**env) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, to stop and start at will (the shared
+    one serves the other tests)."""
+
+    def __init__(self) -> None:
+        self.binary = shutil.which("redis-server")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no"]
+        self.proc = listening(subprocess.Popen(args, stdout=subprocess.DEVNULL), self.port, "redis-server")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None

@@ -6,6 +6,7 @@ import time
 
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 
+from agents_app.db import in_sync_thread
 from agents_app.models import Run
 from config.asgi import application
 
@@ -152,7 +153,8 @@ async def wait_finished(run_id, timeout: float = 20) -> Run:
     """The run once it is no longer active; fails if it still is after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = await Run.objects.aget(pk=run_id)
+        # As the server reads (a connection a database restart broke is replaced), not the async ORM.
+        run = await in_sync_thread(Run.objects.get)(pk=run_id)
         if not run.is_active:
             return run
         await asyncio.sleep(0.05)

@@ -170,6 +170,7 @@ async def test_ends_that_arrive_together_share_a_commit(alice, slow_model, monke
     memory) share the journal's batches, and every run still gets its full record."""
     from agents_app.registry import get_spec
     from agents_app.runs.cancel import cancel_here
+    from agents_app.runs.engine import get_engine
     from agents_app.runs.start import RunRequest, start_run
 
     batches = []
@@ -188,11 +189,12 @@ async def test_ends_that_arrive_together_share_a_commit(alice, slow_model, monke
         await start_run(RunRequest(user=alice, spec=chat, input=f"question {i}", session_key=f"s{i}"))
         for i in range(20)
     ]
+    tasks = [get_engine().executor.tasks[str(run.pk)] for run in started]
     await asyncio.sleep(0.2)  # all waiting on the model
-    assert all(cancel_here(run.pk) for run, _ in started)
-    await asyncio.wait([task for _, task in started], timeout=10)
+    assert all(cancel_here(run.pk) for run in started)
+    await asyncio.wait(tasks, timeout=10)
     assert sum(batches) == 20 and len(batches) < 20, batches
-    for run, _ in started:
+    for run in started:
         await run.arefresh_from_db()
         assert run.status == "cancelled" and run.cancel_mode == "immediate" and run.finished_at
         last = await RunEvent.objects.filter(run=run).order_by("-seq").afirst()

@@ -4,8 +4,6 @@ import asyncio
 import itertools
 import json
 import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from httpx_sse import aconnect_sse
 
 from agents_app.models import Run, RunEvent
 
-from .live_server import free_port, listening, start_server
+from .live_server import PrivateRedis, free_port, start_server
 from .streams import text_of, wait_finished
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,28 +213,6 @@ async def test_a_stopped_server_records_its_runs_as_interrupted(alice):
     assert run.final_output and text_of(stored) == run.final_output
     # Its conversation takes a new run at once.
     assert not await Run.objects.filter(conversation_id=run.conversation_id, status__in=Run.ACTIVE).aexists()
-
-
-class PrivateRedis:
-    """A redis-server of the test's own on a free port, to stop and start at will (the shared
-    one serves the other tests)."""
-
-    def __init__(self) -> None:
-        self.binary = shutil.which("redis-server")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no"]
-        self.proc = listening(subprocess.Popen(args, stdout=subprocess.DEVNULL), self.port, "redis-server")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
 
 
 async def owned_and_joined(client, owner: str, other: str, user, text: str, during=None):

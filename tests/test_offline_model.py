@@ -177,6 +177,7 @@ def composer():
     unregister_structured_composer("ProjectPlan")
 
 
+@pytest.mark.django_db  # a composer may use the ORM: it runs through the database helper
 async def test_registered_composer_writes_the_output(composer):
     agent = Agent(name="Planner", instructions="Plan the project.", output_type=ProjectPlan)
     result = await Runner.run(agent, "Paint the fence", run_config=run_config())

@@ -125,3 +125,20 @@ def test_api_errors_are_json_with_debug_off(client, settings):
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     page = client.get("/no-such-page/")
     assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
+
+
+def test_a_sqlite_database_url_works(tmp_path):
+    """DATABASE_URL may name an SQLite file: the PostgreSQL pool's options are for PostgreSQL only
+    (sqlite3 refused the `pool` option, and the server did not start)."""
+    url = f"sqlite:///{tmp_path / 'server.sqlite3'}"
+    migrated = manage("migrate", "--no-input", DATABASE_URL=url, DEBUG="true")
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    shown = manage(
+        "shell",
+        "-c",
+        "from django.db import connection; from agents_app.models import Run; "
+        "print(connection.vendor, Run.objects.count())",
+        DATABASE_URL=url,
+        DEBUG="true",
+    )
+    assert shown.stdout.strip().splitlines()[-1] == "sqlite 0", shown.stderr

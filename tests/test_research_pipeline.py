@@ -7,6 +7,7 @@ import pytest
 from django.core.management import call_command
 
 from agents_app.models import Run, RunEvent
+from agents_app.runs.read import wait_for_end
 from research_app import ai_agents
 from research_app.models import Document, ResearchReport
 from research_app.services import research_start
@@ -47,9 +48,8 @@ def corpus(db):
 
 
 async def research(user, query=QUESTION):
-    run, report, task = await research_start(user=user, query=query)
-    await task
-    await run.arefresh_from_db()
+    run, report = await research_start(user=user, query=query)
+    run = await wait_for_end(run)
     await report.arefresh_from_db()
     events = [e.data async for e in RunEvent.objects.filter(run=run).order_by("seq")]
     return run, report, events
@@ -126,12 +126,11 @@ async def test_empty_question_fails_the_run_and_report(alice, corpus):
     from agents_app.runs.start import RunRequest, start_run
     from research_app.pipeline import report_for_run
 
-    run, task = await start_run(
+    run = await start_run(
         RunRequest(user=alice, spec=get_spec("research"), input=[{"role": "assistant", "content": "x"}])
     )
-    await task
+    run = await wait_for_end(run)
     report = await report_for_run(run)
-    await run.arefresh_from_db()
     assert run.status == Run.Status.FAILED and report.status == ResearchReport.Status.FAILED
     assert "empty" in report.error
 

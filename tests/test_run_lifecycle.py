@@ -285,8 +285,9 @@ async def test_reader_in_another_process_gets_the_run_through_its_group(alice, s
     from agents_app.runs.start import RunRequest, start_run
 
     settings.OFFLINE_MODEL_DELAY = 0.05
-    run, task = await start_run(RunRequest(user=alice, spec=get_spec("chat"), input="Tell me a long story"))
+    run = await start_run(RunRequest(user=alice, spec=get_spec("chat"), input="Tell me a long story"))
     engine = get_engine()
+    task = engine.executor.tasks[str(run.pk)]
     assert run.worker_channel == engine.executor.channel_name
     assert str(run.pk) not in engine.hub.watched
     inbox = read.Inbox()
@@ -314,30 +315,34 @@ async def test_reader_in_another_process_gets_the_run_through_its_group(alice, s
 async def test_a_follower_cancelled_as_new_events_arrive_stops(alice):
     """A RunFollower (the commands' reader) waited for new events with `asyncio.wait_for`,
     which on Python 3.11 swallows a cancel that lands just as the wait ends: the reader then
-    went on following the run. The cancel is walked across the loop turns after a wake-up."""
+    went on following the run. The cancel is walked across the loop turns after a wake-up; the
+    follower's pump stops with its reader."""
     from agents_app.runs.read import RunFollower
 
     run = await Run.objects.acreate(owner=alice, agent="chat", input="x", status="running")
 
     async def read(follower):
-        async for _ in follower.events():
+        async for _ in follower.events(run):
             pass
 
-    stuck = []
+    stuck, pumps = [], []
     for turns in range(8):
-        async with RunFollower(run, idle_poll=30) as follower:
-            reader = asyncio.create_task(read(follower))
-            await asyncio.sleep(0.05)  # replayed nothing, now waiting for events
-            follower.inbox.wake()
-            for _ in range(turns):
-                await asyncio.sleep(0)
+        follower = RunFollower()
+        reader = asyncio.create_task(read(follower))
+        await asyncio.sleep(0.05)  # replayed nothing, now waiting for events
+        follower.inbox.wake()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        reader.cancel()
+        await asyncio.wait([reader], timeout=0.5)
+        if not reader.done():
+            stuck.append(turns)
             reader.cancel()
-            await asyncio.wait([reader], timeout=0.5)
-            if not reader.done():
-                stuck.append(turns)
-                reader.cancel()
-                await asyncio.wait([reader], timeout=1)
+            await asyncio.wait([reader], timeout=1)
+        await asyncio.sleep(0)
+        pumps.append(follower.reader.pump)
     assert stuck == [], f"readers cancelled after these loop turns kept reading: {stuck}"
+    assert all(pump is not None and pump.done() for pump in pumps)
 
 
 async def test_shutdown_interrupts_the_runs_that_outlast_the_grace(alice, settings):

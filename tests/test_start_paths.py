@@ -4,16 +4,19 @@ first events, whichever way the run came in."""
 import asyncio
 import json
 import threading
+import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
 from django.core.management import call_command
 from django.db import connections
 
-from agents_app.models import Run, RunEvent
+from agents_app.models import Conversation, Run, RunEvent
 from agents_app.runs import start
+from config.asgi import application
 
-from .streams import stream_run, ws_client, ws_events_until_terminal
+from .streams import SSEClient, stream_run, ws_client, ws_events_until_terminal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,6 +25,10 @@ CALLERS = [
     "agents_app.api.rest",
     "agents_app.api.sse",
     "agents_app.api.sockets",
+    "agents_app.api.openai_v1.chat",
+    "agents_app.api.openai_v1.responses",
+    "agents_app.api.ai_sdk",
+    "agents_app.api.ag_ui",
     "agents_app.management.commands.run_agent",
     "research_app.services",
 ]
@@ -78,6 +85,55 @@ async def reference_research(alice, api_for):
     return response.json()["run_id"]
 
 
+async def conversation_socket(alice, api_for):
+    conversation = await Conversation.objects.acreate(owner=alice, agent="chat")
+    path, token = f"/ws/conversations/{conversation.pk}/", f"Token {alice.token}".encode()
+    ws = WebsocketCommunicator(application, path, headers=[(b"authorization", token)])
+    assert (await ws.connect())[0]
+    await ws.send_json_to({"type": "run", "input": "What is 2 + 2?"})
+    events = await ws_events_until_terminal(ws)
+    await ws.disconnect()
+    return events[0]["run_id"]
+
+
+async def v1_chat_completion(alice, api_for):
+    body = {"model": "chat", "messages": [{"role": "user", "content": "What is 2 + 2?"}]}
+    client = SSEClient("POST", "/v1/chat/completions", body, alice.token)
+    assert await client.start() == 200
+    while not client.done:  # one JSON answer, once the run has ended
+        await client.read_chunk()
+    return str(uuid.UUID(client.json()["id"].removeprefix("chatcmpl-")))
+
+
+async def v1_response(alice, api_for):
+    body = {"model": "chat", "input": "What is 2 + 2?", "stream": True}
+    _, events = await stream_run(alice.token, body, "/v1/responses")
+    return str(uuid.UUID(events[0]["response"]["id"].removeprefix("resp_")))
+
+
+async def ai_sdk_chat(alice, api_for):
+    message = {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "What is 2 + 2?"}]}
+    client = SSEClient("POST", "/api/agents/chat/ui", {"id": "chat-1", "messages": [message]}, alice.token)
+    assert await client.start() == 200
+    while not client.done:  # UI message chunks, then `data: [DONE]`
+        await client.read_chunk()
+    return json.loads(client.raw.split(b"\n\n")[0].removeprefix(b"data: "))["messageId"]
+
+
+async def ag_ui_run(alice, api_for):
+    body = {
+        "threadId": "thread-1",
+        "runId": "client-run-1",
+        "messages": [{"id": "m1", "role": "user", "content": "What is 2 + 2?"}],
+        "state": {},
+        "tools": [],
+        "context": [],
+        "forwardedProps": {},
+    }
+    _, events = await stream_run(alice.token, body, "/api/agents/chat/ag-ui")
+    return events[0]["metadata"]["runId"]
+
+
 async def run_agent_command(alice, api_for):
     def command():  # in a thread of its own, as from a terminal: the command runs its own loop
         try:
@@ -89,21 +145,28 @@ async def run_agent_command(alice, api_for):
     return str((await Run.objects.filter(owner=alice).order_by("-created_at").afirst()).pk)
 
 
+# Each surface: the module that starts its runs, the agent, and whether the run has a
+# conversation (a stateless Chat Completion's input carries its whole history).
 SURFACES = {
-    rest_run: ("agents_app.api.rest", "chat"),
-    reference_run: ("agents_app.api.rest", "chat"),
-    sse_stream: ("agents_app.api.sse", "chat"),
-    reference_stream: ("agents_app.api.sse", "chat"),
-    websocket_run: ("agents_app.api.sockets", "chat"),
-    research: ("research_app.services", "research"),
-    reference_research: ("research_app.services", "research"),
-    run_agent_command: ("agents_app.management.commands.run_agent", "chat"),
+    rest_run: ("agents_app.api.rest", "chat", True),
+    reference_run: ("agents_app.api.rest", "chat", True),
+    sse_stream: ("agents_app.api.sse", "chat", True),
+    reference_stream: ("agents_app.api.sse", "chat", True),
+    websocket_run: ("agents_app.api.sockets", "chat", True),
+    conversation_socket: ("agents_app.api.sockets", "chat", True),
+    v1_chat_completion: ("agents_app.api.openai_v1.chat", "chat", False),
+    v1_response: ("agents_app.api.openai_v1.responses", "chat", True),
+    ai_sdk_chat: ("agents_app.api.ai_sdk", "chat", True),
+    ag_ui_run: ("agents_app.api.ag_ui", "chat", True),
+    research: ("research_app.services", "research", False),
+    reference_research: ("research_app.services", "research", False),
+    run_agent_command: ("agents_app.management.commands.run_agent", "chat", True),
 }
 
 
 @pytest.mark.parametrize("surface", SURFACES, ids=[surface.__name__ for surface in SURFACES])
 async def test_every_surface_starts_its_run_through_start_run(surface, alice, api_for, starts):
-    caller, agent = SURFACES[surface]
+    caller, agent, has_conversation = SURFACES[surface]
     run_id = await surface(alice, api_for)
     assert starts == [caller]
     run = await Run.objects.aget(pk=run_id)
@@ -116,7 +179,7 @@ async def test_every_surface_starts_its_run_through_start_run(surface, alice, ap
     assert (run.provider, run.model) == ("offline", "offline-echo-1")
     assert run.worker_channel and run.started_at and run.heartbeat_at and run.finished_at
     assert run.on_disconnect == "continue" and run.last_seq > 1
-    assert (run.conversation_id is None) == (agent == "research")
+    assert (run.conversation_id is not None) == has_conversation
     events = [e.data async for e in RunEvent.objects.filter(run=run).order_by("seq")]
     assert events[0] == {
         "type": "run_started",
@@ -155,9 +218,10 @@ async def test_a_run_outliving_its_request_does_its_database_work_off_the_reques
     from asgiref.sync import ThreadSensitiveContext
     from django.db.backends.signals import connection_created
 
+    from agents_app.runs.read import wait_for_end
     from research_app.services import research_start
 
-    threads, request_threads, tasks = set(), set(), []
+    threads, request_threads, runs = set(), set(), []
 
     def opened(sender, connection, **kwargs):
         threads.add(threading.current_thread())
@@ -167,9 +231,9 @@ async def test_a_run_outliving_its_request_does_its_database_work_off_the_reques
         for n in range(4):
             async with ThreadSensitiveContext():  # what Django's ASGI handler wraps a request in
                 request_threads.add(await sync_to_async(threading.current_thread)())
-                _, _, task = await research_start(user=alice, query=f"How do volcanoes form? ({n})")
-            tasks.append(task)
-        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+                run, _report = await research_start(user=alice, query=f"How do volcanoes form? ({n})")
+            runs.append(run)
+        await asyncio.wait_for(asyncio.gather(*map(wait_for_end, runs)), 30)
     finally:
         connection_created.disconnect(opened)
     assert await Run.objects.filter(status="completed").acount() == 4

@@ -118,6 +118,7 @@ def test_staff_get_an_admin_link(alice, make_user):
     assert b'href="/admin/"' in logged_in(staff).get("/").content
 
 
+@pytest.mark.django_db(transaction=True)  # the API's run reads are async views: real transactions
 def test_another_users_things_are_404_on_pages_as_in_the_api(alice, bob, api_for):
     conversation = Conversation.objects.create(owner=bob, agent="chat", title="bob's")
     run = finished_run(bob, conversation)

@@ -163,6 +163,35 @@ async def test_other_users_run_is_invisible(alice, bob):
     await spy.disconnect()
 
 
+async def test_a_database_error_looking_up_a_run_is_not_a_missing_run(alice, monkeypatch):
+    """The socket used to answer any error of the run's lookup with `not_found`: a client told its
+    run is gone while the database was only away for a moment. It says so, and the socket serves
+    the next message once the database is back."""
+    from django.db import OperationalError
+
+    from agents_app.api import sockets
+
+    ws = await connected(alice.token)
+    await ws.send_json_to({"type": "run", "input": "hello"})
+    run_id = (await ws_events_until_terminal(ws))[0]["run_id"]
+    real = sockets.runs_for
+
+    class Away:
+        def filter(self, **kwargs):
+            return self
+
+        def first(self):
+            raise OperationalError("database is locked")
+
+    monkeypatch.setattr(sockets, "runs_for", lambda user: Away())
+    await ws.send_json_to({"type": "resume", "run_id": run_id})
+    assert (await ws.receive_json_from(2))["code"] == "unavailable"
+    monkeypatch.setattr(sockets, "runs_for", real)
+    await ws.send_json_to({"type": "resume", "run_id": run_id})
+    assert (await ws_events_until_terminal(ws, run_id))[-1]["type"] == "stream_complete"
+    await ws.disconnect()
+
+
 def conversation_socket(conversation_id, token) -> WebsocketCommunicator:
     headers = [(b"authorization", f"Token {token}".encode())] if token else []
     return WebsocketCommunicator(application, f"/ws/conversations/{conversation_id}/", headers=headers)
@@ -270,16 +299,18 @@ async def test_a_long_lived_socket_does_not_keep_the_runs_it_has_finished(alice,
     import gc
     import weakref
 
-    from agents_app.api import sockets
+    from agents_app.runs import read
 
     cursors = weakref.WeakSet()
+    made = []
 
-    class Tracked(sockets.RunCursor):
+    class Tracked(read.RunCursor):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             cursors.add(self)
+            made.append(self.run_id)
 
-    monkeypatch.setattr(sockets, "RunCursor", Tracked)
+    monkeypatch.setattr(read, "RunCursor", Tracked)
     ws = await connected(alice.token)
     for n in range(4):
         await ws.send_json_to({"type": "run", "input": f"What is {n} + 1?"})
@@ -287,6 +318,7 @@ async def test_a_long_lived_socket_does_not_keep_the_runs_it_has_finished(alice,
         await ws.send_json_to({"type": "resume", "run_id": run_id, "last_event_id": 1})
         assert (await ws_events_until_terminal(ws, run_id))[-1]["type"] == "stream_complete"
     assert await ws.receive_nothing(0.2)  # the consumer is past its last send
+    assert len(made) == 8  # each run started and each resume had one
     gc.collect()
     assert len(cursors) == 0
     # The socket still serves: a resume of a finished run replays it again.

@@ -40,7 +40,7 @@ class AgUiConsumer(RunStreamConsumer):
 
     async def open(self, body):
         # Authentication, validation and the run's row in one trip to the database.
-        run, _task = await start_run(lambda: self.make_request(body), reader=self.inbox)
+        run = await start_run(lambda: self.make_request(body), reader=self.reader.inbox)
         self.headers = [
             (b"Content-Type", f"{self.encoder.get_content_type()}; charset=utf-8".encode()),
             *(header for header in SSE_HEADERS if header[0] != b"Content-Type"),

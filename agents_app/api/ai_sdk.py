@@ -9,9 +9,9 @@ UI message chunks (`ai_sdk_chunks`); refusals are a JSON body shaped like the pr
 
 from rest_framework import serializers
 
+from ..db import in_sync_thread
 from ..models import Run
 from ..runs.start import IF_BUSY, RunRequest, start_run
-from ..runs.sync import in_sync_thread
 from ..selectors import conversations_for
 from .ai_sdk_chunks import UIMessageTranslator
 from .auth import authenticated_request
@@ -107,7 +107,7 @@ class UIChatConsumer(UIStreamConsumer):
 
     async def open(self, body):
         # Authentication, validation and the run's row in one trip to the database.
-        run, _task = await start_run(lambda: self.run_request(body), reader=self.inbox)
+        run = await start_run(lambda: self.run_request(body), reader=self.reader.inbox)
         return run, 0, True
 
     def run_request(self, body: bytes) -> RunRequest:
@@ -156,12 +156,7 @@ class UIResumeConsumer(UIStreamConsumer):
         # A chat never used (useChat's `resume: true` asks on every mount, new chats included)
         # has nothing to resume, like another user's chat of that id: 204, which says nothing.
         mine = conversations_for(request.user).filter(agent=spec.slug, session_key=chat_id)
-        active = Run.objects.filter(conversation__in=mine, status__in=Run.ACTIVE)
-        run = active.order_by("-status", "created_at").first()  # the running one first
-        if run is not None:
-            # Resuming never cancels on disconnect: only the request that started a run may ask that.
-            run.on_disconnect = "continue"
-        return run
+        return Run.objects.active().filter(conversation__in=mine).first()
 
 
 CHAT_REQUEST_SCHEMA = {

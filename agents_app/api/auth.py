@@ -10,7 +10,6 @@ import time
 from urllib.parse import urlparse
 
 from channels.auth import AuthMiddlewareStack
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
@@ -23,7 +22,7 @@ from rest_framework.settings import api_settings
 from tokens_app.auth import authenticate_key
 from tokens_app.models import ApiToken, token_still_usable
 
-from ..runs.sync import in_sync_thread
+from ..db import in_sync_thread
 from .throttles import check_throttles
 
 WS_SUBPROTOCOL = "agents.v1"
@@ -118,7 +117,7 @@ def origin_allowed(origin: str, host: str | None) -> bool:
     return validate_host(split_domain_port(host)[0], hosts)
 
 
-@database_sync_to_async
+@in_sync_thread
 def _token_for_key(key: str) -> ApiToken | None:
     try:
         return authenticate_key(key)

@@ -4,7 +4,7 @@ import asyncio
 import uuid
 
 from adrf.views import APIView as AsyncAPIView
-from asgiref.sync import async_to_sync
+from adrf.viewsets import GenericViewSet as AsyncGenericViewSet
 from django.http import JsonResponse
 from django.shortcuts import render
 from drf_spectacular.utils import extend_schema
@@ -14,12 +14,14 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..errors import ConversationBusy, NotFound
+from ..conversations import conversation_clear, conversation_delete
+from ..db import in_sync_thread
+from ..errors import NotFound
 from ..models import Conversation, Run
 from ..registry import all_specs
 from ..runs.cancel import cancel_run
 from ..runs.errors import UPSTREAM_ERROR_CODES
-from ..runs.read import refresh_liveness
+from ..runs.read import RunFollower, refresh_liveness
 from ..runs.start import start_run
 from ..runs.sweep import is_stale
 from ..selectors import agent_describe, conversations_for, run_events_after, runs_for
@@ -80,15 +82,15 @@ class AgentRunView(AsyncAPIView):
     async def post(self, request, slug: str):
         spec = spec_or_404(slug)
         data = parse_run_request(request)
-        run, task = await start_run(run_request(request.user, spec, data))
+        follower = RunFollower()
+        run = await start_run(run_request(request.user, spec, data), reader=follower.inbox)
         try:
-            await asyncio.shield(task)
+            run = await follower.wait(run, started=True)
         except asyncio.CancelledError:
             # The client went away; the run continues unless it asked otherwise.
             if data["on_disconnect"] == "cancel":
                 await cancel_run(run)
             raise
-        await run.arefresh_from_db()
         body = run_response(run, data.get("session_id"))
         if run.status in (Run.Status.FAILED, Run.Status.INTERRUPTED):
             body["error_code"] = run.error_code
@@ -118,9 +120,7 @@ class SessionHistoryView(AsyncAPIView):
     async def delete(self, request, slug: str, session_id: str):
         conversation = await self._conversation(request, slug, session_id)
         if conversation is not None:
-            if await conversation.runs.filter(status__in=Run.ACTIVE).aexists():
-                raise ConversationBusy("cannot clear a session while a run is active")
-            await DjangoSession(conversation).clear_session()
+            await in_sync_thread(conversation_clear)(conversation)
         return Response(status=204)
 
     @staticmethod
@@ -128,7 +128,7 @@ class SessionHistoryView(AsyncAPIView):
         if len(session_id) > 128:
             raise ValidationError({"session_id": ["at most 128 characters"]})
         mine = conversations_for(request.user).filter(agent=spec_or_404(slug).slug, session_key=session_id)
-        return await mine.afirst()
+        return await in_sync_thread(mine.first)()
 
 
 class RunCancelView(AsyncAPIView):
@@ -136,7 +136,7 @@ class RunCancelView(AsyncAPIView):
     async def post(self, request, pk):
         serializer = CancelRequestSerializer(data=request.data if isinstance(request.data, dict) else {})
         serializer.is_valid(raise_exception=True)
-        run = await runs_for(request.user).filter(pk=pk).afirst()
+        run = await in_sync_thread(runs_for(request.user).filter(pk=pk).first)()
         if run is None:
             raise NotFound(f"run {pk} not found")
         await refresh_liveness(run)
@@ -172,9 +172,7 @@ class ConversationViewSet(
         return Response(ConversationSerializer(conversation).data, status=201)
 
     def perform_destroy(self, instance):
-        if instance.runs.filter(status__in=Run.ACTIVE).exists():
-            raise ConversationBusy("cannot delete a conversation while a run is active")
-        instance.delete()
+        conversation_delete(instance)
 
     @action(detail=True, methods=["get"])
     def items(self, request, pk=None):
@@ -195,7 +193,10 @@ class EventPagination(Pagination):
     max_limit = 2000
 
 
-class RunViewSet(viewsets.ReadOnlyModelViewSet):
+class RunViewSet(mixins.ListModelMixin, AsyncGenericViewSet):
+    """The caller's runs. Reading one whose process died ends it first (`interrupted`), rather
+    than showing it `running` for ever: the engine does that, so the reads of one run are async."""
+
     serializer_class = RunSerializer
     lookup_value_regex = UUID_RE
 
@@ -217,26 +218,33 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
             qs = qs.filter(conversation=conversation)
         return qs
 
-    def get_object(self):
-        run = super().get_object()
+    async def live_object(self) -> Run:
+        run = await in_sync_thread(self.get_object)()
         if is_stale(run):  # its process died: it ends now, not `running` for ever
-            async_to_sync(refresh_liveness)(run)
+            await refresh_liveness(run)
         return run
 
+    async def retrieve(self, request, pk=None):
+        return Response(RunSerializer(await self.live_object()).data)
+
     @action(detail=True, methods=["get"], pagination_class=EventPagination)
-    def events(self, request, pk=None):
-        run = self.get_object()
+    async def events(self, request, pk=None):
+        run = await self.live_object()
         try:
             after = int(request.query_params.get("after", 0))
         except ValueError:
             raise ValidationError({"after": ["must be an integer"]}) from None
+        return await in_sync_thread(self.events_page)(run, after)
+
+    def events_page(self, run: Run, after: int) -> Response:
         page = self.paginate_queryset(run_events_after(run, after))
         return self.get_paginated_response(RunEventSerializer(page, many=True).data)
 
     @action(detail=True, methods=["get"])
-    def turn(self, request, pk=None):
+    async def turn(self, request, pk=None):
         """The run as the chat page shows it: input, steps, the answer as sanitized HTML, usage."""
-        return Response(turns_of([self.get_object()])[0])
+        run = await self.live_object()
+        return Response((await in_sync_thread(turns_of)([run]))[0])
 
 
 # Paths of the API and of the reference server's endpoints: a 404 there is JSON, elsewhere a page.

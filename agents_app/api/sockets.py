@@ -10,21 +10,22 @@ conversation: its runs continue that conversation, and on connect it streams the
 conversation's active runs, if any, from their first events.
 """
 
-import asyncio
 import json
 import math
+import uuid
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from rest_framework.exceptions import Throttled, ValidationError
 
+from ..db import in_sync_thread
 from ..errors import NotFound, ServiceError
 from ..logs import HEADER as REQUEST_ID_HEADER
 from ..logs import new_request_id
 from ..models import Conversation, Run
 from ..runs.cancel import cancel_on_disconnect, cancel_run
-from ..runs.read import Inbox, LayerChannel, RunCursor
+from ..runs.read import Batch, RunCursor, RunReader
+from ..runs.retry import OUTAGE_ERRORS
 from ..runs.start import start_run
 from ..selectors import runs_for
 from .auth import (
@@ -44,15 +45,15 @@ from .throttles import RUN_START, STREAM_OPEN, check_throttles, socket_caller
 
 MAX_MESSAGE_BYTES = 256 * 1024
 CLOSE_TRY_AGAIN_LATER = 1013  # the process has as many open streams as it takes
-TICK = 1.0  # seconds between the pump's idle checks
+CLOSE_INTERNAL_ERROR = 1011
 
 
 class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
-    """Live batches of every followed run reach one `Inbox`; a pump task writes them out."""
+    """The socket's `RunReader` follows every run it started or resumed and writes their events."""
 
     channel_layer_alias = NO_CHANNEL_LAYER  # see sse.NO_CHANNEL_LAYER
-    layer_channel: LayerChannel | None = None
-    token_watch: TokenWatch | None = None
+    reader: RunReader | None = None
+    user = None
 
     async def dispatch(self, message):
         """A client leaving needs no stale-connection check first (a trip to the sync thread):
@@ -65,15 +66,9 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
     async def connect(self):
         offered = dict(self.scope["headers"]).get(REQUEST_ID_HEADER.lower().encode(), b"")
         new_request_id(offered.decode("latin1"))  # the socket's: in the logs of the runs it starts
-        self.cursors: dict[str, RunCursor] = {}
+        # The runs started here with `on_disconnect=cancel`.
         self.cancel_on_disconnect: set[str] = set()
-        self.inbox = Inbox()
-        self.layer_channel = LayerChannel(self.inbox)
-        # Held while a cursor is read and its events are sent, so replays and live batches of
-        # one run never interleave.
-        self.lock = asyncio.Lock()
-        self.pump: asyncio.Task | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.reader = RunReader(self._write, on_fault=self._fault)
         offered = self.scope.get("subprotocols", [])
         await self.accept(subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None)
         if not self.scope.get("origin_ok"):
@@ -86,11 +81,11 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TRY_AGAIN_LATER)
         elif await self.bind(self.scope["user"]):
             self.user = self.scope["user"]
-            self.token_watch = TokenWatch.of(self.scope)
-            self.pump = asyncio.create_task(self._pump())
-            self._tick()
+            self.reader.token_watch = TokenWatch.of(self.scope)
+            self.reader.on_token_lost = self._token_lost
+            self.reader.start()
 
-    @database_sync_to_async
+    @in_sync_thread
     def _within_rate(self, scope: str) -> bool:
         try:
             check_throttles(socket_caller(self.scope), scope)
@@ -104,23 +99,19 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
         return True
 
     async def disconnect(self, code):
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.pump is not None:
-            self.pump.cancel()
-        for run_id, cursor in list(self.cursors.items()):
-            if not cursor.ended:
-                await cursor.unfollow(self.layer_channel)
-            if run_id in self.cancel_on_disconnect and not cursor.ended:
-                await cancel_on_disconnect(run_id)
-        if self.layer_channel is not None:
-            await self.layer_channel.close()
+        if self.reader is None:
+            return
+        for run_id in self.cancel_on_disconnect & set(self.reader.cursors):
+            await cancel_on_disconnect(run_id)
+        await self.reader.close()
 
     async def receive(self, text_data=None, bytes_data=None):
-        if not getattr(self, "user", None):
+        if self.user is None:
             return
         # Every request a message makes is made with a token still usable, not just at connect.
-        if not await self._token_usable(now=True):
+        watch = self.reader.token_watch
+        if watch is not None and not await watch.still_usable(now=True):
+            await self._token_lost()
             return
         try:
             if text_data is None or len(text_data) > MAX_MESSAGE_BYTES:
@@ -144,15 +135,18 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
             await self._error("invalid", first_message(exc.detail), fields=exc.detail)
         except Throttled as exc:
             await self._error("throttled", str(exc.detail), retry_after=math.ceil(exc.wait or 1))
+        except OUTAGE_ERRORS:
+            # Not the client's fault, and nothing was done: it may send the message again.
+            await self._error("unavailable", "the database is not available: try again shortly")
 
-    async def _token_usable(self, now: bool = False) -> bool:
-        """False (and the socket closed) once the API token that opened it is unusable."""
-        if self.token_watch is None or await self.token_watch.still_usable(now):
-            return True
+    async def _token_lost(self) -> None:
+        """The API token that opened the socket is revoked or expired: nothing more is taken."""
         await self._error("token_revoked", "the API token of this socket was revoked or expired")
-        self.user = None  # nothing more is taken from this socket
+        self.user = None
         await self.close(code=CLOSE_UNAUTHENTICATED)
-        return False
+
+    async def _fault(self) -> None:
+        await self.close(code=CLOSE_INTERNAL_ERROR)
 
     async def _run(self, message: dict) -> None:
         spec = spec_or_404(message.get("agent") or self.slug)
@@ -167,13 +161,10 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
             check_throttles(caller, RUN_START)
             return run_request(self.user, spec, data)
 
-        run, _task = await start_run(request, reader=self.inbox)
-        # Subscribed before its first event: nothing to replay.
-        run_id = str(run.pk)
-        self.cursors[run_id] = RunCursor(run_id, 0)
-        self.cursors[run_id].set_local(True)
+        run = await start_run(request, reader=self.reader.inbox)
+        self.reader.started(run.pk)
         if data["on_disconnect"] == "cancel":
-            self.cancel_on_disconnect.add(run_id)
+            self.cancel_on_disconnect.add(str(run.pk))
 
     async def _cancel(self, message: dict) -> None:
         run = await self._own_run(message.get("run_id"))
@@ -188,61 +179,24 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
             last = int(last)
         if not isinstance(last, int) or isinstance(last, bool) or last < 0:
             raise ServiceError("last_event_id must be a non-negative integer", field="last_event_id")
-        await self._follow(run, last)
+        await self.reader.follow(run, last)
 
     async def _own_run(self, run_id) -> Run:
         if not isinstance(run_id, str) or not run_id:
             raise ServiceError("run_id is required", field="run_id")
         try:
-            run = await runs_for(self.user).filter(pk=run_id).afirst()
-        except Exception:
-            run = None
+            uuid.UUID(run_id)
+        except ValueError:
+            raise NotFound(f"run {run_id} not found", run_id=run_id) from None
+        run = await in_sync_thread(runs_for(self.user).filter(pk=run_id).first)()
         if run is None:
             raise NotFound(f"run {run_id} not found", run_id=run_id)
         return run
 
-    async def _follow(self, run: Run, after: int) -> None:
-        run_id = str(run.pk)
-        async with self.lock:
-            old = self.cursors.get(run_id)
-            if old is not None and not old.ended:
-                # Resuming a run we already follow: start over from the requested point.
-                await old.unfollow(self.layer_channel)
-            cursor = self.cursors[run_id] = RunCursor(run_id, after)
-            await cursor.follow(run, self.layer_channel)
-            batch, ended = await cursor.replay()
-            await self._send_batch(cursor, batch, ended)
-
-    def _tick(self) -> None:
-        self.inbox.wake()
-        self.timer = asyncio.get_running_loop().call_later(TICK, self._tick)
-
-    async def _pump(self) -> None:
-        """Live batches as they come; gaps filled from the DB; DB polls of idle runs; and the
-        socket closed once the API token that opened it is revoked or expired."""
-        while True:
-            await self.inbox.wait()
-            if not await self._token_usable():
-                return
-            async with self.lock:
-                await self._catch_up(self.inbox.take(), self.inbox.take_lost())
-
-    async def _catch_up(self, messages: list[dict], lost: bool) -> None:
-        for run_id, cursor in list(self.cursors.items()):
-            if not cursor.ended:
-                mine = [m for m in messages if m["run_id"] == run_id]
-                batch, ended = await cursor.catch_up(mine, lost)
-                await self._send_batch(cursor, batch, ended)
-
-    async def _send_batch(self, cursor: RunCursor, batch, ended: bool) -> None:
+    async def _write(self, cursor: RunCursor, batch: Batch, ended: bool) -> None:
         for _seq, text in batch:
             await self.send(text_data=text)
         if ended:
-            await cursor.unfollow(self.layer_channel)
-            # A socket that stays open all day runs many runs: keep only the ones still going
-            # (a later `resume` of an ended run makes a new cursor).
-            if self.cursors.get(cursor.run_id) is cursor:
-                del self.cursors[cursor.run_id]
             self.cancel_on_disconnect.discard(cursor.run_id)
 
     async def _error(self, code: str, message: str, **extra) -> None:
@@ -262,15 +216,13 @@ class ConversationSocketConsumer(AgentSocketConsumer):
 
     async def bind(self, user) -> bool:
         conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
-        self.conversation = await Conversation.objects.filter(owner=user, pk=conversation_id).afirst()
+        self.conversation, active = await in_sync_thread(_conversation_and_runs)(user, conversation_id)
         if self.conversation is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return False
         self.slug = self.conversation.agent
-        # The running run first, then those queued behind it, in their order.
-        active = Run.objects.filter(conversation=self.conversation, status__in=Run.ACTIVE)
-        async for run in active.order_by("-status", "created_at"):
-            await self._follow(run, 0)
+        for run in active:
+            await self.reader.follow(run, 0)
         return True
 
     async def _run(self, message: dict) -> None:
@@ -293,3 +245,11 @@ class ConversationSocketConsumer(AgentSocketConsumer):
         if run.conversation_id != self.conversation.pk:
             raise NotFound(f"run {run_id} is not a run of this conversation", run_id=run_id)
         return run
+
+
+def _conversation_and_runs(user, conversation_id) -> tuple[Conversation | None, list[Run]]:
+    """The caller's conversation and its active runs in their order, or (None, [])."""
+    conversation = Conversation.objects.filter(owner=user, pk=conversation_id).first()
+    if conversation is None:
+        return None, []
+    return conversation, list(Run.objects.active().filter(conversation=conversation))

@@ -3,15 +3,11 @@
 The consumer never loops inside `handle()`: that would block its dispatch loop, and a client
 disconnect would only be seen when the server kills the consumer ~10 s later. Instead the
 response stays open while the dispatch loop keeps receiving (`http.disconnect` arrives the
-moment the client leaves), and a pump task writes the stream: live batches reach it through an
-`Inbox` (handed over by this process's journal, or by the stream's `LayerChannel` for a run
-of another process), and once a second it wakes to poll an idle run and send keep-alives.
+moment the client leaves), and the stream's `RunReader` (runs/read.py) writes it from its own
+task: live batches as they come, gaps and idle polls filled from the database, keep-alives.
 """
 
-import asyncio
 import json
-import logging
-import time
 from urllib.parse import parse_qs
 
 from channels.exceptions import StopConsumer
@@ -20,14 +16,14 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from rest_framework.exceptions import APIException, ValidationError
 
+from ..db import in_sync_thread
 from ..errors import NotFound, ServiceError
 from ..logs import HEADER as REQUEST_ID_HEADER
 from ..logs import new_request_id
 from ..models import Run
 from ..runs.cancel import cancel_on_disconnect
-from ..runs.read import Batch, Inbox, LayerChannel, RunCursor
+from ..runs.read import Batch, RunCursor, RunReader
 from ..runs.start import RunRequest, start_run
-from ..runs.sync import in_sync_thread
 from ..selectors import runs_for
 from .auth import TokenWatch, authenticated_request
 from .capacity import RETRY_AFTER, StreamPlace
@@ -36,14 +32,12 @@ from .errors import error_body, exception_handler
 from .serializers import EVENT_SETS, parse_run_request, run_request, spec_or_404
 from .throttles import RUN_START, STREAM_OPEN
 
-log = logging.getLogger(__name__)
-
 SSE_HEADERS = [
     (b"Content-Type", b"text/event-stream; charset=utf-8"),
     (b"Cache-Control", b"no-cache"),
     (b"X-Accel-Buffering", b"no"),
 ]
-MIN_TICK = 0.05  # seconds: the soonest the pump's idle check comes back
+KEEP_ALIVE = b": keep-alive\n\n"
 # An alias with no channel layer configured: Channels then gives the consumer no channel and no
 # receive task on it. A reader needs one only to follow a run of another process, and then makes
 # its own (`LayerChannel`), for as long as it follows that run.
@@ -66,11 +60,10 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
     streaming = True
 
     # Set once the request is complete; until then `_cleanup` has nothing to stop.
-    pump: asyncio.Task | None = None
-    timer: asyncio.TimerHandle | None = None
-    cursor: RunCursor | None = None
-    layer_channel: LayerChannel | None = None
-    token_watch: TokenWatch | None = None
+    reader: RunReader | None = None
+    # This request started the run and asked that its client leaving cancels it.
+    cancel_on_disconnect = False
+    ended = False
     cors_headers: list = []
     request_id = ""
     body_size = 0
@@ -110,8 +103,7 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
             await self._close()
         if message.get("more_body"):
             return
-        self.inbox = Inbox()
-        self.layer_channel = LayerChannel(self.inbox)
+        self.reader = RunReader(self._write, until_ended=True, on_fault=self._fault)
         if not await self._start(b"".join(self.body)):
             await self._close()
 
@@ -140,19 +132,22 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
         if opened is None:  # `open` answered the request itself
             return False
         self.run, after, fresh = opened
-        self.token_watch = TokenWatch.of(self.scope)
-        self.cursor = RunCursor(self.run.pk, after)
+        # Only the request that started a run may have its client's leaving cancel it.
+        self.cancel_on_disconnect = fresh and self.run.on_disconnect == "cancel"
+        reader = self.reader
+        reader.token_watch = TokenWatch.of(self.scope)
+        reader.on_token_lost = self._end_for_token
+        if self.streaming:
+            reader.keepalive, reader.idle = settings.SSE_KEEPALIVE_INTERVAL, self._keep_alive
         if fresh:  # subscribed before the run's first event: nothing to replay
-            self.cursor.set_local(True)
+            reader.started(self.run.pk)
             batch, ended = [], False
         else:
-            await self.cursor.follow(self.run, self.layer_channel)
-            batch, ended = await self.cursor.replay()
+            batch, ended = await reader.follow(self.run, after, write=False)
             if ended and not batch:
                 # Reconnect after the terminal event: nothing more will ever come.
                 await self.send_response(204, b"", headers=self.headers)
                 return False
-        self.last_send = time.monotonic()
         if self.streaming:
             await self.send_headers(status=200, headers=self.headers)
             await self._send(self.prologue() + self.frames(batch), ended)
@@ -160,15 +155,14 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
             await self._send(self.frames(batch), ended)
         if ended:
             return False
-        self.pump = asyncio.create_task(self._pump())
-        self._tick()
+        reader.start()
         return True
 
     async def open(self, body: bytes) -> tuple[Run, int, bool] | None:
-        """The run to stream, the seq to resume after, and whether the stream is already
-        subscribed to it from its first event (authentication is one trip to the database with
-        what the subclass does there: `authenticated_request`); None when it has answered the
-        request itself (`_json`)."""
+        """The run to stream, the seq to resume after, and whether this request started it (its
+        stream is then subscribed from its first event; authentication is one trip to the
+        database with what the subclass does there: `authenticated_request`); None when it has
+        answered the request itself (`_json`)."""
         raise NotImplementedError
 
     def prologue(self) -> bytes:
@@ -201,62 +195,28 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
             raise ValidationError({"last_event_id": ["must be a non-negative integer"]})
         return int(raw)
 
-    def _tick(self) -> None:
-        """Wake the pump for its idle duties, then again when the next one falls due (a poll or
-        a keep-alive): an idle stream of a local run wakes every SSE_KEEPALIVE_INTERVAL only."""
-        self.inbox.wake()
-        due = self.cursor.next_poll_at
+    async def _write(self, cursor: RunCursor, batch: Batch, ended: bool) -> None:
+        """The reader's writes: the run's new events. After the last, the response is complete:
+        the server then delivers `http.disconnect` (ASGI: to a receive pending once the response is
+        sent; daphne and uvicorn both do), and the consumer leaves through its dispatch loop."""
+        await self._send(self.frames(batch), ended)
+
+    async def _keep_alive(self) -> None:
+        await self._send(KEEP_ALIVE, False)
+
+    async def _fault(self) -> None:
+        """The reader failed (a bug): a cut stream, which the client can resume, or a 500 for an
+        answer not yet started, rather than a client left waiting."""
         if self.streaming:
-            due = min(due, self.last_send + settings.SSE_KEEPALIVE_INTERVAL)
-        if self.token_watch is not None:
-            due = min(due, self.token_watch.next_check_at)
-        delay = max(MIN_TICK, due - time.monotonic())
-        self.timer = asyncio.get_running_loop().call_later(delay, self._tick)
-
-    async def _pump(self) -> None:
-        """The only writer once the stream is open. A fault in it (a bug: the reads retry, the
-        translations are pure) ends the response rather than leaving the client waiting: a cut
-        stream, which the client can resume, or a 500 for an answer not yet started."""
-        try:
-            await self._pump_events()
-        except Exception:
-            log.exception("the stream of run %s failed", self.run.pk)
-            if self.timer is not None:
-                self.timer.cancel()
-            if self.streaming:
-                await self.send_body(b"", more_body=False)
-            else:
-                await self._refuse(500, error_body("server_error", "internal server error"))
-
-    async def _pump_events(self) -> None:
-        """Live batches, gaps and idle polls filled from the DB, keep-alives."""
-        cursor = self.cursor
-        while True:
-            await self.inbox.wait()
-            if self.token_watch is not None and not await self.token_watch.still_usable():
-                await self._end_for_token()
-                return
-            batch, ended = await cursor.catch_up(self.inbox.take(), self.inbox.take_lost())
-            data = self.frames(batch)
-            idle = time.monotonic() - self.last_send
-            if self.streaming and not data and not ended and idle >= settings.SSE_KEEPALIVE_INTERVAL:
-                data = b": keep-alive\n\n"
-            await self._send(data, ended)
-            if ended:
-                # The response is complete. The server now delivers `http.disconnect` (ASGI: to
-                # a receive pending once the response is sent; daphne and uvicorn both do), and
-                # the consumer leaves through the dispatch loop, which owns its life.
-                if self.timer is not None:
-                    self.timer.cancel()
-                return
+            await self.send_body(b"", more_body=False)
+        else:
+            await self._refuse(500, error_body("server_error", "internal server error"))
 
     async def _end_for_token(self) -> None:
         """The API token that opened this stream was revoked or expired: the stream ends as if
         its client had left (a run started with `on_disconnect=cancel` is cancelled); a client
         that reconnects gets the 401 that says why."""
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.run.on_disconnect == "cancel":
+        if self.cancel_on_disconnect:
             await cancel_on_disconnect(self.run.pk)
         if self.streaming:
             await self.send_body(b"", more_body=False)
@@ -265,12 +225,12 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
             await self._refuse(401, gone)
 
     async def _send(self, data: bytes, ended: bool) -> None:
+        self.ended = self.ended or ended
         if not self.streaming:
             if ended:
                 await self._json(*self.result())
             return
         if data or ended:
-            self.last_send = time.monotonic()
             await self.send_body(data, more_body=not ended)
 
     async def _close(self) -> None:
@@ -278,17 +238,11 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
         raise StopConsumer()
 
     async def _cleanup(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.pump is not None and self.pump is not asyncio.current_task():
-            self.pump.cancel()
-        if self.cursor is not None:
-            await self.cursor.unfollow(self.layer_channel)
-        if self.layer_channel is not None:
-            await self.layer_channel.close()
+        if self.reader is not None:
+            await self.reader.close()
 
     async def http_disconnect(self, message):
-        if self.cursor is not None and not self.cursor.ended and self.run.on_disconnect == "cancel":
+        if self.cancel_on_disconnect and not self.ended:
             await cancel_on_disconnect(self.run.pk)
         await self._cleanup()
         raise StopConsumer()
@@ -321,7 +275,7 @@ class AgentStreamConsumer(RunStreamConsumer):
 
     async def open(self, body):
         # Authentication, validation and the run's row in one trip to the database.
-        run, _task = await start_run(lambda: self.run_request(body), reader=self.inbox)
+        run = await start_run(lambda: self.run_request(body), reader=self.reader.inbox)
         return run, 0, True
 
     def run_request(self, body: bytes) -> RunRequest:
@@ -356,6 +310,4 @@ class RunJoinConsumer(RunStreamConsumer):
         run = runs_for(request.user).filter(pk=run_id).first()
         if run is None:
             raise NotFound(f"run {run_id} not found")
-        # Joining never cancels on disconnect: only the request that started a run may ask that.
-        run.on_disconnect = "continue"
         return run, after

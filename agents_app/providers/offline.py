@@ -14,11 +14,11 @@ from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
 from agents.models.interface import Model, ModelProvider, ModelTracing
 from agents.tracing import generation_span
 from agents.usage import Usage
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from openai.types.responses import Response
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 
+from ..db import in_sync_thread
 from . import responses_stream
 from .offline_intents import best_match, tool_requests
 from .offline_replies import Conversation, compose_text
@@ -169,7 +169,7 @@ async def structured_text(output_schema: AgentOutputSchemaBase, request: Offline
     if inspect.iscoroutinefunction(composer):
         value = await composer(request)
     else:
-        value = await sync_to_async(composer)(request)
+        value = await in_sync_thread(composer)(request)
     if hasattr(value, "model_dump"):
         value = value.model_dump(mode="json")
     # Non-object output types (list[str], int...) travel wrapped as {"response": value}.

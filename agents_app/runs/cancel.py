@@ -5,11 +5,12 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.utils import timezone
 
+from ..db import in_sync_thread
 from ..errors import RunNotActive, ServiceError
 from ..models import Run
+from . import layer
 from .engine import current_engine
 
 log = logging.getLogger(__name__)
@@ -34,36 +35,59 @@ async def cancel_on_disconnect(run_id: Any) -> None:
     memory when this process runs it, else through the database and the owner's channel."""
     if cancel_here(run_id):
         return
-    run = await Run.objects.aget(pk=run_id)
-    if run.is_active:
+    run = await in_sync_thread(Run.objects.filter(pk=run_id).first)()
+    if run is not None and run.is_active:
         await cancel_run(run)
 
 
 async def cancel_run(run: Run, mode: str = "immediate") -> Run:
     """Record a cancel request and signal the executor that owns the run, in whichever process."""
-    if mode not in CANCEL_MODES:
-        raise ServiceError("mode must be 'immediate' or 'after_turn'", field="mode")
-    if not run.is_active:
-        raise RunNotActive(f"run {run.pk} is already {run.status}", status=run.status)
+    _check(run, mode)
     now = timezone.now()
     # A run of this process cancelled immediately ends now and records the request itself (a
     # request already on record, e.g. an earlier `after_turn`, keeps its row as it is).
     if mode == "immediate" and run.cancel_requested_at is None and cancel_here(run.pk, now):
         run.cancel_requested_at, run.cancel_mode = now, mode
         return run
-    await Run.objects.filter(pk=run.pk).aupdate(cancel_requested_at=now, cancel_mode=mode)
-    run.cancel_requested_at, run.cancel_mode = now, mode
+    await in_sync_thread(_record)(run, now, mode)
     engine = current_engine()
     if engine is not None and engine.executor.cancel_local(run.pk, mode):
         return run
-    await run.arefresh_from_db(fields=["worker_channel", "status"])
     if run.worker_channel:
         try:
-            await get_channel_layer().send(
-                run.worker_channel, {"type": "run.cancel", "run_id": str(run.pk), "mode": mode}
-            )
+            await layer.send(run.worker_channel, _signal(run, mode))
         except Exception:
             log.warning("could not signal the cancel of run %s; its owner reads it from the database", run.pk)
     # A run of a dead process is ended by the stale sweep; the heartbeat loop of a live owner
     # also picks the request up from the database.
     return run
+
+
+def cancel_run_from_sync(run: Run, mode: str = "immediate") -> None:
+    """`cancel_run` for sync code (an admin action): the request recorded, and its owner, in
+    this process or another, signalled through the channel layer."""
+    _check(run, mode)
+    _record(run, timezone.now(), mode)
+    if run.worker_channel:
+        try:
+            layer.send_from_sync(run.worker_channel, _signal(run, mode))
+        except Exception:
+            log.warning("could not signal the cancel of run %s; its owner reads it from the database", run.pk)
+
+
+def _check(run: Run, mode: str) -> None:
+    if mode not in CANCEL_MODES:
+        raise ServiceError("mode must be 'immediate' or 'after_turn'", field="mode")
+    if not run.is_active:
+        raise RunNotActive(f"run {run.pk} is already {run.status}", status=run.status)
+
+
+def _record(run: Run, now: datetime, mode: str) -> None:
+    """The request on the run's row; `run` gets the row's owner and status as they are now."""
+    Run.objects.filter(pk=run.pk).update(cancel_requested_at=now, cancel_mode=mode)
+    run.refresh_from_db(fields=["worker_channel", "status"])
+    run.cancel_requested_at, run.cancel_mode = now, mode
+
+
+def _signal(run: Run, mode: str) -> dict:
+    return {"type": layer.CANCEL, "run_id": str(run.pk), "mode": mode}

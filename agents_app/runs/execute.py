@@ -16,6 +16,7 @@ from agents import Runner, trace
 from django.conf import settings
 
 from .. import metrics, providers
+from ..db import in_sync_thread
 from ..models import Conversation, Run
 from ..registry import AgentSpec
 from ..session import DjangoSession, MemoryWindow
@@ -231,7 +232,11 @@ async def _run_body(ctx: RunContext) -> Any:
     session = None
     if ctx.spec.uses_memory and run.conversation_id:
         cached = Run.conversation.is_cached(run)
-        conversation = run.conversation if cached else await Conversation.objects.aget(pk=run.conversation_id)
+        conversation = (
+            run.conversation
+            if cached
+            else await in_sync_thread(Conversation.objects.get)(pk=run.conversation_id)
+        )
         session = ctx.session = DjangoSession(
             conversation, empty=ctx.fresh_conversation, deferred=True, window=memory_window()
         )

@@ -9,19 +9,20 @@ runs of dead processes.
 import asyncio
 import contextvars
 import logging
+import uuid
 from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 from django.utils import timezone
 
 from .. import providers
+from ..db import in_sync_thread
 from ..logs import REQUEST_ID
 from ..models import Run
 from ..registry import AgentSpec
+from . import layer
 from .execute import RunContext, execute
 from .journal import Journal
 from .publish import Hub, Reader
@@ -48,13 +49,13 @@ class RunExecutor:
     def __init__(self, hub: Hub, journal: Journal) -> None:
         self.hub = hub
         self.journal = journal
-        self.layer = hub.layer
         self.turns = Turns()
         self.channel_name = ""
         self.contexts: dict[str, RunContext] = {}
         self.tasks: dict[str, asyncio.Task] = {}
         self._starting: asyncio.Future | None = None
         self._background: list[asyncio.Task] = []
+        self._pings: dict[str, asyncio.Future] = {}
 
     async def ensure_started(self) -> str:
         """Start the control and heartbeat loops once; returns the control channel's name."""
@@ -69,7 +70,7 @@ class RunExecutor:
         providers.configure_tracing()
         # Default prefix on purpose: channels_redis has one receive loop per process for all
         # process-local channels, and it only reads the list of the prefix its holder uses.
-        self.channel_name = await self.layer.new_channel()
+        self.channel_name = await layer.new_channel()
         self._background = [
             asyncio.create_task(self._control_loop(), name="executor-control"),
             asyncio.create_task(self._heartbeat_loop(), name="executor-heartbeat"),
@@ -131,7 +132,7 @@ class RunExecutor:
         failures = FailureLog()
         while True:
             try:
-                message = await self.layer.receive(self.channel_name)
+                message = await layer.receive(self.channel_name)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -140,16 +141,35 @@ class RunExecutor:
                 await asyncio.sleep(1)
                 continue
             failures.ok("the executor control channel")
-            if message.get("type") == "run.cancel":
+            kind = message.get("type")
+            if kind == layer.CANCEL:
                 self.cancel_local(message.get("run_id"), message.get("mode") or "immediate")
-            elif message.get("type") == "run.watch":
+            elif kind == layer.WATCH:
                 self.hub.watch(message.get("run_id"))
-            elif message.get("type") == "executor.stop":
+            elif kind == layer.PING:
+                answered = self._pings.get(message.get("token"))
+                if answered is not None and not answered.done():
+                    answered.set_result(None)
+            elif kind == layer.STOP:
                 return
+
+    async def check_layer(self) -> None:
+        """The channel layer carries a message to this executor's control channel and back into
+        its control loop (the readiness check): a round trip through the layer that takes no
+        receive of its own (channels_redis lets one receive of a process wait at a time, and the
+        control loop holds it). Raises if the layer refuses it; the caller bounds the wait."""
+        token = uuid.uuid4().hex
+        answered = self._pings[token] = asyncio.get_running_loop().create_future()
+        try:
+            await layer.send(self.channel_name, {"type": layer.PING, "token": token})
+            await answered
+        finally:
+            self._pings.pop(token, None)
 
     async def _heartbeat_loop(self) -> None:
         """Keep our runs' heartbeats fresh, pick up cancel requests whose signal was lost, and
-        now and then end runs of dead processes (the first time at once: at process start)."""
+        now and then end runs of dead processes (the first time at once: at process start). A
+        database that is away fails a beat or a sweep, which is tried again at the next one."""
         last_sweep = None
         loop = asyncio.get_running_loop()
         while True:
@@ -161,24 +181,17 @@ class RunExecutor:
                         log.warning("%d runs of stopped processes ended as interrupted", swept)
                 except Exception:
                     log.warning("stale-run sweep failed", exc_info=True)
-                    await sync_to_async(close_old_connections)()
             await asyncio.sleep(settings.RUN_HEARTBEAT_INTERVAL)
             ids = list(self.contexts)
             if not ids:
                 continue
             try:
-                await Run.objects.filter(pk__in=ids, status__in=Run.ACTIVE).aupdate(
-                    heartbeat_at=timezone.now()
-                )
-                requested = Run.objects.filter(pk__in=ids, cancel_requested_at__isnull=False)
-                async for run_id, mode in requested.values_list("pk", "cancel_mode"):
-                    self.cancel_local(run_id, mode or "immediate")
+                requested = await beat(ids)
             except Exception:
                 log.warning("heartbeat failed", exc_info=True)
-                # After a database restart the sync thread's connection stays broken until
-                # something closes it; without this the heartbeats would fail until the next
-                # request, and other processes' sweeps would take our live runs for dead.
-                await sync_to_async(close_old_connections)()
+                continue
+            for run_id, mode in requested:
+                self.cancel_local(run_id, mode or "immediate")
 
     async def shutdown(self, grace: float) -> None:
         """The serving process is stopping. Runs get `grace` seconds to finish on their own;
@@ -213,10 +226,18 @@ class RunExecutor:
         for task in others:
             task.cancel()
         try:
-            await self.layer.send(self.channel_name, {"type": "executor.stop"})
+            await layer.send(self.channel_name, {"type": layer.STOP})
         except Exception:
             # The layer is away (Redis down): the loop waits in a receive that cannot return.
             control.cancel()
         stopped, _ = await asyncio.wait([control], timeout=10)
         if not stopped:
             log.warning("executor control loop did not stop")
+
+
+@in_sync_thread
+def beat(run_ids: list[str]) -> list[tuple[Any, str]]:
+    """The runs' heartbeats set to now; returns the cancel requests recorded for them."""
+    Run.objects.filter(pk__in=run_ids, status__in=Run.ACTIVE).update(heartbeat_at=timezone.now())
+    requested = Run.objects.filter(pk__in=run_ids, cancel_requested_at__isnull=False)
+    return list(requested.values_list("pk", "cancel_mode"))

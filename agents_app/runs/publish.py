@@ -10,8 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from channels.layers import get_channel_layer
-
+from . import layer
 from .retry import FailureLog
 
 log = logging.getLogger(__name__)
@@ -20,20 +19,15 @@ log = logging.getLogger(__name__)
 Reader = Callable[[dict], None]
 
 
-def run_group(run_id: Any) -> str:
-    return f"run.{run_id}"
-
-
 def events_message(run_id: str, seqs: list[int], texts: list[str], terminal: bool) -> dict:
     """The message that wakes readers: encoded events plus their seqs, so nobody re-parses."""
-    return {"type": "run.events", "run_id": run_id, "events": texts, "seqs": seqs, "terminal": terminal}
+    return {"type": layer.EVENTS, "run_id": run_id, "events": texts, "seqs": seqs, "terminal": terminal}
 
 
 class Hub:
     """The runs this process executes and their local readers (one per event loop)."""
 
     def __init__(self) -> None:
-        self.layer = get_channel_layer()
         self.owned: set[str] = set()
         self.readers: dict[str, list[Reader]] = {}
         self.watched: set[str] = set()
@@ -80,7 +74,7 @@ class Hub:
         if key in self.owned and key not in self.watched:
             return
         try:
-            await self.layer.group_send(run_group(key), message)
+            await layer.group_send(layer.run_group(key), message)
         except Exception:
             # Readers fall back to the database; a lost wake-up costs latency, not data.
             self._failures.failed("could not publish events of run %s", key)

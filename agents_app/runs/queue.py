@@ -13,9 +13,9 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from ..db import in_sync_thread
 from ..models import Run
 from .execute import RunContext
-from .sync import in_sync_thread
 
 QUEUE_POLL = 0.5  # seconds between a queued run's checks for runs ended in other processes
 
@@ -62,9 +62,8 @@ class Turns:
 
 def _runs_ahead(run: Run) -> list[str]:
     """The conversation's active runs that come before this one, the running one first."""
-    ahead = Run.objects.filter(conversation_id=run.conversation_id, status__in=Run.ACTIVE).exclude(pk=run.pk)
-    ahead = ahead.filter(created_at__lte=run.created_at).order_by("-status", "created_at")
-    return [str(pk) for pk in ahead.values_list("pk", flat=True)]
+    ahead = Run.objects.active().filter(conversation_id=run.conversation_id, created_at__lte=run.created_at)
+    return [str(pk) for pk in ahead.exclude(pk=run.pk).values_list("pk", flat=True)]
 
 
 def _take_turn(run: Run) -> str:

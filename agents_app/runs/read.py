@@ -2,25 +2,26 @@
 
 A reader in the process that runs the run gets its batches handed over by the journal (an
 `Inbox`, no channel layer); a reader elsewhere joins the run's channel-layer group and asks the
-owning executor to publish there (`follow`). Every reader (SSE, WebSocket, `run_agent`) keeps a
+owning executor to publish there (`RunCursor.follow`). Each run a reader follows has a
 `RunCursor`, which de-duplicates by seq and fills any gap from the database, so a dropped message
-(full inbox or channel, lost wake-up) costs latency, never data.
+(full inbox or channel, lost wake-up) costs latency, never data. `RunReader` is the life of every
+reader (SSE responses, sockets, `RunFollower` for commands and for waiting on a run's end).
 """
 
 import asyncio
-import contextlib
 import logging
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 
+from ..db import in_sync_thread
 from ..models import Run, RunEvent
+from . import layer
 from .engine import current_engine, get_engine
 from .events import TERMINAL_TYPES, encode
-from .publish import run_group
 from .retry import FailureLog
 from .sweep import end_stale, is_stale
 
@@ -29,10 +30,10 @@ log = logging.getLogger(__name__)
 _layer_failures = FailureLog()
 
 Batch = list[tuple[int, str]]
-STOP = "reader.stop"  # the message that ends a `LayerChannel`'s receiving task
 DB_PAGE = 1000
 # How often an idle reader checks that its run's process is still alive (seconds).
 LIVENESS_EVERY = 30.0
+MIN_TICK = 0.05  # seconds: the soonest a reader's idle duties come back
 
 
 def runs_here(run_id: Any) -> bool:
@@ -45,8 +46,20 @@ async def refresh_liveness(run: Run) -> Run:
     """A run as it really is: an active run whose process died is ended `interrupted` first."""
     if is_stale(run) and not runs_here(run.pk):
         await end_stale(get_engine().journal, [(run.pk, run.agent)])
-        await run.arefresh_from_db()
+        await in_sync_thread(run.refresh_from_db)()
     return run
+
+
+@in_sync_thread
+def _events_after(run_id: str, last: int, check_terminal: bool) -> tuple[list, bool]:
+    """Up to DB_PAGE stored events after `last`, and (when there are none and `check_terminal`)
+    whether one at or before `last` is terminal."""
+    rows = RunEvent.objects.filter(run_id=run_id, seq__gt=last).order_by("seq")
+    page = list(rows.values_list("seq", "type", "data")[:DB_PAGE])
+    if page or not check_terminal:
+        return page, False
+    terminal = RunEvent.objects.filter(run_id=run_id, seq__lte=last, type__in=TERMINAL_TYPES)
+    return page, terminal.exists()
 
 
 class RunCursor:
@@ -67,30 +80,21 @@ class RunCursor:
         self._next_liveness = time.monotonic() + LIVENESS_EVERY
 
     async def replay(self, check_terminal: bool = True) -> tuple[Batch, bool]:
-        """Everything stored after `last` (call after subscribing to the group)."""
+        """Everything stored after `last` (call after `follow`)."""
         batch: Batch = []
         while True:
-            rows = RunEvent.objects.filter(run_id=self.run_id, seq__gt=self.last).order_by("seq")
-            page = [
-                (seq, type_, data)
-                async for seq, type_, data in rows.values_list("seq", "type", "data")[:DB_PAGE]
-            ]
+            page, ended_before = await _events_after(self.run_id, self.last, check_terminal and not batch)
             for seq, type_, data in page:
                 batch.append((seq, encode(data)))
                 self.last = seq
                 self.ended = self.ended or type_ in TERMINAL_TYPES
-            if len(page) < DB_PAGE or self.ended:
-                break
-        if check_terminal and not batch and not self.ended:
             # Nothing new: maybe the reader already has the terminal event (a reconnect after the end).
-            terminal = RunEvent.objects.filter(
-                run_id=self.run_id, seq__lte=self.last, type__in=TERMINAL_TYPES
-            )
-            self.ended = await terminal.aexists()
-        return batch, self.ended
+            self.ended = self.ended or ended_before
+            if len(page) < DB_PAGE or self.ended:
+                return batch, self.ended
 
     async def on_message(self, message: dict) -> tuple[Batch, bool]:
-        """A `run.events` group message: new events in order, gaps filled from the DB."""
+        """A `run.events` message: new events in order, gaps filled from the DB."""
         self._active()
         seqs = message["seqs"]
         if seqs and seqs[0] > self.last + 1:
@@ -102,13 +106,10 @@ class RunCursor:
             self.ended = True
         return batch, self.ended
 
-    def poll_due(self) -> bool:
-        return not self.ended and time.monotonic() >= self._next_poll
-
     @property
     def next_poll_at(self) -> float:
         """When the next poll falls due (time.monotonic() clock)."""
-        return self._next_poll
+        return math.inf if self.ended else self._next_poll
 
     async def poll(self) -> tuple[Batch, bool]:
         """When idle: pick up anything whose wake-up was lost; end if the run died silently."""
@@ -123,12 +124,10 @@ class RunCursor:
             return batch, ended
         self._backoff = min(self._backoff * 2, settings.SSE_KEEPALIVE_INTERVAL)
         self._next_poll = time.monotonic() + self._backoff
-        if time.monotonic() < self._next_liveness:
+        if time.monotonic() < self._next_liveness or runs_here(self.run_id):
             return [], False
         self._next_liveness = time.monotonic() + LIVENESS_EVERY
-        if runs_here(self.run_id):
-            return [], False  # this process runs it: alive by definition
-        run = await Run.objects.filter(pk=self.run_id).afirst()
+        run = await in_sync_thread(Run.objects.filter(pk=self.run_id).first)()
         if run is None:
             self.ended = True
             return [], True
@@ -148,11 +147,10 @@ class RunCursor:
             self.set_local(True)
             return
         self.set_local(False)
-        layer = get_channel_layer()
         try:
-            await layer.group_add(run_group(run.pk), await channel.open())
+            await layer.group_add(layer.run_group(run.pk), await channel.open())
             if run.is_active and run.worker_channel:
-                await layer.send(run.worker_channel, {"type": "run.watch", "run_id": str(run.pk)})
+                await layer.send(run.worker_channel, {"type": layer.WATCH, "run_id": str(run.pk)})
         except Exception:
             # The channel layer is away (Redis down): the reader polls the database instead.
             _layer_failures.failed("could not follow run %s through the channel layer", run.pk)
@@ -166,7 +164,7 @@ class RunCursor:
                 engine.hub.unsubscribe(self.run_id, channel.inbox)
         elif channel.name:
             try:
-                await get_channel_layer().group_discard(run_group(self.run_id), channel.name)
+                await layer.group_discard(layer.run_group(self.run_id), channel.name)
             except Exception:
                 # Redis is away; the membership expires with the group (channels_redis).
                 _layer_failures.failed("could not leave the group of run %s", self.run_id)
@@ -183,7 +181,7 @@ class RunCursor:
         if lost:
             more, _ended = await self.replay(check_terminal=False)
             batch += more
-        if self.poll_due():
+        if not self.ended and time.monotonic() >= self._next_poll:
             more, _ended = await self.poll()
             batch += more
         return batch, self.ended
@@ -202,14 +200,14 @@ class RunCursor:
 
 
 class Inbox:
-    """`run.events` messages for one reader, handed over by the executor or its consumer.
+    """`run.events` messages for one reader, handed over by the executor or its `LayerChannel`.
 
     Bounded like a channel (the layer's capacity): when the reader falls behind, further
     messages are dropped and `lost` is set; the reader then fills the gap from the database.
     """
 
     def __init__(self) -> None:
-        self.capacity = getattr(get_channel_layer(), "capacity", 100)
+        self.capacity = layer.capacity()
         self.lost = False
         self._messages: list[dict] = []
         self._waiter: asyncio.Future | None = None
@@ -262,9 +260,8 @@ class LayerChannel:
 
     async def open(self) -> str:
         if not self.name:
-            layer = get_channel_layer()
             self.name = await layer.new_channel()
-            self._receiver = asyncio.create_task(self._receive(layer))
+            self._receiver = asyncio.create_task(self._receive())
         return self.name
 
     async def close(self) -> None:
@@ -272,11 +269,11 @@ class LayerChannel:
         if receiver is None or receiver.done():
             return
         try:
-            await get_channel_layer().send(self.name, {"type": STOP})
+            await layer.send(self.name, {"type": layer.READER_STOP})
         except Exception:
             receiver.cancel()  # the layer is away: its receive is not waiting on Redis either
 
-    async def _receive(self, layer: Any) -> None:
+    async def _receive(self) -> None:
         while True:
             try:
                 message = await layer.receive(self.name)
@@ -287,41 +284,201 @@ class LayerChannel:
                 await asyncio.sleep(1.0)
                 continue
             _layer_failures.ok("receiving on the channel layer")
-            if message.get("type") == "run.events":
+            if message.get("type") == layer.EVENTS:
                 self.inbox(message)
-            elif message.get("type") == STOP:
+            elif message.get("type") == layer.READER_STOP:
                 return
+
+
+Write = Callable[[RunCursor, Batch, bool], Awaitable[None]]
+
+
+class RunReader:
+    """The life of a reader that writes runs' events to a client (an SSE response follows one
+    run, a socket any number): live batches of every run it follows come into one `Inbox`, and
+    one pump task writes them out in order, each run's gaps filled from the database. The pump
+    wakes when a batch comes and when an idle duty falls due: polling runs of other processes,
+    a keep-alive, re-checking the API token the client came with.
+
+    `write(cursor, batch, ended)` sends a run's new events; after a run's last, its cursor is
+    dropped. With `until_ended` the pump stops once every run it follows has ended (a reader of
+    one run). `keepalive`: `idle()` is awaited when nothing was written for that many seconds.
+    `token_watch`: once the client's API token is unusable, `on_token_lost()` and the pump stops.
+    A fault in the pump (a bug: reads retry, translations are pure) is logged and `on_fault()`
+    ends the client's stream rather than leaving it waiting."""
+
+    def __init__(
+        self,
+        write: Write,
+        *,
+        until_ended: bool = False,
+        on_fault: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.write = write
+        self.until_ended = until_ended
+        self.on_fault = on_fault
+        self.keepalive: float | None = None
+        self.idle: Callable[[], Awaitable[None]] | None = None
+        self.token_watch: Any = None
+        self.on_token_lost: Callable[[], Awaitable[None]] | None = None
+        self.inbox = Inbox()
+        self.channel = LayerChannel(self.inbox)
+        self.cursors: dict[str, RunCursor] = {}
+        self.last_write = time.monotonic()
+        # Held while a cursor is read and its events written: a replay and live batches of one
+        # run never interleave.
+        self.lock = asyncio.Lock()
+        self.pump: asyncio.Task | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def started(self, run_id: Any) -> RunCursor:
+        """A run started with this reader's inbox as its `reader` (subscribed before its first
+        event): followed from the start, nothing to replay."""
+        cursor = self.cursors[str(run_id)] = RunCursor(run_id, 0)
+        cursor.set_local(True)
+        return cursor
+
+    async def follow(self, run: Run, after: int = 0, write: bool = True) -> tuple[Batch, bool]:
+        """Follow a run from after `after`: its stored events (written unless `write` is False: the
+        caller writes them itself), then live. Following a run again starts over."""
+        key = str(run.pk)
+        async with self.lock:
+            old = self.cursors.pop(key, None)
+            if old is not None:
+                await old.unfollow(self.channel)
+            cursor = self.cursors[key] = RunCursor(key, after)
+            await cursor.follow(run, self.channel)
+            batch, ended = await cursor.replay()
+            if write:
+                await self._write(cursor, batch, ended)
+            elif ended:
+                await self._drop(cursor)
+        self._reschedule()
+        return batch, ended
+
+    def start(self) -> None:
+        """Start the pump (once the caller has written what it writes first)."""
+        self.last_write = time.monotonic()
+        self.pump = asyncio.create_task(self._pump())
+        self._reschedule()
+
+    async def close(self) -> None:
+        """Stop reading: the pump, its timer, every run's subscription and the channel."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.pump is not None and self.pump is not asyncio.current_task():
+            self.pump.cancel()
+        for cursor in list(self.cursors.values()):
+            await cursor.unfollow(self.channel)
+        self.cursors.clear()
+        await self.channel.close()
+
+    async def _write(self, cursor: RunCursor, batch: Batch, ended: bool) -> None:
+        if batch or ended:
+            self.last_write = time.monotonic()
+            await self.write(cursor, batch, ended)
+        if ended:
+            await self._drop(cursor)
+
+    async def _drop(self, cursor: RunCursor) -> None:
+        """A run that ended: its cursor goes (a socket open all day keeps only its live runs)."""
+        await cursor.unfollow(self.channel)
+        if self.cursors.get(cursor.run_id) is cursor:
+            del self.cursors[cursor.run_id]
+
+    def _reschedule(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.pump is not None:
+            self._tick(wake=False)
+
+    def _tick(self, wake: bool = True) -> None:
+        """Wake the pump for its idle duties, then again when the next one falls due: an idle
+        reader of a local run wakes every SSE_KEEPALIVE_INTERVAL only."""
+        if wake:
+            self.inbox.wake()
+        due = min((cursor.next_poll_at for cursor in self.cursors.values()), default=math.inf)
+        if self.keepalive is not None:
+            due = min(due, self.last_write + self.keepalive)
+        if self.token_watch is not None:
+            due = min(due, self.token_watch.next_check_at)
+        delay = min(max(MIN_TICK, due - time.monotonic()), settings.SSE_KEEPALIVE_INTERVAL)
+        self.timer = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    async def _pump(self) -> None:
+        try:
+            while await self._step():
+                pass
+        except Exception:
+            log.exception("a reader of runs %s failed", ", ".join(self.cursors) or "(none)")
+            if self.timer is not None:
+                self.timer.cancel()
+            if self.on_fault is not None:
+                await self.on_fault()
+        else:
+            if self.timer is not None:
+                self.timer.cancel()
+
+    async def _step(self) -> bool:
+        """One wake-up's work; False when the reading is over."""
+        await self.inbox.wait()
+        if self.token_watch is not None and not await self.token_watch.still_usable():
+            if self.on_token_lost is not None:
+                await self.on_token_lost()
+            return False
+        messages, lost = self.inbox.take(), self.inbox.take_lost()
+        async with self.lock:
+            for key, cursor in list(self.cursors.items()):
+                mine = messages if len(self.cursors) == 1 else [m for m in messages if m["run_id"] == key]
+                batch, ended = await cursor.catch_up(mine, lost)
+                await self._write(cursor, batch, ended)
+        if self.until_ended and not self.cursors:
+            return False
+        if self.idle is not None and time.monotonic() - self.last_write >= self.keepalive:
+            self.last_write = time.monotonic()
+            await self.idle()
+        return True
 
 
 class RunFollower:
-    """An async iterator over a run's events (for in-process readers such as commands)."""
+    """A run's events as an async iterator, for in-process readers (commands, and whoever waits
+    for a run's end): pass `inbox` as `start_run`'s reader to follow a run from its start."""
 
-    def __init__(self, run: Run, after: int = 0, idle_poll: float = 1.0) -> None:
-        self.run = run
-        self.cursor = RunCursor(run.pk, after)
-        self.idle_poll = idle_poll
-        self.inbox = Inbox()
-        self.channel = LayerChannel(self.inbox)
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self.reader = RunReader(self._put, until_ended=True)
 
-    async def __aenter__(self) -> "RunFollower":
-        await self.cursor.follow(self.run, self.channel)
-        return self
+    @property
+    def inbox(self) -> Inbox:
+        return self.reader.inbox
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.cursor.unfollow(self.channel)
-        await self.channel.close()
+    async def _put(self, cursor: RunCursor, batch: Batch, ended: bool) -> None:
+        for item in batch:
+            self._queue.put_nowait(item)
+        if ended:
+            self._queue.put_nowait(None)
 
-    async def events(self) -> AsyncIterator[tuple[int, str]]:
-        """(seq, json text) in seq order, each once, ending after the terminal event."""
-        batch, ended = await self.cursor.replay()
-        while True:
-            for item in batch:
+    async def events(self, run: Run, after: int = 0, started: bool = False) -> AsyncIterator[tuple[int, str]]:
+        """(seq, json text) in seq order, each once, ending after the terminal event; `started`:
+        the run was started with this follower's inbox."""
+        try:
+            if started:
+                self.reader.started(run.pk)
+            else:
+                await self.reader.follow(run, after)
+            self.reader.start()
+            while (item := await self._queue.get()) is not None:
                 yield item
-            if ended:
-                return
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
-            # lands as the wait ends, and a reader whose client left would go on reading.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.idle_poll):
-                    await self.inbox.wait()
-            batch, ended = await self.cursor.catch_up(self.inbox.take(), self.inbox.take_lost())
+        finally:
+            await self.reader.close()
+
+    async def wait(self, run: Run, started: bool = False) -> Run:
+        """The run, as stored once it has ended (its terminal event is read)."""
+        async for _item in self.events(run, started=started):
+            pass
+        return await in_sync_thread(Run.objects.get)(pk=run.pk)
+
+
+async def wait_for_end(run: Run) -> Run:
+    """Wait until a run (of any process) has ended; the run as stored then."""
+    return await RunFollower().wait(run)

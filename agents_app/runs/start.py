@@ -8,7 +8,6 @@ run's id), `enqueue` (the run waits for the runs before it, in order) or `interr
 runs are cancelled, then the new run starts).
 """
 
-import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import providers
+from ..db import in_sync_thread
 from ..errors import ConversationBusy, NotFound, RunNotActive, ServiceError, TooManyRuns
 from ..models import Conversation, Run
 from ..registry import AgentSpec
@@ -28,7 +28,6 @@ from .lifespan import start_engine
 from .publish import Reader
 from .read import refresh_liveness
 from .sweep import stale_cutoff
-from .sync import in_sync_thread
 
 IF_BUSY = ("reject", "enqueue", "interrupt")
 
@@ -52,10 +51,9 @@ class RunRequest:
     options: dict = field(default_factory=dict)
 
 
-async def start_run(
-    request: RunRequest | Callable[[], RunRequest], reader: Reader | None = None
-) -> tuple[Run, asyncio.Task]:
-    """Create a run and hand it to this process's executor; returns the Run and its task.
+async def start_run(request: RunRequest | Callable[[], RunRequest], reader: Reader | None = None) -> Run:
+    """Create a run and hand it to this process's executor; returns the Run (its end is waited
+    for by reading its events: `read.wait_for_end`, or a `RunReader`).
 
     `request` may also be a function that makes the request in the start's own trip to the
     database, so that a surface whose authentication needs the database (the SSE consumer)
@@ -71,10 +69,10 @@ async def start_run(
         if not await _swept(busy.extra.get("active_run_id")):
             raise
         request, run, fresh = await in_sync_thread(_admit)(request, worker)
-    task = engine.executor.launch(run, request.spec, reader=reader, fresh_conversation=fresh)
+    engine.executor.launch(run, request.spec, reader=reader, fresh_conversation=fresh)
     if request.if_busy == "interrupt" and run.status == Run.Status.QUEUED:
         await _cancel_others(run)
-    return run, task
+    return run
 
 
 def _admit(request: RunRequest | Callable[[], RunRequest], worker: str) -> tuple[RunRequest, Run, bool]:
@@ -87,7 +85,7 @@ def _admit(request: RunRequest | Callable[[], RunRequest], worker: str) -> tuple
 
 async def _swept(run_id: str | None) -> bool:
     """True if that run was active only because its process died (it is ended now)."""
-    run = await Run.objects.filter(pk=run_id).afirst() if run_id else None
+    run = await in_sync_thread(Run.objects.filter(pk=run_id).first)() if run_id else None
     if run is None or not run.is_active:
         return run is not None
     await refresh_liveness(run)
@@ -96,8 +94,8 @@ async def _swept(run_id: str | None) -> bool:
 
 async def _cancel_others(run: Run) -> None:
     """`interrupt`: the conversation's other active runs are cancelled; the new one is next."""
-    others = Run.objects.filter(conversation_id=run.conversation_id, status__in=Run.ACTIVE).exclude(pk=run.pk)
-    async for other in others:
+    others = Run.objects.active().filter(conversation_id=run.conversation_id).exclude(pk=run.pk)
+    for other in await in_sync_thread(list)(others):
         try:
             await cancel_run(other)
         except RunNotActive:
@@ -130,6 +128,9 @@ def create_run(request: RunRequest, worker: str, queue: bool = False) -> tuple[R
                 raise
             return run, fresh
     except IntegrityError:
+        if conversation is not None and not Conversation.objects.filter(pk=conversation.pk).exists():
+            # Deleted while this run was being inserted (conversations.conversation_delete).
+            raise NotFound(f"conversation {conversation.pk} not found") from None
         # Another start took the conversation a moment ago (one running run per conversation).
         if conversation is None or fresh or queue:
             raise
@@ -196,8 +197,7 @@ def _conversation(request: RunRequest) -> tuple[Conversation | None, bool]:
 
 
 def _active_run(conversation: Conversation) -> Run | None:
-    active = Run.objects.filter(conversation=conversation, status__in=Run.ACTIVE)
-    return active.order_by("-status", "created_at").first()  # the running one first
+    return Run.objects.active().filter(conversation=conversation).first()
 
 
 def _busy(conversation: Conversation, active: Run | None) -> ConversationBusy:

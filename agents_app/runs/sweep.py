@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from ..db import in_sync_thread
 from ..models import Run
 from .journal import COMMITTED, Journal, RunEnd
 
@@ -49,5 +50,10 @@ async def end_stale(journal: Journal, runs: list[tuple]) -> int:
 
 async def sweep_stale(journal: Journal) -> int:
     """End every stale active run (at process start and periodically)."""
-    runs = [run async for run in stale_runs(stale_cutoff()).values_list("pk", "agent")]
+    runs = await _stale_now()
     return await end_stale(journal, runs) if runs else 0
+
+
+@in_sync_thread
+def _stale_now() -> list[tuple]:
+    return list(stale_runs(stale_cutoff()).values_list("pk", "agent"))

@@ -131,7 +131,7 @@ class ChatCompletionsConsumer(RunStreamConsumer):
     translator: ChatTranslator
 
     async def open(self, body: bytes):
-        run, _task = await start_run(lambda: self.run_request(body), reader=self.inbox)
+        run = await start_run(lambda: self.run_request(body), reader=self.reader.inbox)
         self.translator = ChatTranslator(run, run.agent, self.options["include_usage"])
         return run, 0, True
 

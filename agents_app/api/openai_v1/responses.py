@@ -12,15 +12,14 @@ from urllib.parse import parse_qs
 
 import orjson
 from adrf.views import APIView as AsyncAPIView
-from asgiref.sync import sync_to_async
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response as DRFResponse
 
+from ...db import in_sync_thread
 from ...models import Run, RunEvent
 from ...runs.cancel import cancel_run
-from ...runs.read import Batch, RunFollower, refresh_liveness
+from ...runs.read import Batch, refresh_liveness, wait_for_end
 from ...runs.start import RunRequest, start_run
-from ...runs.sync import in_sync_thread
 from ...selectors import runs_for
 from ..auth import authenticated_request
 from ..sse import RunStreamConsumer
@@ -110,7 +109,7 @@ class ResponsesConsumer(ResponseStream):
     methods = ("POST",)
 
     async def open(self, body: bytes):
-        run, _task = await start_run(lambda: self.run_request(body), reader=self.inbox)
+        run = await start_run(lambda: self.run_request(body), reader=self.reader.inbox)
         self.translator = ResponseTranslator(run)
         if self.background and not self.streaming:
             # Answers at once; the run goes on, detached from this request.
@@ -189,7 +188,6 @@ class ResponseConsumer(ResponseStream):
                     400, "starting_after: the response's stream ends before that event", "starting_after"
                 )
         self.translator = ResponseTranslator(run)
-        run.on_disconnect = "continue"  # reading never cancels
         return None
 
 
@@ -199,7 +197,7 @@ class ResponseCancelView(OpenAIErrors, AsyncAPIView):
 
     @extend_schema(request=None, responses={200: dict})
     async def post(self, request, response_id: str):
-        run = await sync_to_async(own_run)(request.user, response_id)
+        run = await in_sync_thread(own_run)(request.user, response_id)
         await refresh_liveness(run)
         if not run.is_active:
             raise OpenAIError(
@@ -207,8 +205,7 @@ class ResponseCancelView(OpenAIErrors, AsyncAPIView):
             )
         await cancel_run(run)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CANCEL_WAIT), RunFollower(run) as follower:
-                async for _event in follower.events():
-                    pass
-        await run.arefresh_from_db()
-        return DRFResponse(as_json(await sync_to_async(translated)(run)))
+            async with asyncio.timeout(CANCEL_WAIT):
+                await wait_for_end(run)
+        await in_sync_thread(run.refresh_from_db)()
+        return DRFResponse(as_json(await in_sync_thread(translated)(run)))

@@ -36,12 +36,13 @@ class Command(BaseCommand):
             raise CommandError(f"run ended with status {status}")
 
     async def _run(self, spec, text, owner, session) -> str:
-        run, task = await start_run(RunRequest(user=owner, spec=spec, input=text, session_key=session))
+        follower = RunFollower()
+        run = await start_run(
+            RunRequest(user=owner, spec=spec, input=text, session_key=session), reader=follower.inbox
+        )
         status = "failed"
-        async with RunFollower(run) as follower:
-            async for _seq, raw in follower.events():
-                status = self._show(json.loads(raw)) or status
-        await task
+        async for _seq, raw in follower.events(run, started=True):
+            status = self._show(json.loads(raw)) or status
         await close_engine()
         return status
 

@@ -35,11 +35,10 @@ class Command(BaseCommand):
         self.stderr.write(f"[report {report.pk} stored · run {report.run_id}]")
 
     async def _research(self, owner, question: str) -> int:
-        run, report, task = await research_start(user=owner, query=question)
-        async with RunFollower(run) as follower:
-            async for _seq, raw in follower.events():
-                self._show(json.loads(raw))
-        await asyncio.gather(task, return_exceptions=True)
+        follower = RunFollower()
+        run, report = await research_start(user=owner, query=question, reader=follower.inbox)
+        async for _seq, raw in follower.events(run, started=True):
+            self._show(json.loads(raw))
         await close_engine()
         return report.pk
 
