@@ -87,7 +87,7 @@ class OfflineModel(Model):
             delay = settings.OFFLINE_MODEL_DELAY
             for event in responses_stream.stream_events(response):
                 yield event
-                if event.type in ("response.output_text.delta", "response.function_call_arguments.delta"):
+                if event.type in (responses_stream.TEXT_DELTA, responses_stream.ARGUMENTS_DELTA):
                     # sleep(0) still yields, so cancellation and other runs get a turn between deltas.
                     await asyncio.sleep(delay)
             _record_span(span, tracing, input, response)

@@ -30,6 +30,16 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
+# The stream events that carry text or arguments as the model produces them.
+TEXT_DELTA = "response.output_text.delta"
+REFUSAL_DELTA = "response.refusal.delta"
+REASONING_SUMMARY_DELTA = "response.reasoning_summary_text.delta"
+REASONING_TEXT_DELTA = "response.reasoning_text.delta"
+ARGUMENTS_DELTA = "response.function_call_arguments.delta"
+TEXT_DELTAS = frozenset({TEXT_DELTA, REFUSAL_DELTA})  # the answer's text
+REASONING_DELTAS = frozenset({REASONING_SUMMARY_DELTA, REASONING_TEXT_DELTA})
+DELTAS = TEXT_DELTAS | REASONING_DELTAS | {ARGUMENTS_DELTA}
+
 OutputItem = ResponseOutputMessage | ResponseFunctionToolCall
 
 

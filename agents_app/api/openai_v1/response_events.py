@@ -31,7 +31,7 @@ from openai.types.responses import (
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 from ...models import Run
-from ...runs.events import TEXT_DELTA
+from ...providers.responses_stream import TEXT_DELTA
 
 PREFIX = "resp_"
 STATUS = {
