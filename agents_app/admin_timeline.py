@@ -6,13 +6,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .providers.responses_stream import (
+    ARGUMENTS_DELTA,
+    REASONING_SUMMARY_DELTA,
+    REASONING_TEXT_DELTA,
+    REFUSAL_DELTA,
+    TEXT_DELTA,
+)
+
 # Deltas of one item fold into one row, labelled with what the assembled text is.
 DELTA_KINDS = {
-    "response.output_text.delta": "text",
-    "response.refusal.delta": "refusal",
-    "response.reasoning_summary_text.delta": "reasoning",
-    "response.reasoning_text.delta": "reasoning",
-    "response.function_call_arguments.delta": "arguments",
+    TEXT_DELTA: "text",
+    REFUSAL_DELTA: "refusal",
+    REASONING_SUMMARY_DELTA: "reasoning",
+    REASONING_TEXT_DELTA: "reasoning",
+    ARGUMENTS_DELTA: "arguments",
 }
 CALL_KINDS = {"tool_called": "tool call", "handoff_requested": "handoff requested"}
 CLIP_AT = 500  # characters of a tool output or final output shown; the raw JSON has them all

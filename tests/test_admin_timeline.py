@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from agents_app.admin_timeline import CLIP_AT, build_rows
 from agents_app.models import Run, RunEvent
-from agents_app.runs.events import TEXT_DELTA
+from agents_app.providers.responses_stream import TEXT_DELTA
 
 pytestmark = pytest.mark.django_db
 

@@ -6,8 +6,9 @@ import time
 
 import jsonschema
 import pytest
-from agents import Agent, AgentOutputSchema, Runner
-from pydantic import BaseModel, Field, TypeAdapter
+from agents import Agent, AgentOutputSchema, ModelBehaviorError, Runner
+from agents.agent_output import AgentOutputSchemaBase
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
 
 from agents_app.ai_agents.assistant import build_assistant_agent
 from agents_app.ai_agents.chat import build_chat_agent
@@ -162,6 +163,59 @@ async def test_non_object_output_types_are_wrapped_correctly():
     agent = Agent(name="Lister", instructions="List ideas.", output_type=list[str])
     result = await Runner.run(agent, "ideas for a picnic", run_config=run_config())
     assert isinstance(result.final_output, list) and all(isinstance(s, str) for s in result.final_output)
+
+
+class Picnic(BaseModel):
+    place: str
+    guests: int
+
+
+class KeyedOutput(AgentOutputSchemaBase):
+    """An app's own output schema (the SDK takes any): every type, object or not, travels as `key`."""
+
+    def __init__(self, output_type, key: str = "result"):
+        self.key, self.type_name = key, AgentOutputSchema(output_type).name()
+        self.model = create_model("Keyed", **{key: (output_type, ...)})
+
+    def is_plain_text(self) -> bool:
+        return False
+
+    def name(self) -> str:
+        return self.type_name
+
+    def json_schema(self) -> dict:
+        return self.model.model_json_schema()
+
+    def is_strict_json_schema(self) -> bool:
+        return False
+
+    def validate_json(self, json_str: str):
+        try:
+            return getattr(self.model.model_validate_json(json_str), self.key)
+        except ValidationError as error:
+            raise ModelBehaviorError(str(error)) from error
+
+
+@pytest.mark.parametrize(
+    ("output_schema", "composed", "expected"),
+    [
+        (AgentOutputSchema(list[str]), ["tent", "kite"], ["tent", "kite"]),
+        (AgentOutputSchema(list[str]), {"response": ["tent"]}, ["tent"]),
+        (AgentOutputSchema(int), 7, 7),
+        (AgentOutputSchema(Picnic), Picnic(place="park", guests=4), Picnic(place="park", guests=4)),
+        (KeyedOutput(list[str]), ["tent", "kite"], ["tent", "kite"]),
+        (KeyedOutput(int), 7, 7),
+        (KeyedOutput(Picnic), Picnic(place="park", guests=4), Picnic(place="park", guests=4)),
+    ],
+)
+async def test_composed_outputs_are_wrapped_as_the_output_schema_says(output_schema, composed, expected):
+    register_structured_composer(output_schema.name(), lambda request: composed)
+    try:
+        agent = Agent(name="Picnic", instructions="Plan a picnic.", output_type=output_schema)
+        result = await Runner.run(agent, "a picnic", run_config=run_config())
+    finally:
+        unregister_structured_composer(output_schema.name())
+    assert result.final_output == expected
 
 
 @pytest.fixture

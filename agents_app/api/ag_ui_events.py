@@ -35,8 +35,7 @@ from ag_ui.core import (
     ToolCallStartEvent,
 )
 
-TEXT_DELTAS = frozenset({"response.output_text.delta", "response.refusal.delta"})
-REASONING_DELTAS = frozenset({"response.reasoning_summary_text.delta", "response.reasoning_text.delta"})
+from ..providers.responses_stream import REASONING_DELTAS, TEXT_DELTAS
 
 
 class AgUiTranslator:

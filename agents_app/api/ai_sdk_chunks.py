@@ -10,10 +10,9 @@ from typing import Any
 
 import orjson
 
+from ..providers.responses_stream import REASONING_DELTAS, TEXT_DELTAS
 from ..runs.read import Batch
 
-TEXT_DELTAS = frozenset({"response.output_text.delta", "response.refusal.delta"})
-REASONING_DELTAS = frozenset({"response.reasoning_summary_text.delta", "response.reasoning_text.delta"})
 DONE = b"data: [DONE]\n\n"
 
 

@@ -87,7 +87,7 @@ class OfflineModel(Model):
             delay = settings.OFFLINE_MODEL_DELAY
             for event in responses_stream.stream_events(response):
                 yield event
-                if event.type in ("response.output_text.delta", "response.function_call_arguments.delta"):
+                if event.type in (responses_stream.TEXT_DELTA, responses_stream.ARGUMENTS_DELTA):
                     # sleep(0) still yields, so cancellation and other runs get a turn between deltas.
                     await asyncio.sleep(delay)
             _record_span(span, tracing, input, response)
@@ -172,10 +172,20 @@ async def structured_text(output_schema: AgentOutputSchemaBase, request: Offline
         value = await in_sync_thread(composer)(request)
     if hasattr(value, "model_dump"):
         value = value.model_dump(mode="json")
-    # Non-object output types (list[str], int...) travel wrapped as {"response": value}.
-    if getattr(output_schema, "_is_wrapped", False) and not (isinstance(value, dict) and "response" in value):
-        value = {"response": value}
-    return json.dumps(value, ensure_ascii=False)
+    return json.dumps(wrapped_for_schema(output_schema.json_schema(), value), ensure_ascii=False)
+
+
+def wrapped_for_schema(schema: dict[str, Any], value: Any) -> Any:
+    """`value`, or `value` as the one property of an object when the schema wants that.
+
+    The SDK's output schema wraps a type that is not an object (list[str], int...) as
+    {"response": value}; an app's own schema may wrap under another key. The schema says which.
+    (Not `validate_json()` to try both: a failed try marks the current trace span as an error.)"""
+    properties = schema.get("properties") or {}
+    if schema.get("type") != "object" or len(properties) != 1 or schema.get("required") != list(properties):
+        return value
+    [key] = properties
+    return value if isinstance(value, dict) and key in value else {key: value}
 
 
 def _record_span(span: Any, tracing: ModelTracing, input: Any, response: Response) -> None:

@@ -8,20 +8,13 @@ import orjson
 from agents import ItemHelpers
 from agents.stream_events import AgentUpdatedStreamEvent, RawResponsesStreamEvent, RunItemStreamEvent
 
+from ..providers.responses_stream import DELTAS
+from ..providers.responses_stream import TEXT_DELTA as TEXT_DELTA  # runs/execute.py imports it here
+
 # Raw model events worth sending: the ones that carry text or arguments as they are produced.
 # The rest (created, in_progress, part added...) only restate what run_item events say.
-RAW_EVENT_TYPES = frozenset(
-    {
-        "response.output_text.delta",
-        "response.refusal.delta",
-        "response.reasoning_summary_text.delta",
-        "response.reasoning_text.delta",
-        "response.function_call_arguments.delta",
-        "response.completed",
-    }
-)
+RAW_EVENT_TYPES = DELTAS | {"response.completed"}
 TERMINAL_TYPES = frozenset({"stream_complete", "error"})
-TEXT_DELTA = "response.output_text.delta"
 # A run's first output, which its client waits for: the journal writes it without delay.
 FIRST_OUTPUT_TYPES = frozenset({"raw_response", "run_item"})
 

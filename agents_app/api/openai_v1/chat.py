@@ -17,8 +17,8 @@ from openai.types.chat import chat_completion as completion_types
 from openai.types.chat import chat_completion_chunk as chunk_types
 
 from ...models import Run
+from ...providers.responses_stream import TEXT_DELTA
 from ...runs.errors import UPSTREAM_ERROR_CODES
-from ...runs.events import TEXT_DELTA
 from ...runs.read import Batch
 from ...runs.start import RunRequest, start_run
 from ..auth import authenticated_request

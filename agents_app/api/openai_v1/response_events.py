@@ -9,29 +9,10 @@ from its first event gives the same events with the same sequence numbers: that 
 import uuid
 from typing import Any
 
-from openai.types.responses import (
-    Response,
-    ResponseCompletedEvent,
-    ResponseContentPartAddedEvent,
-    ResponseContentPartDoneEvent,
-    ResponseCreatedEvent,
-    ResponseError,
-    ResponseFailedEvent,
-    ResponseIncompleteEvent,
-    ResponseInProgressEvent,
-    ResponseOutputItemAddedEvent,
-    ResponseOutputItemDoneEvent,
-    ResponseOutputMessage,
-    ResponseOutputText,
-    ResponseQueuedEvent,
-    ResponseTextDeltaEvent,
-    ResponseTextDoneEvent,
-    ResponseUsage,
-)
-from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
+from openai.types.responses import Response, ResponseError, ResponseOutputMessage, ResponseUsage
 
 from ...models import Run
-from ...runs.events import TEXT_DELTA
+from ...providers.responses_stream import TEXT_DELTA, StreamEvents, message_item, usage
 
 PREFIX = "resp_"
 STATUS = {
@@ -58,13 +39,9 @@ def run_id_of(value: str) -> uuid.UUID | None:
         return None
 
 
-def usage_of(usage: dict) -> ResponseUsage:
-    return ResponseUsage(
-        input_tokens=usage.get("input_tokens", 0),
-        output_tokens=usage.get("output_tokens", 0),
-        total_tokens=usage.get("total_tokens", 0),
-        input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
-        output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+def usage_of(run_usage: dict) -> ResponseUsage:
+    return usage(
+        run_usage.get("input_tokens", 0), run_usage.get("output_tokens", 0), run_usage.get("total_tokens", 0)
     )
 
 
@@ -76,18 +53,18 @@ class ResponseTranslator:
         self.run = run
         self.options = run.options or {}
         self.status = STATUS[run.status]
-        self.output: list[ResponseOutputMessage] = []
-        self.text: list[str] = []  # of the open message (the last of `output`)
-        self.open = False
+        self.output: list[ResponseOutputMessage] = []  # the messages done
+        self.open_id: str | None = None  # of the message being written, after those
+        self.text: list[str] = []  # of the open message
         self.usage: ResponseUsage | None = None
         self.error: ResponseError | None = None
-        self.sequence = -1
+        self.events = StreamEvents()
         self.created = False
 
     def response(self) -> Response:
         output = list(self.output)
-        if self.open:
-            output[-1] = self._message(output[-1].id, "".join(self.text), "in_progress")
+        if self.open_id is not None:
+            output.append(message_item("".join(self.text), self.open_id, "in_progress"))
         return Response(
             id=response_id(self.run.pk),
             object="response",
@@ -114,17 +91,17 @@ class ResponseTranslator:
         if not self.created and kind in ("run_queued", "run_started"):
             self.created = True
             self.status = "queued" if kind == "run_queued" else "in_progress"
-            out.append(self._event(ResponseCreatedEvent, "response.created", response=self.response()))
+            out.append(self._response_event("response.created"))
             if kind == "run_queued":
-                out.append(self._event(ResponseQueuedEvent, "response.queued", response=self.response()))
+                out.append(self._response_event("response.queued"))
                 return out
         if kind == "run_started":
             self.status = "in_progress"
-            out.append(self._event(ResponseInProgressEvent, "response.in_progress", response=self.response()))
+            out.append(self._response_event("response.in_progress"))
         elif kind == "raw_response" and event.get("event_type") == TEXT_DELTA:
             out += self._delta(event)
         elif kind == "run_item" and event.get("name") == "message_output_created":
-            if not self.open:  # a message whose text was not streamed
+            if self.open_id is None:  # a message whose text was not streamed
                 out += self._open(None)
             self.text = [event.get("content") or ""]
             out += self._close()
@@ -132,93 +109,44 @@ class ResponseTranslator:
             out += self._end(event)
         return out
 
-    def _event(self, cls: type, kind: str, **fields: Any) -> Any:
-        self.sequence += 1
-        return cls(type=kind, sequence_number=self.sequence, **fields)
-
-    def _where(self) -> dict:
-        return {"item_id": self.output[-1].id, "output_index": len(self.output) - 1, "content_index": 0}
-
-    @staticmethod
-    def _message(item_id: str, text: str, status: str) -> ResponseOutputMessage:
-        content = [ResponseOutputText(type="output_text", text=text, annotations=[], logprobs=[])]
-        return ResponseOutputMessage(
-            id=item_id, type="message", role="assistant", status=status, content=content
-        )
+    def _response_event(self, kind: str) -> Any:
+        return self.events.response_event(kind, self.response())
 
     def _open(self, item_id: str | None) -> list[Any]:
-        item_id = item_id or f"msg_{self.run.pk.hex[:24]}{len(self.output):08d}"
-        started = ResponseOutputMessage(
-            id=item_id, type="message", role="assistant", status="in_progress", content=[]
-        )
-        self.output.append(started)
-        self.open, self.text = True, []
-        part = ResponseOutputText(type="output_text", text="", annotations=[], logprobs=[])
-        return [
-            self._event(
-                ResponseOutputItemAddedEvent,
-                "response.output_item.added",
-                item=started,
-                output_index=len(self.output) - 1,
-            ),
-            self._event(
-                ResponseContentPartAddedEvent, "response.content_part.added", part=part, **self._where()
-            ),
-        ]
+        self.open_id = item_id or f"msg_{self.run.pk.hex[:24]}{len(self.output):08d}"
+        self.text = []
+        return self.events.message_added(self.open_id, len(self.output))
 
     def _delta(self, event: dict) -> list[Any]:
         out = []
         item_id = event.get("item_id")
-        if self.open and item_id and item_id != self.output[-1].id:
+        if self.open_id is not None and item_id and item_id != self.open_id:
             out += self._close()
-        if not self.open:
+        if self.open_id is None:
             out += self._open(item_id)
         self.text.append(event["delta"])
-        out.append(
-            self._event(
-                ResponseTextDeltaEvent,
-                "response.output_text.delta",
-                delta=event["delta"],
-                logprobs=[],
-                **self._where(),
-            )
-        )
+        out.append(self.events.text_delta(self.open_id, len(self.output), event["delta"]))
         return out
 
     def _close(self) -> list[Any]:
-        text = "".join(self.text)
-        item = self._message(self.output[-1].id, text, "completed")
-        self.output[-1], self.open = item, False
-        where = self._where()
-        return [
-            self._event(ResponseTextDoneEvent, "response.output_text.done", text=text, logprobs=[], **where),
-            self._event(
-                ResponseContentPartDoneEvent, "response.content_part.done", part=item.content[0], **where
-            ),
-            self._event(
-                ResponseOutputItemDoneEvent,
-                "response.output_item.done",
-                item=item,
-                output_index=where["output_index"],
-            ),
-        ]
+        item = message_item("".join(self.text), self.open_id)
+        self.output.append(item)
+        self.open_id = None
+        return self.events.message_done(item, len(self.output) - 1)
 
     def _end(self, event: dict) -> list[Any]:
-        out = self._close() if self.open else []
+        out = self._close() if self.open_id is not None else []
         if event["type"] == "error":
             self.status = "failed"
             code = "rate_limit_exceeded" if event.get("code") == "model_rate_limited" else "server_error"
             self.error = ResponseError(code=code, message=f"{event.get('code')}: {event.get('message')}")
-            return [*out, self._event(ResponseFailedEvent, "response.failed", response=self.response())]
+            return [*out, self._response_event("response.failed")]
         self.usage = usage_of(event.get("usage") or {})
         if event.get("status") == "cancelled":
             self.status = "cancelled"
-            return [
-                *out,
-                self._event(ResponseIncompleteEvent, "response.incomplete", response=self.response()),
-            ]
+            return [*out, self._response_event("response.incomplete")]
         self.status = "completed"
-        return [*out, self._event(ResponseCompletedEvent, "response.completed", response=self.response())]
+        return [*out, self._response_event("response.completed")]
 
 
 def sse_frame(event: Any) -> bytes:

@@ -183,7 +183,7 @@ class ResponseConsumer(ResponseStream):
             if not raw.isdigit():
                 raise OpenAIError(400, "starting_after: must be a non-negative integer", "starting_after")
             self.starting_after = int(raw)
-            if not run.is_active and self.starting_after > translated(run).sequence:
+            if not run.is_active and self.starting_after > translated(run).events.sequence:
                 raise OpenAIError(
                     400, "starting_after: the response's stream ends before that event", "starting_after"
                 )

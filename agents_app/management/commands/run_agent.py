@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from agents_app.api.serializers import validate_run_input
+from agents_app.providers.responses_stream import TEXT_DELTA
 from agents_app.registry import all_specs, get_spec
 from agents_app.runs.engine import close_engine
 from agents_app.runs.read import RunFollower
@@ -51,7 +52,7 @@ class Command(BaseCommand):
         err = self.stderr
         if kind == "run_started":
             err.write(f"[run {event['run_id']} · {event['provider']}/{event['model']}]")
-        elif kind == "raw_response" and event.get("event_type") == "response.output_text.delta":
+        elif kind == "raw_response" and event.get("event_type") == TEXT_DELTA:
             self.stdout.write(event["delta"], ending="")
             self.stdout.flush()
         elif kind == "agent_updated":
