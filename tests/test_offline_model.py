@@ -208,6 +208,7 @@ class KeyedOutput(AgentOutputSchemaBase):
         (KeyedOutput(Picnic), Picnic(place="park", guests=4), Picnic(place="park", guests=4)),
     ],
 )
+@pytest.mark.django_db  # a composer may use the ORM: it runs through the database helper
 async def test_composed_outputs_are_wrapped_as_the_output_schema_says(output_schema, composed, expected):
     register_structured_composer(output_schema.name(), lambda request: composed)
     try:

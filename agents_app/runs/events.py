@@ -9,7 +9,6 @@ from agents import ItemHelpers
 from agents.stream_events import AgentUpdatedStreamEvent, RawResponsesStreamEvent, RunItemStreamEvent
 
 from ..providers.responses_stream import DELTAS
-from ..providers.responses_stream import TEXT_DELTA as TEXT_DELTA  # runs/execute.py imports it here
 
 # Raw model events worth sending: the ones that carry text or arguments as they are produced.
 # The rest (created, in_progress, part added...) only restate what run_item events say.

@@ -18,10 +18,11 @@ from django.conf import settings
 from .. import metrics, providers
 from ..db import in_sync_thread
 from ..models import Conversation, Run
+from ..providers.responses_stream import TEXT_DELTA
 from ..registry import AgentSpec
 from ..session import DjangoSession, MemoryWindow
 from .errors import JOURNAL_FAILED, RunTimeout, error_code
-from .events import FIRST_OUTPUT_TYPES, TEXT_DELTA, final_output_json, translate
+from .events import FIRST_OUTPUT_TYPES, final_output_json, translate
 from .journal import REFUSED, Journal, RunEnd
 
 log = logging.getLogger(__name__)
