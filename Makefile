@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-fast lint
+.PHONY: install demo test test-fast lint bench
 
 $(BIN)/.installed: requirements.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test: install $(NODE_DEPS)
 # Without the browser tests (they need Chromium: apt-get install chromium).
 test-fast: install $(NODE_DEPS)
 	$(BIN)/python -m pytest -m "not browser"
+
+# Throughput against the SDK alone: the floor, then the server, then their ratio (~2 min; the full
+# benchmark and its options: docs/performance.md). BENCH_ARGS="--postgres --redis" for that stack.
+bench: install
+	$(BIN)/python bench/stream_bench.py --idle-streams 0 --disconnect-reps 0 --ttfd-low-concurrency 0 \
+		--no-ttfd $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

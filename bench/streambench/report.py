@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -156,11 +157,14 @@ def summary(
         "idle_runs_all_ended_after_close_s": rnd((idle or {}).get("all_ended_after_close_s"), 2),
         "elapsed_s": round(elapsed, 1),
     }
-    # The run engine's issue (19): throughput against the SDK alone, memory the server adds to
-    # an idle stream, time to first delta below saturation. The C=--concurrency TTFD is reported,
-    # not targeted (a saturated closed loop measures its own waves, docs/performance.md).
+    # The engine's second pass (issue 29): throughput against the SDK alone (1.3 x on SQLite, 1.2 x
+    # on PostgreSQL + Redis) and the server's CPU per stream, memory the server adds to an idle
+    # stream, time to first delta below saturation. The C=--concurrency TTFD is reported, not
+    # targeted (a saturated closed loop measures its own waves, docs/performance.md).
+    ratio_target = 1.2 if a.postgres else 1.3
     out["targets"] = {
-        "ratio_to_plain_floor>=1.2": _met(out["ratio_to_plain_floor"], 1.2, ge=True),
+        f"ratio_to_plain_floor>={ratio_target}": _met(out["ratio_to_plain_floor"], ratio_target, ge=True),
+        "server_cpu_ms_per_stream<=45": _met(out["server_cpu_ms_per_stream"], 45, ge=False),
         "rss_added_per_idle_stream<=40KB": _met(out["rss_added_per_idle_stream_kb"], 40, ge=False),
         "ttfd_p99<=25ms_below_saturation": _met(out["ttfd_low_p99_ms"], 25, ge=False),
         "disconnect<=1000ms": None
@@ -193,7 +197,18 @@ def _slim(scenario: dict | None) -> dict | None:
 
 
 def print_line(result: dict, detail: bool) -> None:
-    """The one JSON line on stdout; the per-scenario detail only with --detail."""
+    """The one JSON line on stdout (the per-scenario detail only with --detail), and the ratio in
+    words on stderr."""
     if not detail:
         result.pop("detail")
     print(json.dumps(result), flush=True)
+    r = result
+    print(
+        f"floor (the SDK alone, openai as it comes): {r['plain_floor_streams_per_s']} streams/s; "
+        f"server: {r['streams_per_s']} streams/s, {r['server_cpu_ms_per_stream']} ms of CPU per stream "
+        f"(the SDK alone with the server's event parsing: {r['floor_cpu_ms_per_stream']} ms); "
+        f"ratio to the floor: {r['ratio_to_plain_floor']} ({r['db']}, {r['channel_layer']} layer, "
+        f"C={r['concurrency']}, {r['deltas']} deltas)",
+        file=sys.stderr,
+        flush=True,
+    )
