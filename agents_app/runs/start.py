@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from .. import providers
@@ -108,14 +108,15 @@ def create_run(request: RunRequest, worker: str, queue: bool = False) -> tuple[R
     executor that will run it; `queue`: queue it even if the conversation looks free. A refused
     start leaves nothing behind, not even a new conversation.
 
-    A transaction only for the per-user cap: each costs two more round trips on PostgreSQL, on
-    the way to the first token. Without one, a new conversation whose run could not be inserted
-    is deleted again."""
+    On PostgreSQL a transaction only for the per-user cap: each costs two more round trips, on
+    the way to the first token; without one, a new conversation whose run could not be inserted
+    is deleted again. On SQLite always one: a commit costs more than the statements it holds."""
     quota_check(request.user.pk, timezone.now())
     capped = settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER > 0
+    atomic = capped or connection.vendor == "sqlite"
     conversation, fresh = None, False
     try:
-        with transaction.atomic() if capped else contextlib.nullcontext():
+        with transaction.atomic() if atomic else contextlib.nullcontext():
             if capped:
                 _check_active_runs(request.user)
             conversation, fresh = _conversation(request)
@@ -123,7 +124,7 @@ def create_run(request: RunRequest, worker: str, queue: bool = False) -> tuple[R
                 run = _new_run(request, conversation, fresh, worker, queue)
                 run.save(force_insert=True)
             except BaseException:
-                if fresh and not capped:
+                if fresh and not atomic:
                     conversation.delete()
                 raise
             return run, fresh
