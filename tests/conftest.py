@@ -124,6 +124,24 @@ def api_for() -> Callable[[object], Api]:
     return lambda user: Api(getattr(user, "token", None) if user else None)
 
 
+class RepeatingModel(ScriptedModel):
+    """`agents.testing`'s scripted model answering every call with one responder: each public model
+    call first enqueues a step (its public `enqueue`), then runs as the scripted model does."""
+
+    def __init__(self, responder):
+        super().__init__()
+        self.responder = responder
+
+    async def get_response(self, *args, **kwargs):
+        self.enqueue({"responder": self.responder})
+        return await super().get_response(*args, **kwargs)
+
+    async def stream_response(self, *args, **kwargs):
+        self.enqueue({"responder": self.responder})
+        async for event in super().stream_response(*args, **kwargs):
+            yield event
+
+
 class ScriptedProvider(ModelProvider):
     def __init__(self, model):
         self.model = model
@@ -142,14 +160,9 @@ def slow_model(monkeypatch):
         await asyncio.sleep(state["seconds"])
         return [assistant_message("done")]
 
-    class Endless(ScriptedModel):
-        async def _next_resolved_step(self, call):
-            self.enqueue({"responder": respond})
-            return await super()._next_resolved_step(call)
-
     from agents_app import providers
 
-    monkeypatch.setattr(providers, "get_model_provider", lambda: ScriptedProvider(Endless()))
+    monkeypatch.setattr(providers, "get_model_provider", lambda: ScriptedProvider(RepeatingModel(respond)))
     return state
 
 

@@ -1,13 +1,12 @@
 """The ORM implementation of the SDK Session protocol: memory across runs, isolation between users."""
 
 import pytest
-from agents.testing import ScriptedModel
 
 from agents_app import providers
 from agents_app.models import Conversation, ConversationItem, Run
 from agents_app.session import DjangoSession
 
-from .conftest import ScriptedProvider
+from .conftest import RepeatingModel, ScriptedProvider
 from .streams import stream_until_first_delta
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -92,13 +91,9 @@ async def test_a_failed_run_leaves_the_memory_as_it_was(api_for, alice, monkeypa
     async def upstream_down(call):
         raise RuntimeError("upstream is down")
 
-    class Broken(ScriptedModel):
-        async def _next_resolved_step(self, call):
-            self.enqueue({"responder": upstream_down})
-            return await super()._next_resolved_step(call)
-
     offline = providers.get_model_provider
-    monkeypatch.setattr(providers, "get_model_provider", lambda: ScriptedProvider(Broken()))
+    broken = ScriptedProvider(RepeatingModel(upstream_down))
+    monkeypatch.setattr(providers, "get_model_provider", lambda: broken)
     await api.post("/api/agents/chat/run", {"input": "What is my name?", "conversation_id": conversation})
     failed = await Run.objects.filter(conversation_id=conversation).order_by("-created_at").afirst()
     assert (failed.status, failed.input) == ("failed", "What is my name?")

@@ -1,13 +1,8 @@
 """Diagnostic probes for the benchmark's processes (not used by the server or the tests).
 
 Put this directory first on PYTHONPATH and Python imports it at start-up in every process the
-benchmark spawns (server, floor, client):
-
-    PYTHONPATH=bench/probes LOOP_PROBE=1 .venv/bin/python bench/stream_bench.py ...
-        Every ~2 s each process prints to its stderr (the bench's *.log files with --keep) how
-        many event-loop iterations ran, the p50/p99/max time each spent running callbacks (the
-        wait in select() excluded) and the mean number of ready callbacks. Under saturation a
-        few iterations take up to seconds, and an await on a request's path can cost one each.
+benchmark spawns (server, floor, client). Time goes to py-spy (`py-spy record --pid ...`), which
+reads a live process without changing it:
 
     PYTHONPATH=bench/probes TM_PROBE=8 TM_STREAMS=300 .venv/bin/python bench/stream_bench.py ...
         In the daphne server only: the first SIGUSR1 starts tracemalloc (8 frames) and takes a
@@ -36,55 +31,7 @@ import os
 import sys
 import time
 
-_LOOP_PROBE = os.environ.get("LOOP_PROBE")
 _TM_PROBE = os.environ.get("TM_PROBE")
-
-
-def _install_loop_probe() -> None:
-    import asyncio.base_events
-
-    run_once = asyncio.base_events.BaseEventLoop._run_once
-    durations: list[float] = []
-    ready_counts: list[int] = []
-    window = {"start": time.monotonic()}
-
-    waited = {"s": 0.0}
-
-    def probed_run_once(self) -> None:
-        selector = self._selector
-        if not getattr(selector, "_probed", False):
-            select = selector.select
-
-            def timed_select(timeout=None):
-                started = time.perf_counter()
-                try:
-                    return select(timeout)
-                finally:
-                    waited["s"] += time.perf_counter() - started
-
-            selector.select, selector._probed = timed_select, True
-        ready_counts.append(len(self._ready))
-        waited["s"] = 0.0
-        started = time.perf_counter()
-        run_once(self)
-        # Only the time spent running callbacks: the wait in select() is not work.
-        durations.append(time.perf_counter() - started - waited["s"])
-        now = time.monotonic()
-        if now - window["start"] < 2.0:
-            return
-        ds = sorted(durations)
-        print(
-            f"LOOP pid={os.getpid()} iterations={len(ds)} p50={1000 * ds[len(ds) // 2]:.1f}ms "
-            f"p99={1000 * ds[int(len(ds) * 0.99)]:.1f}ms max={1000 * ds[-1]:.0f}ms "
-            f"ready_mean={sum(ready_counts) / len(ready_counts):.0f}",
-            file=sys.stderr,
-            flush=True,
-        )
-        durations.clear()
-        ready_counts.clear()
-        window["start"] = now
-
-    asyncio.base_events.BaseEventLoop._run_once = probed_run_once
 
 
 def _package(filename: str) -> str:
@@ -268,8 +215,6 @@ def _install_memory_probe() -> None:
     signal.signal(signal.SIGUSR2, on_signal)
 
 
-if _LOOP_PROBE:
-    _install_loop_probe()
 if os.environ.get("GC_PROBE"):
     _install_gc_probe()
 if _TM_PROBE and "daphne" in " ".join(sys.argv):
