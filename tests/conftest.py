@@ -12,7 +12,8 @@ from agents.tracing import flush_traces
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import channel_layers
 from django.contrib.auth import get_user_model
-from django.test import AsyncClient
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.test import AsyncClient, override_settings
 
 from agents_app.runs.engine import close_engine
 from tests.fake_openai import FakeOpenAI
@@ -34,6 +35,22 @@ def _close_worker_thread_connections(django_db_setup):
     asyncio.run(sync_to_async(connections.close_all)())  # thread-sensitive: the sync thread's
 
 
+class QuickPBKDF2(PBKDF2PasswordHasher):
+    """Django's PBKDF2 hasher at one iteration (Django's docs: subclass it to change the work
+    factor). Its hashes keep the `pbkdf2_sha256` name and their iteration count, so the live
+    servers' default hashers verify them (and upgrade them at login)."""
+
+    iterations = 1
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quick_passwords():
+    """A user's password takes 0.3 s to hash at Django's default work factor; the suite creates
+    hundreds of users."""
+    with override_settings(PASSWORD_HASHERS=["tests.conftest.QuickPBKDF2"]):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _offline_fast(settings):
     """Tests never reach a network model and never wait for the demo pace."""
@@ -53,13 +70,23 @@ def _fresh_channel_layer():
 
 
 @pytest.fixture(autouse=True)
-async def _close_engine():
+async def _close_engine(request, settings):
     """Stop the test loop's run engine so the loop closes cleanly (see RunExecutor.aclose), and
     write the test's traces while its database is there (the trace processor's thread would
-    write them into the next test's, or after the last, into none)."""
+    write them into the next test's, or after the last, into none).
+
+    Traces are written by the processor's own thread and connection, so only a test whose writes
+    are committed (`transaction=True`) can have them: in any other test they would wait for the
+    test's open transaction (SQLite's lock, 20 s) and then be dropped for their missing runs.
+    There the runs are not traced. The settings are restored after this (it uses `settings`),
+    so the engine stops on the channel layer it started on."""
+    marker = request.node.get_closest_marker("django_db")
+    committed = bool(marker and marker.kwargs.get("transaction"))
+    settings.AGENTS_TRACES = settings.AGENTS_TRACES and committed
     yield
     await close_engine()
-    await asyncio.to_thread(flush_traces)
+    if settings.AGENTS_TRACES:
+        await asyncio.to_thread(flush_traces)
 
 
 @pytest.fixture

@@ -77,6 +77,7 @@ def test_provider_is_chosen_from_settings(settings):
 
 
 def test_run_config_asks_compatible_servers_for_usage(settings):
+    settings.AGENTS_TRACES = True  # the default (tests without committed writes turn it off)
     settings.AGENTS_MODEL_PROVIDER = "openai"
     settings.OPENAI_API_KEY = "sk-test"
     settings.OPENAI_BASE_URL = "http://localhost:11434/v1"
