@@ -24,12 +24,18 @@ install: $(BIN)/.installed
 demo: install
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py demo
 
+# The suite in parallel (pytest-xdist): a test module stays on one worker (its live servers are
+# shared), each worker has its own test database and Redis database (tests/workers.py).
+# TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+
 test: install $(NODE_DEPS)
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # Without the browser tests (they need Chromium: apt-get install chromium).
 test-fast: install $(NODE_DEPS)
-	$(BIN)/python -m pytest -m "not browser"
+	$(PYTEST) -m "not browser"
 
 # Throughput against the SDK alone: the floor, then the server, then their ratio (~2 min; the full
 # benchmark and its options: docs/performance.md). BENCH_ARGS="--postgres --redis" for that stack.
