@@ -41,7 +41,7 @@ test-fast: install $(NODE_DEPS)
 # benchmark and its options: docs/performance.md). BENCH_ARGS="--postgres --redis" for that stack.
 bench: install
 	$(BIN)/python bench/stream_bench.py --idle-streams 0 --disconnect-reps 0 --ttfd-low-concurrency 0 \
-		--no-ttfd $(BENCH_ARGS)
+		--no-ttfd --ratio-rounds 3 $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -71,6 +71,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "rounds' streams together; default 1)",
     )
     p.add_argument(
+        "--ratio-rounds",
+        type=int,
+        default=1,
+        help="measure the ratio to the plain floor this many times, the floor right before each "
+        "server run (the machine's speed drifts between minutes; the JSON line adds each round's "
+        "ratio and CPU figures and their medians, and the targets use the medians; default 1)",
+    )
+    p.add_argument(
         "--ttfd-sweep",
         type=int,
         nargs="*",

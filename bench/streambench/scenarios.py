@@ -61,6 +61,20 @@ class Bench(Harness):
             cpu1 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
             scenarios[delay_ms] = self.scenario_result(delay_ms, load, floors[str(delay_ms)], cpu0, cpu1)
             scenarios[delay_ms]["server_rss_kb_after"] = rss_kb(server.pid)
+        ratio_rounds = []
+        if plain_floor is not None:
+            ratio_rounds.append(self.ratio_round(plain_floor, scenarios[a.delay_ms]))
+            for n in range(2, a.ratio_rounds + 1):
+                say(f"ratio round {n}/{a.ratio_rounds}: plain floor, then server, {a.delay_ms} ms/delta")
+                configure_fake(fake_port, a.deltas, a.delay_ms / 1000)
+                round_floor = self.role("floor", floor_args(a.delay_ms), env=plain_env)[str(a.delay_ms)]
+                cpu0 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
+                load_args = self.client_args(port, token, "load", a.streams, a.concurrency, a.delay_ms)
+                load = self.role("client", load_args)
+                cpu1 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
+                result = self.scenario_result(a.delay_ms, load, dict(round_floor), cpu0, cpu1)
+                result["db"] = self.db_check(result.pop("run_events"))
+                ratio_rounds.append(self.ratio_round(round_floor, result))
         rounds = []
         if a.ttfd_delay_ms is not None:
             rounds.append(scenarios[a.ttfd_delay_ms])
@@ -115,6 +129,7 @@ class Bench(Harness):
         ttfd = scenarios.get(a.ttfd_delay_ms) if a.ttfd_delay_ms is not None else None
         main["sink"] = sink
         main["plain_floor"] = plain_floor
+        main["ratio_rounds"] = ratio_rounds
         if low is not None:
             low["db"] = self.db_check(low.pop("run_events"))
         return summary(
@@ -158,6 +173,19 @@ class Bench(Harness):
         load = self.role("client", self.client_args(port, token, "load", streams, conc, delay_ms))
         cpu1 = (cpu_seconds(server.pid), 0.0)
         return self.scenario_result(delay_ms, load, floor[str(delay_ms)], cpu0, cpu1)
+
+    @staticmethod
+    def ratio_round(plain_floor: dict, server: dict) -> dict:
+        """One floor-then-server round's throughput figures (CPU per stream: the server's, and the
+        plain floor's for the same streams)."""
+        return {
+            "plain_floor_streams_per_s": plain_floor["streams_per_s"],
+            "streams_per_s": server["load"]["streams_per_s"],
+            "ratio": server["load"]["streams_per_s"] / plain_floor["streams_per_s"],
+            "server_cpu_ms_per_stream": server["server_cpu_ms_per_stream"],
+            "plain_floor_cpu_ms_per_stream": plain_floor["cpu_ms_per_stream"],
+            "all_events_persisted": server.get("db", {}).get("all_persisted"),
+        }
 
     @staticmethod
     def scenario_result(delay_ms: float, load: dict, floor: dict, cpu0: tuple, cpu1: tuple) -> dict:
