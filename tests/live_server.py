@@ -53,8 +53,11 @@ def listening(proc: subprocess.Popen, port: int, what: str) -> subprocess.Popen:
 
 
 def start_server(port: int, **env) -> subprocess.Popen:
+    # A listen backlog of 1024, not daphne's 50: a burst of connects (tests/test_load.py opens 200
+    # at once) beyond the backlog of a busy server had a connection reset.
+    endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=1024"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        [sys.executable, "-m", "daphne", "-e", endpoint, "config.asgi:application"],
         cwd=ROOT,
         env={**server_env(), **env},
     )
