@@ -130,6 +130,12 @@ def ws_client(
     return WebsocketCommunicator(application, f"/ws/agents/{slug}/", headers=hdrs, subprotocols=subprotocols)
 
 
+def conversation_ws(conversation_id, token: str | None = None) -> WebsocketCommunicator:
+    """A client of a conversation's socket, with a token when one is given."""
+    headers = [(b"authorization", f"Token {token}".encode())] if token else []
+    return WebsocketCommunicator(application, f"/ws/conversations/{conversation_id}/", headers=headers)
+
+
 async def ws_events_until_terminal(ws, run_id: str | None = None, timeout: float = 10) -> list[dict]:
     events = []
     while True:

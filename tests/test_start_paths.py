@@ -8,15 +8,13 @@ import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.core.management import call_command
 from django.db import connections
 
 from agents_app.models import Conversation, Run, RunEvent
 from agents_app.runs import start
-from config.asgi import application
 
-from .streams import SSEClient, stream_run, ws_client, ws_events_until_terminal
+from .streams import SSEClient, conversation_ws, stream_run, ws_client, ws_events_until_terminal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,13 +64,17 @@ async def reference_stream(alice, api_for):
     return events[0]["run_id"]
 
 
-async def websocket_run(alice, api_for):
-    ws = ws_client("chat", token=alice.token)
+async def socket_run(ws) -> str:
+    """A run started over a socket, read to its end: its id."""
     assert (await ws.connect())[0]
     await ws.send_json_to({"type": "run", "input": "What is 2 + 2?"})
     events = await ws_events_until_terminal(ws)
     await ws.disconnect()
     return events[0]["run_id"]
+
+
+async def websocket_run(alice, api_for):
+    return await socket_run(ws_client("chat", token=alice.token))
 
 
 async def research(alice, api_for):
@@ -87,13 +89,7 @@ async def reference_research(alice, api_for):
 
 async def conversation_socket(alice, api_for):
     conversation = await Conversation.objects.acreate(owner=alice, agent="chat")
-    path, token = f"/ws/conversations/{conversation.pk}/", f"Token {alice.token}".encode()
-    ws = WebsocketCommunicator(application, path, headers=[(b"authorization", token)])
-    assert (await ws.connect())[0]
-    await ws.send_json_to({"type": "run", "input": "What is 2 + 2?"})
-    events = await ws_events_until_terminal(ws)
-    await ws.disconnect()
-    return events[0]["run_id"]
+    return await socket_run(conversation_ws(conversation.pk, alice.token))
 
 
 async def v1_chat_completion(alice, api_for):

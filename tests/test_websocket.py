@@ -8,7 +8,7 @@ from agents_app.api.auth import CLOSE_FORBIDDEN_ORIGIN, CLOSE_NOT_FOUND, CLOSE_U
 from agents_app.models import Conversation, Run, RunEvent
 from config.asgi import application
 
-from .streams import text_of, wait_finished, ws_client, ws_events_until_terminal
+from .streams import conversation_ws, text_of, wait_finished, ws_client, ws_events_until_terminal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,9 +42,6 @@ async def test_unauthenticated_socket_closed(alice):
 
 
 async def test_query_string_token_is_ignored(alice):
-    from channels.testing import WebsocketCommunicator
-
-    from config.asgi import application
 
     ws = WebsocketCommunicator(application, f"/ws/agents/chat/?token={alice.token}")
     await ws.connect()
@@ -192,11 +189,6 @@ async def test_a_database_error_looking_up_a_run_is_not_a_missing_run(alice, mon
     await ws.disconnect()
 
 
-def conversation_socket(conversation_id, token) -> WebsocketCommunicator:
-    headers = [(b"authorization", f"Token {token}".encode())] if token else []
-    return WebsocketCommunicator(application, f"/ws/conversations/{conversation_id}/", headers=headers)
-
-
 async def first_conversation(token) -> Conversation:
     """A conversation of the token's user, made by one finished run on the agent socket."""
     ws = await connected(token)
@@ -208,7 +200,7 @@ async def first_conversation(token) -> Conversation:
 
 async def test_conversation_socket_runs_continue_its_conversation(alice):
     conversation = await first_conversation(alice.token)
-    ws = conversation_socket(conversation.pk, alice.token)
+    ws = conversation_ws(conversation.pk, alice.token)
     assert (await ws.connect())[0]
     assert await ws.receive_nothing(0.2)  # no active run: nothing to stream on connect
     await ws.send_json_to({"type": "run", "input": "And 7 * 8?"})
@@ -241,7 +233,7 @@ async def test_conversation_socket_streams_the_active_run_on_connect(alice, sett
     )
     run_id = (await starter.receive_json_from(2))["run_id"]
     await starter.receive_json_from(2)  # the run is under way
-    ws = conversation_socket(conversation.pk, alice.token)
+    ws = conversation_ws(conversation.pk, alice.token)
     assert (await ws.connect())[0]
     events = await ws_events_until_terminal(ws, run_id, timeout=10)
     # From its first event, every seq once, to the end; the text is the whole answer.
@@ -256,7 +248,7 @@ async def test_conversation_socket_refuses_a_second_run_while_busy(alice, settin
     """As REST's 409 does: an `error` event naming the active run; the socket stays usable."""
     settings.OFFLINE_MODEL_DELAY = 0.2
     conversation = await first_conversation(alice.token)
-    ws = conversation_socket(conversation.pk, alice.token)
+    ws = conversation_ws(conversation.pk, alice.token)
     assert (await ws.connect())[0]
     await ws.send_json_to({"type": "run", "input": "Tell me a long story about mountains"})
     run_id = (await ws.receive_json_from(2))["run_id"]
@@ -273,16 +265,16 @@ async def test_conversation_socket_is_only_for_its_owner_and_its_runs(alice, bob
     conversation = await first_conversation(alice.token)
     for token in (bob.token, alice.token):
         target = conversation.pk if token == bob.token else "00000000-0000-0000-0000-000000000000"
-        ws = conversation_socket(target, token)
+        ws = conversation_ws(target, token)
         await ws.connect()
         assert (await ws.receive_output(1)) == {"type": "websocket.close", "code": CLOSE_NOT_FOUND}
-    anonymous = conversation_socket(conversation.pk, None)
+    anonymous = conversation_ws(conversation.pk, None)
     await anonymous.connect()
     assert (await anonymous.receive_output(1))["code"] == CLOSE_UNAUTHENTICATED
     # cancel and resume only take runs of this conversation.
     other = await first_conversation(alice.token)
     other_run = await Run.objects.filter(conversation=other).afirst()
-    ws = conversation_socket(conversation.pk, alice.token)
+    ws = conversation_ws(conversation.pk, alice.token)
     assert (await ws.connect())[0]
     for message in (
         {"type": "resume", "run_id": str(other_run.pk)},
