@@ -55,6 +55,11 @@ async def test_the_usage_endpoint_reports_the_callers_own(alice, bob, api_for):
         answer = await api_for(alice).get(f"/api/usage/?{query}")
         assert answer.status_code == 400 and field in answer.json()["error"]["fields"], query
     assert (await api_for(None).get("/api/usage/")).status_code == 401
+    # The first days there are: no 500 computing the default `from` (issue 30, finding 5).
+    for query in ("to=0001-01-01", "from=0001-01-01&to=0001-01-01", "from=2000-02-01&to=0001-01-01"):
+        answer = await api_for(alice).get(f"/api/usage/?{query}")
+        assert answer.status_code in (200, 400), query
+    assert (await api_for(alice).get("/api/usage/?to=0001-01-01")).json()["from"] == "0001-01-01"
 
 
 async def test_a_quota_refuses_runs_until_the_day_ends_and_staff_can_lift_it(alice, settings, api_for):

@@ -38,7 +38,8 @@ class UsageView(APIView):
         params = request.query_params
         today = dt.datetime.now(dt.UTC).date()
         end = _date(params, "to", today)
-        start = _date(params, "from", end - dt.timedelta(days=DEFAULT_DAYS - 1))
+        # By ordinal: `to=0001-01-01` minus 29 days is before the first date there is (no 500).
+        start = _date(params, "from", dt.date.fromordinal(max(1, end.toordinal() - (DEFAULT_DAYS - 1))))
         if start > end:
             raise ValidationError({"from": ["must not be after `to`"]})
         if (end - start).days >= MAX_DAYS:
