@@ -39,3 +39,14 @@ class TooManyRuns(ServiceError):
 class RunNotActive(ServiceError):
     status = 409
     code = "run_not_active"
+
+
+class Unavailable(ServiceError):
+    status = 503
+    code = "unavailable"
+    retry_after = 5
+
+
+class AlreadyDecided(ServiceError):
+    status = 409
+    code = "approval_decided"

@@ -50,20 +50,27 @@ class RunQuerySet(models.QuerySet):
     def active(self):
         """The active runs, in the order a conversation takes them: the running one first, then
         the queued ones in the order they came."""
-        running_first = Case(When(status=Run.Status.RUNNING, then=Value(0)), default=Value(1))
-        return self.filter(status__in=Run.ACTIVE).order_by(running_first, "created_at", "pk")
+        current = Case(When(status__in=Run.CURRENT, then=Value(0)), default=Value(1))
+        return self.filter(status__in=Run.ACTIVE).order_by(current, "created_at", "pk")
 
 
 class Run(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"  # waits for its conversation's earlier runs (`if_busy=enqueue`)
         RUNNING = "running"
+        # Paused on tool calls that need a person's decision (`Approval`); no process runs it.
+        AWAITING_APPROVAL = "awaiting_approval"
         COMPLETED = "completed"
         FAILED = "failed"
         CANCELLED = "cancelled"
         INTERRUPTED = "interrupted"
 
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    # Not ended: the run's stream goes on and its conversation is busy.
+    ACTIVE = (Status.QUEUED, Status.RUNNING, Status.AWAITING_APPROVAL)
+    # Held by a process (heartbeats, the stale sweep, the per-user cap of running runs).
+    EXECUTING = (Status.QUEUED, Status.RUNNING)
+    # A conversation's current run: the one that runs, or waits for approval.
+    CURRENT = (Status.RUNNING, Status.AWAITING_APPROVAL)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs")
@@ -73,7 +80,7 @@ class Run(models.Model):
     )
     input = models.JSONField()
     context = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status = models.CharField(max_length=32, choices=Status.choices, default=Status.QUEUED, db_index=True)
     final_output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     error_code = models.CharField(max_length=64, blank=True)
@@ -163,6 +170,53 @@ class RunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.type}"
+
+
+class RunPause(models.Model):
+    """What a run paused for approval needs to go on, in any process: the SDK's `RunState` as its
+    public serialisation (`RunState.to_json`) gives it. Written with the run's `approval_required`
+    event; replaced at the run's next pause."""
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, primary_key=True, related_name="pause")
+    state = models.JSONField()
+    paused_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"pause of run {str(self.run_id)[:8]}"
+
+
+class Approval(models.Model):
+    """One tool call of a paused run that waits for (or got) a person's decision."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="approvals")
+    call_id = models.CharField(max_length=128)
+    tool_name = models.CharField(max_length=128)
+    agent_name = models.CharField(max_length=128)
+    arguments = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    # Approve this tool for the rest of the run (the SDK's `always_approve`).
+    always = models.BooleanField(default=False)
+    reason = models.TextField(blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Where the decision came from: rest, websocket, admin, ai_sdk, expiry, interrupt.
+    surface = models.CharField(max_length=16, blank=True)
+    created_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "call_id"]
+        constraints = [models.UniqueConstraint(fields=["run", "call_id"], name="approval_call_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.tool_name} of run {str(self.run_id)[:8]} ({self.status})"
 
 
 class UsageDay(models.Model):

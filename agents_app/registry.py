@@ -9,6 +9,7 @@ from agents import Agent
 
 from .ai_agents.assistant import build_assistant_agent
 from .ai_agents.chat import build_chat_agent
+from .ai_agents.ops import build_ops_agent
 
 
 @dataclass(frozen=True)
@@ -57,5 +58,13 @@ register(
         title="Assistant",
         description="General assistant that hands off to math and writing specialists.",
         build=functools.cache(build_assistant_agent),
+    )
+)
+register(
+    AgentSpec(
+        slug="ops",
+        title="Ops",
+        description="Refunds orders; a refund over 100 waits for a person's approval.",
+        build=functools.cache(build_ops_agent),
     )
 )

@@ -5,7 +5,7 @@ from typing import Any
 from django.urls import reverse
 
 from . import providers
-from .models import Conversation, Run, RunEvent
+from .models import Approval, Conversation, Run, RunEvent
 from .registry import AgentSpec
 
 
@@ -15,6 +15,16 @@ def conversations_for(user):
 
 def runs_for(user):
     return Run.objects.filter(owner=user)
+
+
+def decidable_runs(user):
+    """The runs whose tool calls `user` may decide on: their own, and every run for staff."""
+    return Run.objects.all() if user.is_staff else runs_for(user)
+
+
+def approvals_for(user):
+    """The tool calls of the user's own runs (staff decide on others' in the admin)."""
+    return Approval.objects.filter(run__owner=user)
 
 
 def run_events_after(run: Run, after: int = 0):

@@ -340,6 +340,11 @@ SPECTACULAR_SETTINGS = {
         }
     },
     "SERVE_INCLUDE_SCHEMA": False,
+    # Two `status` enums: a run's and a research report's.
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "agents_app.models.Run.Status",
+        "ReportStatusEnum": "research_app.models.ResearchReport.Status",
+    },
     # The streaming endpoints are Channels consumers: the hook adds them (agents_app/api/schema.py).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -402,6 +407,9 @@ AGENTS_RUN_TIMEOUT = env_float("AGENTS_RUN_TIMEOUT", 1800.0)
 # Most model turns a run may take (each tool call or handoff costs one; the SDK's default is
 # 10): past it the run ends `failed`, code `max_turns_exceeded`.
 AGENTS_MAX_TURNS = env_int("AGENTS_MAX_TURNS", 10)
+# Seconds a tool call may wait for a person's approval (docs/approvals.md); past it the call is
+# rejected (reason `expired`) and the run goes on. Checked with the stale sweep (RUN_STALE_AFTER).
+AGENTS_APPROVAL_TIMEOUT = env_float("AGENTS_APPROVAL_TIMEOUT", 86400.0)
 # Most input items (messages, tool calls...) one request may send, besides AGENTS_MAX_INPUT_CHARS.
 AGENTS_MAX_INPUT_ITEMS = env_int("AGENTS_MAX_INPUT_ITEMS", 200)
 # Event persistence batching: flush after this many events or this many seconds.

@@ -6,7 +6,7 @@ import pytest
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from agents_app.runs.read import Inbox, LayerChannel
+from agents_app.runs.inbox import Inbox, LayerChannel
 
 pytestmark = pytest.mark.skipif(not settings.REDIS_URL, reason="needs the Redis channel layer (REDIS_URL)")
 

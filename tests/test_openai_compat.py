@@ -34,7 +34,7 @@ def run_of(response_id: str) -> Run:
 
 async def test_models_list_the_agents(client):
     models = await client.models.list()
-    assert {m.id for m in models.data} == {"chat", "assistant"}  # research answers with a report
+    assert {m.id for m in models.data} == {"chat", "assistant", "ops"}  # research answers with a report
     assert (await client.models.retrieve("chat")).id == "chat"
     for name in ("gpt-unknown", "research"):
         with pytest.raises(openai.NotFoundError):

@@ -8,7 +8,7 @@ import pytest
 
 from agents_app.models import RunEvent
 
-from .streams import SSEClient
+from .streams import SSEClient, wait_finished
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "events.md"
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,6 +37,12 @@ async def test_documented_examples_match_real_events(api_for, alice, settings):
     queued = {"input": "And then?", "session_id": "d", "if_busy": "enqueue"}
     assert (await api.post("/api/agents/chat/run", queued)).status_code == 200
     await first.read_all()
+    # A run that pauses for approval of a tool call, then is approved.
+    paused = (await api.post("/api/agents/ops/run", {"input": "refund order A17 250"})).json()
+    [call] = paused["approvals"]
+    url = f"/api/runs/{paused['run_id']}/approvals/{call['approval_id']}"
+    assert (await api.post(url, {"decision": "approve"})).status_code == 200
+    await wait_finished(paused["run_id"])
     real: dict[tuple, set] = {}
     async for event in RunEvent.objects.all():
         real.setdefault(shape(event.data), set(event.data))

@@ -27,6 +27,7 @@ from ..runs.sweep import is_stale
 from ..selectors import agent_describe, conversations_for, run_events_after, runs_for
 from ..session import DjangoSession
 from ..transcript import turns_of
+from .approvals import pending_approvals
 from .errors import choice_param, error_body
 from .pagination import Pagination
 from .serializers import (
@@ -82,7 +83,8 @@ class AgentRunView(AsyncAPIView):
     async def post(self, request, slug: str):
         spec = spec_or_404(slug)
         data = parse_run_request(request)
-        follower = RunFollower()
+        # A run that pauses for approval is answered then, with its pending calls.
+        follower = RunFollower(until_paused=True)
         run = await start_run(run_request(request.user, spec, data), reader=follower.inbox)
         try:
             run = await follower.wait(run, started=True)
@@ -92,6 +94,8 @@ class AgentRunView(AsyncAPIView):
                 await cancel_run(run)
             raise
         body = run_response(run, data.get("session_id"))
+        if run.status == Run.Status.AWAITING_APPROVAL:
+            body["approvals"] = await in_sync_thread(pending_approvals)(run)
         if run.status in (Run.Status.FAILED, Run.Status.INTERRUPTED):
             body["error_code"] = run.error_code
             upstream = run.error_code in UPSTREAM_ERROR_CODES

@@ -1,7 +1,9 @@
 """WebSocket consumer: start runs, cancel them and resume streams over one socket.
 
 Client -> server: {"type": "run", "input", "conversation_id"?, "session_id"?, "agent"?},
-{"type": "cancel", "run_id", "mode"?}, {"type": "resume", "run_id", "last_event_id"?}.
+{"type": "cancel", "run_id", "mode"?}, {"type": "resume", "run_id", "last_event_id"?},
+{"type": "approve" | "reject", "run_id", "approval_id", "reason"?, "always"?} (a paused run's
+call: its `approval_decided` event follows in the run's stream).
 Server -> client: the run events of docs/events.md. A bad message gets an `error` event
 and the socket stays open.
 
@@ -23,11 +25,13 @@ from ..errors import NotFound, ServiceError
 from ..logs import HEADER as REQUEST_ID_HEADER
 from ..logs import new_request_id
 from ..models import Conversation, Run
+from ..runs.approvals import check_decision, decide
 from ..runs.cancel import cancel_on_disconnect, cancel_run
+from ..runs.engine import get_engine
 from ..runs.read import Batch, RunCursor, RunReader
 from ..runs.retry import OUTAGE_ERRORS
 from ..runs.start import start_run
-from ..selectors import runs_for
+from ..selectors import decidable_runs, runs_for
 from .auth import (
     CLOSE_FORBIDDEN_ORIGIN,
     CLOSE_NOT_FOUND,
@@ -123,11 +127,15 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
             if not isinstance(message, dict):
                 raise ServiceError("message must be a JSON object")
             refuse_unstorable(message)
-            handler = {"run": self._run, "cancel": self._cancel, "resume": self._resume}.get(
-                message.get("type")
-            )
+            handler = {
+                "run": self._run,
+                "cancel": self._cancel,
+                "resume": self._resume,
+                "approve": self._decide,
+                "reject": self._decide,
+            }.get(message.get("type"))
             if handler is None:
-                raise ServiceError("type must be one of run, cancel, resume", field="type")
+                raise ServiceError("type must be one of run, cancel, resume, approve, reject", field="type")
             await handler(message)
         except ServiceError as exc:
             await self._error(exc.code, exc.message, **exc.extra)
@@ -172,6 +180,27 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
         serializer.is_valid(raise_exception=True)
         await cancel_run(run, serializer.validated_data["mode"])
 
+    async def _decide(self, message: dict) -> None:
+        decision, reason, always = check_decision(
+            message["type"], message.get("reason"), message.get("always")
+        )
+        run = await self._own_run(message.get("run_id"), decidable_runs)
+        approval_id = message.get("approval_id")
+        try:
+            approval_id = uuid.UUID(approval_id if isinstance(approval_id, str) else "")
+        except ValueError:
+            raise ServiceError("approval_id must be an approval's id", field="approval_id") from None
+        await decide(
+            get_engine().executor,
+            run.pk,
+            approval_id,
+            decision,
+            user=self.user,
+            surface="websocket",
+            reason=reason,
+            always=always,
+        )
+
     async def _resume(self, message: dict) -> None:
         run = await self._own_run(message.get("run_id"))
         last = message.get("last_event_id", 0)
@@ -181,14 +210,16 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
             raise ServiceError("last_event_id must be a non-negative integer", field="last_event_id")
         await self.reader.follow(run, last)
 
-    async def _own_run(self, run_id) -> Run:
+    async def _own_run(self, run_id, visible=None) -> Run:
+        """A run of the caller's (`visible(user)`, default `runs_for`: the runs they may act on),
+        or a 404."""
         if not isinstance(run_id, str) or not run_id:
             raise ServiceError("run_id is required", field="run_id")
         try:
             uuid.UUID(run_id)
         except ValueError:
             raise NotFound(f"run {run_id} not found", run_id=run_id) from None
-        run = await in_sync_thread(runs_for(self.user).filter(pk=run_id).first)()
+        run = await in_sync_thread((visible or runs_for)(self.user).filter(pk=run_id).first)()
         if run is None:
             raise NotFound(f"run {run_id} not found", run_id=run_id)
         return run
@@ -240,8 +271,8 @@ class ConversationSocketConsumer(AgentSocketConsumer):
             )
         await super()._run({**message, **bound})
 
-    async def _own_run(self, run_id) -> Run:
-        run = await super()._own_run(run_id)
+    async def _own_run(self, run_id, visible=None) -> Run:
+        run = await super()._own_run(run_id, visible)
         if run.conversation_id != self.conversation.pk:
             raise NotFound(f"run {run_id} is not a run of this conversation", run_id=run_id)
         return run

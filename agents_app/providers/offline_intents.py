@@ -39,6 +39,9 @@ _PLACE = re.compile(r"\bin ([A-Za-z][A-Za-z .'-]{1,40})")
 
 _ASKS_ROLL = re.compile(r"\b(roll|throw|toss)\b", re.IGNORECASE)
 _DICE = re.compile(r"\b(dice|die|d\d+|\d+d\d+)\b", re.IGNORECASE)
+_REFUND = re.compile(
+    r"\brefund\b.*?\border\s+#?([A-Za-z0-9][\w-]{0,31})\b.*?(\d+(?:\.\d+)?)", re.IGNORECASE | re.DOTALL
+)
 _NUMBER_WORDS = {w: i for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
 _NUMBER_WORDS.update({"a": 1, "an": 1})
 
@@ -120,6 +123,14 @@ def find_dice_request(text: str) -> dict[str, int] | None:
     return {"sides": sides, "count": max(count, 1)}
 
 
+def find_refund_request(text: str) -> dict[str, Any] | None:
+    """Arguments for refund_order when the message asks to refund an amount of an order
+    ("refund order A17 250")."""
+    if m := _REFUND.search(text):
+        return {"order_id": m.group(1), "amount": float(m.group(2))}
+    return None
+
+
 def tool_requests(text: str) -> list[tuple[str, dict[str, Any]]]:
     """(tool name, arguments) for every shipped tool the message clearly asks for."""
     requests: list[tuple[str, dict[str, Any]]] = []
@@ -129,6 +140,8 @@ def tool_requests(text: str) -> list[tuple[str, dict[str, Any]]]:
         requests.append(("current_time", {"timezone": zone}))
     if dice := find_dice_request(text):
         requests.append(("roll_dice", dice))
+    if refund := find_refund_request(text):
+        requests.append(("refund_order", refund))
     return requests
 
 

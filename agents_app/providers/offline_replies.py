@@ -11,6 +11,7 @@ _TOOL_SKILLS = {
     "calculate": "do arithmetic",
     "current_time": "tell the time in any time zone",
     "roll_dice": "roll dice",
+    "refund_order": "refund orders (say “refund order A17 250”; over 100 waits for approval)",
 }
 _GREETING = re.compile(r"^\s*(hi|hello|hey|good (?:morning|afternoon|evening)|greetings)\b", re.IGNORECASE)
 _WRITING = re.compile(r"\b(poem|haiku|story|email|e-mail|letter)\b", re.IGNORECASE)
@@ -114,6 +115,11 @@ def describe_result(name: str, arguments: dict[str, Any], output: str) -> str:
         return f"{arguments.get('expression', 'The result')} = {output}."
     if name == "current_time":
         return f"The current time in {arguments.get('timezone', 'UTC')} is {output}."
+    if name == "refund_order":
+        what = f"the refund of {arguments.get('amount')} on order {arguments.get('order_id')}"
+        if output.startswith("refunded"):
+            return f"Done: {output}."
+        return f"I did not make {what}: {output}"
     if name == "roll_dice":
         if m := re.match(r"rolls=\[(.*)\] total=(-?\d+)", output):
             return f"You rolled {m.group(1)}, for a total of {m.group(2)}."

@@ -11,7 +11,8 @@ from ..db import in_sync_thread
 from ..errors import RunNotActive, ServiceError
 from ..models import Run
 from . import layer
-from .engine import current_engine
+from .approvals import end_paused
+from .engine import current_engine, get_engine
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,13 @@ async def cancel_run(run: Run, mode: str = "immediate") -> Run:
     """Record a cancel request and signal the executor that owns the run, in whichever process."""
     _check(run, mode)
     now = timezone.now()
+    if run.status == Run.Status.AWAITING_APPROVAL:
+        # No process runs it: it ends now, in either mode (its next turn would wait on a person).
+        await in_sync_thread(_record)(run, now, mode)
+        if run.status == Run.Status.AWAITING_APPROVAL and await end_paused(get_engine().journal, run):
+            await in_sync_thread(run.refresh_from_db)()
+            return run
+        # It resumed meanwhile: its new owner got the request with the row.
     # A run of this process cancelled immediately ends now and records the request itself (a
     # request already on record, e.g. an earlier `after_turn`, keeps its row as it is).
     if mode == "immediate" and run.cancel_requested_at is None and cancel_here(run.pk, now):

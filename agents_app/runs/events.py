@@ -14,6 +14,8 @@ from ..providers.responses_stream import DELTAS
 # The rest (created, in_progress, part added...) only restate what run_item events say.
 RAW_EVENT_TYPES = DELTAS | {"response.completed"}
 TERMINAL_TYPES = frozenset({"stream_complete", "error"})
+# A run pausing for approval of its tool calls (not an end: it resumes once they are decided).
+PAUSE_TYPE = "approval_required"
 # A run's first output, which its client waits for: the journal writes it without delay.
 FIRST_OUTPUT_TYPES = frozenset({"raw_response", "run_item"})
 

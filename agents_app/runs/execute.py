@@ -1,33 +1,51 @@
 """Executing one run: its agent (or pipeline) streamed, each SDK event translated, numbered and
-journalled, then its end with exactly one terminal event.
+journalled, then its end with exactly one terminal event, or its pause for approval of tool
+calls (`approval_required`, the SDK's state stored with it), from which any process resumes it.
 
 Only this code iterates `Runner.run_streamed(...).stream_events()`: cancelling the task that
 does so cancels the run, and `result.cancel()` in `finally` stops the SDK's own task.
 """
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from agents import Runner, trace
+from agents import Runner, RunState, trace
 from django.conf import settings
 
 from .. import metrics, providers
 from ..db import in_sync_thread
-from ..models import Conversation, Run
+from ..models import Approval, Conversation, Run
 from ..providers.responses_stream import TEXT_DELTA
 from ..registry import AgentSpec
 from ..session import DjangoSession, MemoryWindow
 from .errors import JOURNAL_FAILED, RunTimeout, error_code
-from .events import FIRST_OUTPUT_TYPES, final_output_json, translate
-from .journal import REFUSED, Journal, RunEnd
+from .events import FIRST_OUTPUT_TYPES, PAUSE_TYPE, final_output_json, translate
+from .journal import COMMITTED, REFUSED, VOID, Journal, Pause, RunEnd
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED_BY_SHUTDOWN = "the run was interrupted: the server stopped before it finished"
+
+
+class Resume:
+    """What a paused run goes on from: the SDK state stored at its pause and the decisions on its
+    calls (`Approval`s by call id)."""
+
+    def __init__(self, state: dict, decisions: dict) -> None:
+        self.state = state
+        self.decisions = decisions
+
+
+class Paused:
+    """A run's body ended on tool calls that need approval (the SDK result's `interruptions`)."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
 
 
 class RunContext:
@@ -63,6 +81,7 @@ class RunContext:
         self._first_output = False
         self.began = time.monotonic()
         self._first_token = False
+        self.resume: Resume | None = None  # set for a run that goes on after its pause
 
     def next_event(self, body: dict) -> dict:
         """`body` as this run's next event: numbered, with the run's id."""
@@ -156,13 +175,13 @@ async def execute(ctx: RunContext, wait_for_turn: Callable[[RunContext], Awaitab
     run = ctx.run
     status, final, error, code = Run.Status.COMPLETED, None, "", ""
     began = ctx.began = time.monotonic()
-    metrics.RUNS_STARTED.labels(run.agent).inc()
     metrics.ACTIVE_RUNS.inc()
     who = {"run_id": str(run.pk), "user_id": run.owner_id, "agent": run.agent}
-    # One line when a run starts and one when it ends, never one per event.
+    # One line when a run starts (or resumes) and one when it ends (or pauses), never one per event.
     log.info(
-        "run %s started (agent %s, user %s)",
+        "run %s %s (agent %s, user %s)",
         run.pk,
+        "resumed" if ctx.resume else "started",
         run.agent,
         run.owner_id,
         extra={**who, "model": run.model},
@@ -170,17 +189,28 @@ async def execute(ctx: RunContext, wait_for_turn: Callable[[RunContext], Awaitab
     try:
         if run.status == Run.Status.QUEUED:
             await wait_for_turn(ctx)
-        ctx.emit(
-            {
-                "type": "run_started",
-                "conversation_id": str(run.conversation_id) if run.conversation_id else None,
-                "agent": run.agent,
-                "provider": run.provider,
-                "model": run.model,
-            }
-        )
+        if ctx.resume is None:
+            metrics.RUNS_STARTED.labels(run.agent).inc()
+            ctx.emit(
+                {
+                    "type": "run_started",
+                    "conversation_id": str(run.conversation_id) if run.conversation_id else None,
+                    "agent": run.agent,
+                    "provider": run.provider,
+                    "model": run.model,
+                }
+            )
         with _run_trace(ctx):
             final = await _within_run_timeout(_run_body(ctx))
+        if isinstance(final, Paused):
+            outcome = await _record_pause(ctx, final.result)
+            if outcome == COMMITTED:
+                metrics.ACTIVE_RUNS.dec()
+                log.info("run %s paused: %d calls await approval", run.pk, len(final.result.interruptions))
+                return
+            final = None
+            if outcome != VOID:  # the database refused the state or stayed away: the run fails
+                ctx.lost = RuntimeError(f"its pause for approval could not be stored ({outcome})")
         if ctx.cancelled:
             status = Run.Status.CANCELLED
     except asyncio.CancelledError:
@@ -242,10 +272,93 @@ async def _run_body(ctx: RunContext) -> Any:
             conversation, empty=ctx.fresh_conversation, deferred=True, window=memory_window()
         )
     agent = ctx.spec.build(None)
-    result = await ctx.stream_agent(
-        agent, run.input, session=session, context=run.context or None, max_turns=settings.AGENTS_MAX_TURNS
-    )
+    if ctx.resume is not None:
+        state = await _decided_state(agent, ctx.resume, run.context or None)
+        result = await ctx.stream_agent(agent, state, session=session)
+    else:
+        result = await ctx.stream_agent(
+            agent,
+            run.input,
+            session=session,
+            context=run.context or None,
+            max_turns=settings.AGENTS_MAX_TURNS,
+        )
+    if result.interruptions and not ctx.cancelled:
+        return Paused(result)
     return result.final_output
+
+
+async def _decided_state(agent: Any, resume: Resume, context: Any) -> RunState:
+    """The SDK state the run paused with, each pending call approved or rejected as decided (a
+    rejected call's tool does not run; the model reads the rejection and its reason)."""
+    state = await RunState.from_json(agent, resume.state, context_override=context)
+    for item in state.get_interruptions():
+        decision = resume.decisions.get(getattr(item.raw_item, "call_id", None))
+        if decision is None:  # not decided (cannot happen: the run resumes once all are)
+            state.reject(item, rejection_message="the call was not decided")
+        elif decision.status == decision.Status.APPROVED:
+            state.approve(item, always_approve=decision.always)
+        else:
+            state.reject(item, rejection_message=rejection_message(decision))
+    return state
+
+
+def rejection_message(decision: Any) -> str:
+    """What the model reads of a rejected call."""
+    who = f" by {decision.decided_by.get_username()}" if decision.decided_by_id else ""
+    because = f": {decision.reason}" if decision.reason else ""
+    return f"the call was rejected{who}{because}; it was not carried out"
+
+
+async def _record_pause(ctx: RunContext, result: Any) -> str:
+    """The run waits for decisions on its calls: its SDK state, its pending calls, its memory so
+    far and its `approval_required` event, committed together; the journal's outcome (VOID: the
+    run had ended meanwhile, the stale sweep)."""
+    run = ctx.run
+    pending = [_pending_call(ctx, item) for item in result.interruptions]
+    state = result.to_state().to_json()
+    memory = ctx.session.take_rows() if ctx.session is not None else []
+    event = ctx.next_event({"type": PAUSE_TYPE, "approvals": [_call_body(a) for a in pending]})
+    fields = dict(
+        status=Run.Status.AWAITING_APPROVAL,
+        worker_channel="",
+        heartbeat_at=None,
+        response_id=ctx.response_id,
+        current_turn=ctx.current_turn,
+        **ctx.usage,
+    )
+    end = RunEnd(fields, run.agent, memory, run.owner_id, pause=Pause(state, pending))
+    outcome = await ctx.journal.end(ctx.run_key, event, end)
+    if outcome != COMMITTED:
+        ctx.seq -= 1  # the run's end takes the pause's seq
+        return outcome
+    run.status = Run.Status.AWAITING_APPROVAL
+    return outcome
+
+
+def _pending_call(ctx: RunContext, item: Any) -> Approval:
+    raw = item.raw_item
+    try:
+        arguments = json.loads(getattr(raw, "arguments", None) or "{}")
+    except ValueError:
+        arguments = {"raw": getattr(raw, "arguments", "")}
+    return Approval(
+        run_id=ctx.run.pk,
+        call_id=getattr(raw, "call_id", None) or "",
+        tool_name=item.tool_name or "",
+        agent_name=item.agent.name if item.agent is not None else "",
+        arguments=arguments,
+    )
+
+
+def _call_body(approval: Approval) -> dict:
+    return {
+        "approval_id": str(approval.pk),
+        "tool_name": approval.tool_name,
+        "arguments": approval.arguments,
+        "agent_name": approval.agent_name,
+        "call_id": approval.call_id,
+    }
 
 
 async def _within_run_timeout(body: Awaitable[Any]) -> Any:

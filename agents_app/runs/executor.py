@@ -23,7 +23,8 @@ from ..logs import REQUEST_ID
 from ..models import Run
 from ..registry import AgentSpec
 from . import layer
-from .execute import RunContext, execute
+from .approvals import expire_pending
+from .execute import Resume, RunContext, execute
 from .journal import Journal
 from .publish import Hub, Reader
 from .queue import Turns
@@ -87,6 +88,20 @@ class RunExecutor:
         self.hub.own(key)
         if reader is not None:
             self.hub.subscribe(key, reader)
+        task = detached(self._run(ctx), f"run-{key}")
+        self.tasks[key] = task
+        return task
+
+    def resume(self, run: Run, spec: AgentSpec, resume: Resume) -> asyncio.Task:
+        """Go on with a run whose pause was decided (its row says `running` on our channel now):
+        its events follow the last stored one, and go to its group too, where its readers are."""
+        ctx = RunContext(run, spec, self.journal)
+        ctx.seq = run.last_seq
+        ctx.resume = resume
+        key = ctx.run_key
+        self.contexts[key] = ctx
+        self.hub.own(key)
+        self.hub.watch(key)
         task = detached(self._run(ctx), f"run-{key}")
         self.tasks[key] = task
         return task
@@ -179,6 +194,9 @@ class RunExecutor:
                     swept = await sweep_stale(self.journal)
                     if swept:
                         log.warning("%d runs of stopped processes ended as interrupted", swept)
+                    expired = await expire_pending(self)
+                    if expired:
+                        log.warning("%d tool calls waited too long for approval: rejected", expired)
                 except Exception:
                     log.warning("stale-run sweep failed", exc_info=True)
             await asyncio.sleep(settings.RUN_HEARTBEAT_INTERVAL)
@@ -238,6 +256,6 @@ class RunExecutor:
 @in_sync_thread
 def beat(run_ids: list[str]) -> list[tuple[Any, str]]:
     """The runs' heartbeats set to now; returns the cancel requests recorded for them."""
-    Run.objects.filter(pk__in=run_ids, status__in=Run.ACTIVE).update(heartbeat_at=timezone.now())
+    Run.objects.filter(pk__in=run_ids, status__in=Run.EXECUTING).update(heartbeat_at=timezone.now())
     requested = Run.objects.filter(pk__in=run_ids, cancel_requested_at__isnull=False)
     return list(requested.values_list("pk", "cancel_mode"))

@@ -1,10 +1,11 @@
 """The journal: the one write path of every event of every run, and of every run's end.
 
 Stream events, terminal events (success, failure, cancel, shutdown, the stale sweep) and the
-final state a terminal event commits with (the run's fields, the memory it added) are appended
-here. A batching task hands them in batches to one writer thread, which commits each batch in
-one transaction (`store`); only what committed is then published (`publish.Hub`), so a reader
-never sees an event that is not in the database.
+final state a terminal event commits with (the run's fields, the memory it added), a run's pause
+for approval with its stored state, and the changes of runs no process runs (a decision on a
+paused run: `change`) are appended here. A batching task hands them in batches to one writer
+thread, which commits each batch in one transaction (`store`); only what committed is then
+published (`publish.Hub`), so a reader never sees an event that is not in the database.
 
 When the database refuses a batch, each run's entries are tried alone: a run whose events cannot
 be stored loses nothing already committed, its owner is told (`on_lost`) and ends it `failed`,
@@ -25,7 +26,8 @@ from django.db.models import Max
 from django.utils import timezone
 
 from .. import metrics
-from ..models import Conversation, ConversationItem, Run, RunEvent
+from ..errors import ServiceError, Unavailable
+from ..models import Approval, Conversation, ConversationItem, Run, RunEvent, RunPause
 from ..signals import run_ended
 from ..usage import usage_record
 from .events import TERMINAL_TYPES, encode
@@ -60,18 +62,32 @@ COMMITTED, VOID, REFUSED, UNAVAILABLE = "committed", "void", "refused", "unavail
 
 
 @dataclass(slots=True)
+class Pause:
+    """A run leaving its process to wait for decisions on its tool calls (`approval_required`):
+    its SDK state and its pending calls, stored with the event."""
+
+    state: dict
+    approvals: list[Approval]
+
+
+@dataclass(slots=True)
 class RunEnd:
     """What a terminal event commits with it: the run's final fields and the memory it added.
 
     `stale_before`: the stale sweep's end, which only holds if the run's heartbeat is older.
-    Either way an end only holds while the run is still active: a run that something else
-    ended meanwhile keeps that end, and this one is void."""
+    `paused`: the end of a run that waits for approval (a cancel), which only holds while it
+    does; its pending calls end rejected. Either way an end only holds while the run is still
+    active: a run that something else ended meanwhile keeps that end, and this one is void. These
+    two are ends of runs no process runs: their event takes the run's next seq when stored."""
 
     fields: dict
     agent: str  # the run's agent (receivers of `run_ended` look at it)
     memory: list[ConversationItem] = field(default_factory=list)
     owner_id: int | None = None  # whose usage the run's tokens add to (None: the sweep's, no usage)
     stale_before: datetime | None = None
+    paused: bool = False
+    # Not an end but a pause: the run's task ends and the run waits, `awaiting_approval`.
+    pause: Pause | None = None
 
 
 @dataclass(slots=True)
@@ -80,7 +96,11 @@ class Entry:
     event: dict  # the sweep's end gets its `seq` when it is stored: the run's next one
     text: str | None
     end: RunEnd | None = None
-    done: asyncio.Future | None = None  # an end's outcome
+    done: asyncio.Future | None = None  # an end's or a change's outcome
+    # A change of a run that no process runs: called in the batch's transaction, it returns the
+    # event that records it (numbered after the run's last) or refuses with a ServiceError.
+    change: Callable[[datetime], dict] | None = None
+    refusal: ServiceError | None = None
 
 
 class Journal:
@@ -117,7 +137,7 @@ class Journal:
         """Commit a run's terminal event with its end; COMMITTED, VOID (the run had already ended),
         REFUSED (the database refused the values) or UNAVAILABLE (it stayed away)."""
         done = asyncio.get_running_loop().create_future()
-        text = None if end.stale_before is not None else encode(event)
+        text = None if end.stale_before is not None or end.paused else encode(event)
         self._add(Entry(run_id, event, text, end, done))
         self._urgent = True
         if self._nap is not None and not self._nap.done():
@@ -125,6 +145,25 @@ class Journal:
         if self._task.done():  # closed (shutdown): write it ourselves
             await self._write(self._take())
         return await asyncio.shield(done)
+
+    async def change(self, run_id: str, change: Callable[[datetime], dict]) -> dict:
+        """Apply `change(now)` in the writer's transaction and store the event it returns with it,
+        published once committed; returns that event. A refusal of the change (a ServiceError it
+        raises, a 404 or 409) is raised here and changes nothing."""
+        done = asyncio.get_running_loop().create_future()
+        entry = Entry(run_id, {}, None, change=change, done=done)
+        self._add(entry)
+        self._urgent = True
+        if self._nap is not None and not self._nap.done():
+            self._nap.set_result(None)
+        if self._task.done():
+            await self._write(self._take())
+        outcome = await asyncio.shield(done)
+        if entry.refusal is not None:
+            raise entry.refusal
+        if outcome != COMMITTED:
+            raise Unavailable(f"the change could not be stored ({outcome}): try again shortly")
+        return entry.event
 
     def next_seq(self, run_id: str) -> int:
         """The seq after a run's last stored event (for the end of a run whose events were lost)."""
@@ -223,9 +262,12 @@ class Journal:
             by_run.setdefault(entry.run_id, []).append(entry)
         for run_id, entries in by_run.items():
             seqs = [e.event["seq"] for e in entries]
-            self.stored_seq[run_id] = seqs[-1]
-            terminal = entries[-1].event["type"] in TERMINAL_TYPES
-            await self.hub.publish(events_message(run_id, seqs, [e.text for e in entries], terminal))
+            if self.hub.owns(run_id):
+                self.stored_seq[run_id] = seqs[-1]
+            last = entries[-1]
+            terminal = last.event["type"] in TERMINAL_TYPES
+            paused = last.end is not None and last.end.pause is not None
+            await self.hub.publish(events_message(run_id, seqs, [e.text for e in entries], terminal, paused))
 
     def _settle(self, batch: list[Entry], stored: list[Entry], refused: dict[str, BaseException]) -> None:
         """Tell each end its outcome; a run whose stream events were refused is lost to its owner
@@ -233,6 +275,15 @@ class Journal:
         committed = {id(entry) for entry in stored}
         ended = set()
         for entry in batch:
+            if entry.change is not None:  # not a run of ours: never `lost` here
+                ended.add(entry.run_id)
+                outcome = COMMITTED if id(entry) in committed else REFUSED
+                if entry.refusal is None and entry.run_id in refused:
+                    error = refused[entry.run_id]
+                    outcome = UNAVAILABLE if isinstance(error, OUTAGE_ERRORS) else REFUSED
+                if not entry.done.done():
+                    entry.done.set_result(outcome)
+                continue
             if entry.end is None:
                 continue
             ended.add(entry.run_id)
@@ -304,6 +355,7 @@ def _commit(entries: list[Entry]) -> list[Entry]:
     now = timezone.now()
     with transaction.atomic(using="default"):
         void = {id(entry) for entry in entries if entry.end is not None and not _end_run(entry, now)}
+        void |= {id(entry) for entry in entries if entry.change is not None and not _apply(entry, now)}
         stored = [entry for entry in entries if id(entry) not in void]
         _insert_events(stored, now)
         metrics.EVENTS_JOURNALLED.inc(len(stored))
@@ -318,18 +370,55 @@ def _commit(entries: list[Entry]) -> list[Entry]:
     return stored
 
 
+def _apply(entry: Entry, now: datetime) -> bool:
+    """A change (`Journal.change`) in a savepoint of its own; False if it refused."""
+    entry.refusal = None
+    try:
+        with transaction.atomic(using="default"):
+            entry.event = entry.change(now)
+    except ServiceError as refusal:
+        entry.refusal = refusal
+        return False
+    entry.text = encode(entry.event)
+    return True
+
+
+def _pause_run(entry: Entry, now: datetime) -> bool:
+    """A run that runs here waits for approvals now: its fields, its state and its pending calls."""
+    end = entry.end
+    runs = Run.objects.filter(pk=entry.run_id, status__in=Run.EXECUTING)
+    if not runs.update(last_seq=entry.event["seq"], **end.fields):
+        return False
+    RunPause.objects.update_or_create(
+        run_id=entry.run_id, defaults={"state": end.pause.state, "paused_at": now}
+    )
+    for approval in end.pause.approvals:
+        approval.created_at = now
+    Approval.objects.bulk_create(end.pause.approvals)
+    return True
+
+
 def _end_run(entry: Entry, now: datetime) -> bool:
     """Set a run's final fields if it is still active (and stale, for the sweep); False if not."""
     end = entry.end
+    if end.pause is not None:
+        return _pause_run(entry, now)
     runs = Run.objects.filter(pk=entry.run_id, status__in=Run.ACTIVE)
-    if end.stale_before is not None:  # the sweep's: only if stale, and it takes the run's next seq
-        runs = runs.filter(Run.beat_before(end.stale_before))
+    if end.stale_before is not None:  # the sweep's: only if stale
+        runs = runs.filter(Run.beat_before(end.stale_before), status__in=Run.EXECUTING)
+    elif end.paused:
+        runs = runs.filter(status=Run.Status.AWAITING_APPROVAL)
+    if end.stale_before is not None or end.paused:  # it takes the run's next seq
         last = RunEvent.objects.filter(run_id=entry.run_id).aggregate(last=Max("seq"))["last"] or 0
         entry.event["seq"] = last + 1
         entry.text = encode(entry.event)
     fields = {"finished_at": now, "last_seq": entry.event["seq"], **end.fields}
     if not runs.update(**fields):
         return False
+    if end.paused:
+        Approval.objects.filter(run_id=entry.run_id, status=Approval.Status.PENDING).update(
+            status=Approval.Status.REJECTED, reason=f"the run was {fields['status']}", decided_at=now
+        )
     if end.owner_id is not None:
         usage_record(end.owner_id, end.agent, fields, now)
     run_ended.send(

@@ -19,9 +19,15 @@ log = logging.getLogger(__name__)
 Reader = Callable[[dict], None]
 
 
-def events_message(run_id: str, seqs: list[int], texts: list[str], terminal: bool) -> dict:
-    """The message that wakes readers: encoded events plus their seqs, so nobody re-parses."""
-    return {"type": layer.EVENTS, "run_id": run_id, "events": texts, "seqs": seqs, "terminal": terminal}
+def events_message(
+    run_id: str, seqs: list[int], texts: list[str], terminal: bool, paused: bool = False
+) -> dict:
+    """The message that wakes readers: encoded events plus their seqs, so nobody re-parses.
+    `paused`: the run left its process to wait for approvals (its readers follow its group now)."""
+    message = {"type": layer.EVENTS, "run_id": run_id, "events": texts, "seqs": seqs, "terminal": terminal}
+    if paused:
+        message["paused"] = True
+    return message
 
 
 class Hub:

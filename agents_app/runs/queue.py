@@ -69,7 +69,7 @@ def _runs_ahead(run: Run) -> list[str]:
 def _take_turn(run: Run) -> str:
     """`running` if the run took its turn, `wait` if it must wait, `gone` if it is no longer queued."""
     conversation = Run.objects.filter(conversation_id=run.conversation_id)
-    if conversation.filter(status=Run.Status.RUNNING).exists():
+    if conversation.filter(status__in=Run.CURRENT).exists():  # running, or awaiting approval
         return "wait"
     first = conversation.filter(status=Run.Status.QUEUED).order_by("created_at", "pk").first()
     if first is None or first.pk != run.pk:

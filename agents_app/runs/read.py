@@ -6,6 +6,9 @@ owning executor to publish there (`RunCursor.follow`). Each run a reader follows
 `RunCursor`, which de-duplicates by seq and fills any gap from the database, so a dropped message
 (full inbox or channel, lost wake-up) costs latency, never data. `RunReader` is the life of every
 reader (SSE responses, sockets, `RunFollower` for commands and for waiting on a run's end).
+
+A run that pauses for approval leaves its process: its local readers then follow its group, as
+readers elsewhere do, wherever it resumes (the resuming process publishes it there).
 """
 
 import asyncio
@@ -21,13 +24,12 @@ from ..db import in_sync_thread
 from ..models import Run, RunEvent
 from . import layer
 from .engine import current_engine, get_engine
-from .events import TERMINAL_TYPES, encode
-from .retry import FailureLog
+from .events import PAUSE_TYPE, TERMINAL_TYPES, encode
+from .inbox import Inbox, LayerChannel
+from .inbox import layer_failures as _layer_failures
 from .sweep import end_stale, is_stale
 
 log = logging.getLogger(__name__)
-# Channel-layer failures of all readers of this process, logged without flooding the log.
-_layer_failures = FailureLog()
 
 Batch = list[tuple[int, str]]
 DB_PAGE = 1000
@@ -74,6 +76,10 @@ class RunCursor:
         self.last = after
         self.ended = False
         self.local = False
+        # The last event read is the run's pause (`approval_required`); `regroup`: this reader
+        # followed the run locally and must follow its group now.
+        self.paused = False
+        self.regroup = False
         self._first_poll = 1.0
         self._backoff = 1.0
         self._next_poll = time.monotonic() + self._backoff
@@ -88,6 +94,7 @@ class RunCursor:
                 batch.append((seq, encode(data)))
                 self.last = seq
                 self.ended = self.ended or type_ in TERMINAL_TYPES
+                self.paused = type_ == PAUSE_TYPE
             # Nothing new: maybe the reader already has the terminal event (a reconnect after the end).
             self.ended = self.ended or ended_before
             if len(page) < DB_PAGE or self.ended:
@@ -102,6 +109,8 @@ class RunCursor:
         batch = [(seq, text) for seq, text in zip(seqs, message["events"], strict=True) if seq > self.last]
         if batch:
             self.last = batch[-1][0]
+            self.paused = bool(message.get("paused"))
+            self.regroup = self.paused and self.local
         if message["terminal"] and seqs and seqs[-1] <= self.last:
             self.ended = True
         return batch, self.ended
@@ -138,7 +147,7 @@ class RunCursor:
         # Not active: its terminal event is stored (possibly just now, by the stale sweep).
         return await self.replay()
 
-    async def follow(self, run: Run, channel: "LayerChannel") -> None:
+    async def follow(self, run: Run, channel: LayerChannel) -> None:
         """Start receiving the run's live batches into the reader's inbox (`channel.inbox`; call
         before replaying from the database): straight from this process's executor if it runs
         the run (`local`), else through the run's group on the reader's `channel`."""
@@ -157,7 +166,19 @@ class RunCursor:
         else:
             _layer_failures.ok("following runs through the channel layer")
 
-    async def unfollow(self, channel: "LayerChannel") -> None:
+    async def follow_group(self, channel: LayerChannel) -> Batch:
+        """The run paused and left this process: follow its group from now on (whichever process
+        resumes it publishes there); returns what was stored meanwhile."""
+        self.regroup = False
+        self.set_local(False)
+        try:
+            await layer.group_add(layer.run_group(self.run_id), await channel.open())
+        except Exception:
+            _layer_failures.failed("could not follow run %s through the channel layer", self.run_id)
+        batch, _ended = await self.replay(check_terminal=False)
+        return batch
+
+    async def unfollow(self, channel: LayerChannel) -> None:
         if self.local:
             engine = current_engine()
             if engine is not None:
@@ -197,97 +218,6 @@ class RunCursor:
     def _active(self) -> None:
         self._backoff = self._first_poll
         self._next_poll = time.monotonic() + self._backoff
-
-
-class Inbox:
-    """`run.events` messages for one reader, handed over by the executor or its `LayerChannel`.
-
-    Bounded like a channel (the layer's capacity): when the reader falls behind, further
-    messages are dropped and `lost` is set; the reader then fills the gap from the database.
-    """
-
-    def __init__(self) -> None:
-        self.capacity = layer.capacity()
-        self.lost = False
-        self._messages: list[dict] = []
-        self._waiter: asyncio.Future | None = None
-
-    def __call__(self, message: dict) -> None:
-        if len(self._messages) < self.capacity:
-            self._messages.append(message)
-        else:
-            self.lost = True
-        self.wake()
-
-    def wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def wait(self) -> None:
-        """Until a message arrives or someone calls `wake()`."""
-        if self._messages:
-            return
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-    def take(self) -> list[dict]:
-        messages, self._messages = self._messages, []
-        return messages
-
-    def take_lost(self) -> bool:
-        """True (once) if messages were dropped since the last call."""
-        lost, self.lost = self.lost, False
-        return lost
-
-
-class LayerChannel:
-    """Where a reader's live batches come in: its `inbox`, and the channel-layer channel made the
-    first time it follows a run of another process (a reader of this process's runs never needs
-    one); a task passes that channel's `run.events` messages to the inbox until `close()`.
-
-    `close()` stops that task with a message on its own channel rather than a cancel: on Python
-    3.11 a cancel that lands inside redis-py's `wait_for` can be swallowed, and the receive
-    would go on waiting for ever."""
-
-    def __init__(self, inbox: Inbox) -> None:
-        self.inbox = inbox
-        self.name = ""
-        self._receiver: asyncio.Task | None = None
-
-    async def open(self) -> str:
-        if not self.name:
-            self.name = await layer.new_channel()
-            self._receiver = asyncio.create_task(self._receive())
-        return self.name
-
-    async def close(self) -> None:
-        receiver, self._receiver = self._receiver, None
-        if receiver is None or receiver.done():
-            return
-        try:
-            await layer.send(self.name, {"type": layer.READER_STOP})
-        except Exception:
-            receiver.cancel()  # the layer is away: its receive is not waiting on Redis either
-
-    async def _receive(self) -> None:
-        while True:
-            try:
-                message = await layer.receive(self.name)
-            except Exception:
-                # The Redis layer retries an outage itself; anything else: the reader polls
-                # the database meanwhile.
-                _layer_failures.failed("could not receive on channel %s", self.name)
-                await asyncio.sleep(1.0)
-                continue
-            _layer_failures.ok("receiving on the channel layer")
-            if message.get("type") == layer.EVENTS:
-                self.inbox(message)
-            elif message.get("type") == layer.READER_STOP:
-                return
 
 
 Write = Callable[[RunCursor, Batch, bool], Awaitable[None]]
@@ -431,6 +361,9 @@ class RunReader:
             for key, cursor in list(self.cursors.items()):
                 mine = messages if len(self.cursors) == 1 else [m for m in messages if m["run_id"] == key]
                 batch, ended = await cursor.catch_up(mine, lost)
+                if cursor.regroup and not ended:
+                    await self._write(cursor, batch, ended)
+                    batch, ended = await cursor.follow_group(self.channel), cursor.ended
                 await self._write(cursor, batch, ended)
         if self.until_ended and not self.cursors:
             return False
@@ -442,10 +375,12 @@ class RunReader:
 
 class RunFollower:
     """A run's events as an async iterator, for in-process readers (commands, and whoever waits
-    for a run's end): pass `inbox` as `start_run`'s reader to follow a run from its start."""
+    for a run's end): pass `inbox` as `start_run`'s reader to follow a run from its start.
+    `until_paused`: the events end at the run's pause for approval too."""
 
-    def __init__(self) -> None:
+    def __init__(self, until_paused: bool = False) -> None:
         self._queue: asyncio.Queue = asyncio.Queue()
+        self.until_paused = until_paused
         self.reader = RunReader(self._put, until_ended=True)
 
     @property
@@ -455,7 +390,7 @@ class RunFollower:
     async def _put(self, cursor: RunCursor, batch: Batch, ended: bool) -> None:
         for item in batch:
             self._queue.put_nowait(item)
-        if ended:
+        if ended or (self.until_paused and cursor.paused):
             self._queue.put_nowait(None)
 
     async def events(self, run: Run, after: int = 0, started: bool = False) -> AsyncIterator[tuple[int, str]]:
@@ -473,7 +408,8 @@ class RunFollower:
             await self.reader.close()
 
     async def wait(self, run: Run, started: bool = False) -> Run:
-        """The run, as stored once it has ended (its terminal event is read)."""
+        """The run, as stored once it has ended (its terminal event is read), or paused when
+        `until_paused`."""
         async for _item in self.events(run, started=started):
             pass
         return await in_sync_thread(Run.objects.get)(pk=run.pk)

@@ -19,10 +19,11 @@ from django.utils import timezone
 
 from .. import providers
 from ..db import in_sync_thread
-from ..errors import ConversationBusy, NotFound, RunNotActive, ServiceError, TooManyRuns
+from ..errors import AlreadyDecided, ConversationBusy, NotFound, RunNotActive, ServiceError, TooManyRuns
 from ..models import Conversation, Run
 from ..registry import AgentSpec
 from ..usage import quota_check
+from .approvals import reject_pending
 from .cancel import cancel_run
 from .lifespan import start_engine
 from .publish import Reader
@@ -71,7 +72,7 @@ async def start_run(request: RunRequest | Callable[[], RunRequest], reader: Read
         request, run, fresh = await in_sync_thread(_admit)(request, worker)
     engine.executor.launch(run, request.spec, reader=reader, fresh_conversation=fresh)
     if request.if_busy == "interrupt" and run.status == Run.Status.QUEUED:
-        await _cancel_others(run)
+        await _cancel_others(engine.executor, run)
     return run
 
 
@@ -92,14 +93,18 @@ async def _swept(run_id: str | None) -> bool:
     return not run.is_active
 
 
-async def _cancel_others(run: Run) -> None:
-    """`interrupt`: the conversation's other active runs are cancelled; the new one is next."""
+async def _cancel_others(executor: Any, run: Run) -> None:
+    """`interrupt`: the conversation's other active runs are cancelled; the new one is next. A run
+    awaiting approval has its pending calls rejected (`interrupted`) instead, and ends its answer."""
     others = Run.objects.active().filter(conversation_id=run.conversation_id).exclude(pk=run.pk)
     for other in await in_sync_thread(list)(others):
         try:
-            await cancel_run(other)
-        except RunNotActive:
-            pass  # it ended meanwhile
+            if other.status == Run.Status.AWAITING_APPROVAL:
+                await reject_pending(executor, other, "interrupted", surface="interrupt")
+            else:
+                await cancel_run(other)
+        except (RunNotActive, AlreadyDecided):
+            pass  # it ended (or was decided) meanwhile
 
 
 def create_run(request: RunRequest, worker: str, queue: bool = False) -> tuple[Run, bool]:
@@ -216,7 +221,7 @@ def _check_active_runs(user) -> None:
     # Serializes this user's starts: a row lock on PostgreSQL (SQLite's write transactions
     # are serialized already: they begin IMMEDIATE).
     list(type(user).objects.select_for_update().filter(pk=user.pk).values_list("pk"))
-    active = Run.objects.filter(owner=user, status__in=Run.ACTIVE, heartbeat_at__gte=stale_cutoff())
+    active = Run.objects.filter(owner=user, status__in=Run.EXECUTING, heartbeat_at__gte=stale_cutoff())
     active_ids = [str(pk) for pk in active.values_list("pk", flat=True)]
     if len(active_ids) >= limit:
         raise TooManyRuns(

@@ -21,12 +21,12 @@ def stale_cutoff() -> datetime:
 
 
 def stale_runs(cutoff: datetime):
-    return Run.objects.filter(Run.beat_before(cutoff), status__in=Run.ACTIVE)
+    return Run.objects.filter(Run.beat_before(cutoff), status__in=Run.EXECUTING)
 
 
 def is_stale(run: Run) -> bool:
     beat = run.heartbeat_at or run.created_at
-    return run.is_active and beat < stale_cutoff()
+    return run.status in Run.EXECUTING and beat < stale_cutoff()
 
 
 async def end_stale(journal: Journal, runs: list[tuple]) -> int:

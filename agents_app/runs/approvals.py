@@ -1,0 +1,210 @@
+"""Decisions on the tool calls a paused run waits for, from any surface and any process.
+
+A decision changes a run that no process runs, so it goes through the journal like every other
+change of a run (`Journal.change`): checked against the stored state, recorded with its
+`approval_decided` event in one transaction, published after the commit. The decision that leaves
+no call pending also takes the run (`running`, on this process's control channel), in that same
+transaction: of two processes deciding at once, one commits first and resumes the run, and the
+other finds the call decided (409). The run then goes on here, from its stored SDK state.
+"""
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from ..db import in_sync_thread
+from ..errors import AlreadyDecided, NotFound, RunNotActive, ServiceError
+from ..models import Approval, Run, RunPause
+from ..registry import get_spec
+from .execute import Resume
+from .journal import COMMITTED, RunEnd
+
+log = logging.getLogger(__name__)
+
+DECISIONS = {"approve": Approval.Status.APPROVED, "reject": Approval.Status.REJECTED}
+MAX_REASON = 2000
+EXPIRE_BATCH = 100  # calls expired per check (the next check takes the rest)
+
+
+def approval_body(approval: Approval) -> dict:
+    """An approval as the API and the events show it."""
+    return {
+        "approval_id": str(approval.pk),
+        "run_id": str(approval.run_id),
+        "tool_name": approval.tool_name,
+        "arguments": approval.arguments,
+        "agent_name": approval.agent_name,
+        "call_id": approval.call_id,
+        "status": approval.status,
+        "reason": approval.reason or None,
+        "always": approval.always,
+        "decided_by": approval.decided_by.get_username() if approval.decided_by_id else None,
+        "surface": approval.surface or None,
+        "created_at": approval.created_at.isoformat().replace("+00:00", "Z"),
+        "decided_at": approval.decided_at.isoformat().replace("+00:00", "Z") if approval.decided_at else None,
+    }
+
+
+def check_decision(decision: Any, reason: Any, always: Any) -> tuple[str, str, bool]:
+    """A decision's fields as a client sent them, or a 400 naming the one that is wrong."""
+    if decision not in DECISIONS:
+        raise ServiceError("decision must be 'approve' or 'reject'", field="decision")
+    if reason is None:
+        reason = ""
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise ServiceError(f"reason must be a string of at most {MAX_REASON} characters", field="reason")
+    if always is None:
+        always = False
+    if not isinstance(always, bool):
+        raise ServiceError("always must be true or false", field="always")
+    if always and decision != "approve":
+        raise ServiceError("always applies to 'approve' only", field="always")
+    return decision, reason, always
+
+
+async def decide(
+    executor: Any,
+    run_id: Any,
+    approval_id: Any,
+    decision: str,
+    *,
+    user: Any,
+    surface: str,
+    reason: str = "",
+    always: bool = False,
+) -> dict:
+    """Record a decision (the caller has checked that `user` may decide on this run); returns its
+    `approval_decided` event. The last decision of a pause resumes the run on `executor` (the
+    running loop's `RunExecutor`)."""
+    channel = await executor.ensure_started()
+    change = _decision(
+        str(run_id), str(approval_id), DECISIONS[decision], reason, always, user, surface, channel
+    )
+    event = await executor.journal.change(str(run_id), change)
+    if event["pending"] == 0:
+        await resume(executor, run_id)
+    return event
+
+
+def _decision(
+    run_id: str,
+    approval_id: str,
+    status: str,
+    reason: str,
+    always: bool,
+    user: Any,
+    surface: str,
+    channel: str,
+) -> Callable[[datetime], dict]:
+    def change(now: datetime) -> dict:
+        # The run's row first, locked: every decision on a run (and its resume) goes one at a time.
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        approval = Approval.objects.filter(pk=approval_id, run_id=run_id).first() if run else None
+        if approval is None:
+            raise NotFound(f"approval {approval_id} of run {run_id} not found")
+        if approval.status != Approval.Status.PENDING:
+            raise AlreadyDecided(
+                f"approval {approval_id} was already decided: {approval.status}",
+                approval_id=approval_id,
+                status=approval.status,
+            )
+        if run.status != Run.Status.AWAITING_APPROVAL:
+            raise RunNotActive(f"run {run_id} is {run.status}, not awaiting approval", status=run.status)
+        approval.status, approval.reason, approval.always = status, reason, always
+        approval.decided_by = user if user is not None and user.is_authenticated else None
+        approval.surface, approval.decided_at = surface, now
+        approval.save(update_fields=["status", "reason", "always", "decided_by", "surface", "decided_at"])
+        pending = Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING).count()
+        seq = run.last_seq + 1
+        fields: dict[str, Any] = {"last_seq": seq}
+        if not pending:  # the run goes on, here
+            fields.update(status=Run.Status.RUNNING, worker_channel=channel, heartbeat_at=now)
+        Run.objects.filter(pk=run_id).update(**fields)
+        return {
+            "type": "approval_decided",
+            "seq": seq,
+            "run_id": run_id,
+            "approval_id": approval_id,
+            "call_id": approval.call_id,
+            "tool_name": approval.tool_name,
+            "decision": status,
+            "reason": reason or None,
+            "always": always,
+            "decided_by": approval.decided_by.get_username() if approval.decided_by else None,
+            "surface": surface,
+            "pending": pending,
+        }
+
+    return change
+
+
+async def reject_pending(executor: Any, run: Run, reason: str, surface: str) -> None:
+    """Reject every call a paused run waits for (no one decided: `interrupted`, `expired`); the
+    run then goes on, here, and ends its answer."""
+    pending = await in_sync_thread(_pending_ids)(run.pk)
+    for approval_id in pending:
+        await decide(executor, run.pk, approval_id, "reject", user=None, surface=surface, reason=reason)
+
+
+async def expire_pending(executor: Any) -> int:
+    """Reject the calls that waited longer than AGENTS_APPROVAL_TIMEOUT (`expired`); how many.
+    Every process checks now and then (with its stale sweep): whichever comes first decides, the
+    others find the calls decided."""
+    expired = 0
+    for run_id, approval_id in await in_sync_thread(_expired_ids)():
+        try:
+            await decide(
+                executor, run_id, approval_id, "reject", user=None, surface="expiry", reason="expired"
+            )
+        except (AlreadyDecided, RunNotActive, NotFound):
+            continue
+        expired += 1
+    return expired
+
+
+def _pending_ids(run_id: Any) -> list:
+    return list(
+        Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING).values_list("pk", flat=True)
+    )
+
+
+def _expired_ids() -> list[tuple]:
+    cutoff = timezone.now() - timedelta(seconds=settings.AGENTS_APPROVAL_TIMEOUT)
+    expired = Approval.objects.filter(status=Approval.Status.PENDING, created_at__lt=cutoff)
+    return list(expired.order_by("created_at").values_list("run_id", "pk")[:EXPIRE_BATCH])
+
+
+async def resume(executor: Any, run_id: Any) -> None:
+    """Go on with a run this process took at its last decision, from its stored state."""
+    run, resume_from = await in_sync_thread(_resume_from)(run_id)
+    executor.resume(run, get_spec(run.agent), resume_from)
+
+
+def _resume_from(run_id: Any) -> tuple[Run, Resume]:
+    run = Run.objects.select_related("conversation").get(pk=run_id)
+    state = RunPause.objects.get(run_id=run_id).state
+    decisions = {a.call_id: a for a in Approval.objects.select_related("decided_by").filter(run_id=run_id)}
+    return run, Resume(state, decisions)
+
+
+async def end_paused(journal: Any, run: Run, status: str = Run.Status.CANCELLED) -> bool:
+    """End a run that waits for approval (a cancel): its pending calls end rejected and its
+    stream with `stream_complete`; True if this ended it (False: it had resumed or ended)."""
+    event = {
+        "type": "stream_complete",
+        "seq": None,  # the run's next, when stored
+        "run_id": str(run.pk),
+        "final_output": None,
+        "usage": run.usage,
+        "current_turn": run.current_turn,
+        "conversation_id": str(run.conversation_id) if run.conversation_id else None,
+        "status": status,
+        "response_id": run.response_id or None,
+    }
+    fields = {"status": status, **run.usage}
+    end = RunEnd(fields, run.agent, owner_id=run.owner_id, paused=True)
+    return await journal.end(str(run.pk), event, end) == COMMITTED
