@@ -37,7 +37,9 @@ async def test_active_runs_per_user_are_capped_across_simultaneous_starts(
     api_for, alice, slow_model, settings
 ):
     settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER = 3
-    slow_model["seconds"] = 0.5
+    # Long enough that all 50 starts are in before the first runs end, on a loaded 2-core machine
+    # too (at 0.5 s, with other suites running, later starts found the first three over).
+    slow_model["seconds"] = 2.0
     api = api_for(alice)
     responses = await asyncio.gather(*(api.post("/api/agents/chat/run", {"input": "hi"}) for _ in range(50)))
     assert sorted(r.status_code for r in responses) == [200] * 3 + [429] * 47
