@@ -12,6 +12,7 @@ from django.utils.html import format_html
 
 from traces_app.models import Trace
 
+from .admin_approvals import ApprovalAdmin  # noqa: F401  (registered there)
 from .admin_timeline import build_rows
 from .admin_usage import UsageDayAdmin, UserQuotaAdmin  # noqa: F401  (registered there)
 from .errors import RunNotActive

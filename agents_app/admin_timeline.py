@@ -182,6 +182,17 @@ def _describe(type_: str, data: dict, row: Row, rows: list[Row]) -> Row:
         row.kind, row.title = "agent", data.get("agent_name") or ""
     elif type_ == "research_progress":
         _describe_progress(data, row)
+    elif type_ == "approval_required":
+        calls = data.get("approvals") or []
+        row.kind, row.flag = "awaits approval", "warning"
+        row.title = ", ".join(str(call.get("tool_name")) for call in calls)
+        _clip(row, [{k: call.get(k) for k in ("tool_name", "arguments", "approval_id")} for call in calls])
+    elif type_ == "approval_decided":
+        row.kind, row.title = "decision", f"{data.get('decision')} {data.get('tool_name') or ''}".strip()
+        row.flag = "" if data.get("decision") == "approved" else "warning"
+        row.notes.append(f"by {data.get('decided_by') or 'no one'} via {data.get('surface')}")
+        if data.get("reason"):
+            row.text = str(data["reason"])
     elif type_ == "stream_complete":
         row.kind, row.title = "end", data.get("status") or ""
         row.flag = "" if data.get("status") == "completed" else "warning"

@@ -1,20 +1,24 @@
 """A run as the chat page shows it: the user's message, its steps (tool calls, handoffs), the answer.
 
-Steps come from the run's stored `run_item` events, so a finished turn reads the same as the live
-stream showed it; the answer is the run's final output rendered as sanitized markdown.
+Steps come from the run's stored `run_item` events and its approvals (`approval_required`,
+`approval_decided`, named by their type), so a finished turn reads the same as the live stream
+showed it; the answer is the run's final output rendered as sanitized markdown.
 """
 
 import json
 from typing import Any
+
+from django.db.models import Q
 
 from .models import Run, RunEvent
 from .rendering import render_markdown
 
 # The `run_item` events shown as steps (the answer itself is the final output).
 STEP_NAMES = ("tool_called", "tool_output", "handoff_requested", "handoff_occured", "reasoning_item_created")
+APPROVAL_TYPES = ("approval_required", "approval_decided")
 STEP_FIELDS = (
     "seq", "name", "agent_name", "tool_name", "tool_arguments", "call_id", "output", "source_agent",
-    "target_agent", "content",
+    "target_agent", "content", "approvals", "approval_id", "decision", "reason", "decided_by", "pending",
 )  # fmt: skip
 
 
@@ -40,7 +44,10 @@ def answer_text(final_output: Any) -> str:
 
 
 def step_of(data: dict) -> dict:
-    return {k: data[k] for k in STEP_FIELDS if k in data}
+    step = {k: data[k] for k in STEP_FIELDS if k in data}
+    if data["type"] in APPROVAL_TYPES:
+        step["name"] = data["type"]
+    return step
 
 
 def turn_of(run: Run, steps: list[dict]) -> dict:
@@ -66,7 +73,8 @@ def turns_of(runs: list[Run]) -> list[dict]:
     """The turns of `runs` in their order, with two queries whatever their number."""
     steps: dict[Any, list[dict]] = {run.pk: [] for run in runs}
     events = (
-        RunEvent.objects.filter(run__in=list(steps), type="run_item", data__name__in=STEP_NAMES)
+        RunEvent.objects.filter(run__in=list(steps))
+        .filter(Q(type="run_item", data__name__in=STEP_NAMES) | Q(type__in=APPROVAL_TYPES))
         .order_by("run", "seq")
         .values_list("run_id", "data")
     )

@@ -5,6 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from agents_app import health
+from agents_app.admin_approvals import decide_view
 from agents_app.api import rest as agent_views
 from agents_app.api.openai_v1.models_list import ModelDetailView, ModelListView
 from agents_app.api.openai_v1.responses import ResponseCancelView
@@ -30,6 +31,8 @@ for slug in ("chat", "assistant"):
 docs_csp = csp_update({"style-src": [SELF, UNSAFE_INLINE], "worker-src": [SELF, "blob:"]})
 
 urlpatterns = [
+    # Before the admin's own paths: the staff's decisions on pending tool calls (an async view).
+    path("admin/approvals/decide", decide_view, name="admin-approval-decide"),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("agents_app.api.urls")),

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.test import AsyncClient
 
 from agents_app.ai_agents import ops
 from agents_app.models import Approval, ConversationItem, Run, RunEvent, RunPause
@@ -97,6 +98,10 @@ async def test_approve_over_rest_resumes_the_same_stream(alice, api_for, refunds
     assert run.status == Run.Status.COMPLETED and run.requests == 2
     stored = await sync_to_async(list)(RunEvent.objects.filter(run=run).values_list("seq", flat=True))
     assert stored == seqs
+    # The chat page's transcript of the turn keeps the call and its decision.
+    turn = (await api_for(alice).get(f"/api/runs/{run.pk}/turn")).json()
+    steps = [(s["name"], s.get("decision")) for s in turn["steps"] if s["name"].startswith("approval")]
+    assert steps == [("approval_required", None), ("approval_decided", "approved")]
     # A second decision on the same call: 409.
     again = await api_for(alice).post(url, {"decision": "reject"})
     assert again.status_code == 409 and again.json()["error"]["code"] == "approval_decided"
@@ -314,3 +319,35 @@ async def test_a_call_waiting_too_long_expires(alice, settings, refunds):
     ]
     assert events[-1]["status"] == "completed" and refunds == []
     assert await expire_pending(get_engine().executor) == 0
+
+
+async def test_staff_decide_in_the_admin_and_the_timeline_shows_it(alice, bob, make_user, api_for, refunds):
+    paused = (await api_for(alice).post("/api/agents/ops/run", {"input": LARGE})).json()
+    [call] = paused["approvals"]
+    staff = await sync_to_async(make_user)("sam", is_staff=True, is_superuser=True)
+    admin = AsyncClient()
+    await admin.aforce_login(staff)
+    page = await admin.get("/admin/agents_app/approval/?status__exact=pending")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "refund_order" in html and f'value="reject:{call["approval_id"]}"' in html
+    # Not staff: sent to the login page, nothing decided.
+    other = AsyncClient()
+    await other.aforce_login(bob)
+    refused = await other.post("/admin/approvals/decide", {"decision": f"approve:{call['approval_id']}"})
+    assert refused.status_code == 302 and "/admin/login/" in refused["Location"]
+    assert (await sync_to_async(Approval.objects.get)(pk=call["approval_id"])).status == "pending"
+    decided = await admin.post(
+        "/admin/approvals/decide",
+        {"decision": f"reject:{call['approval_id']}", f"reason-{call['approval_id']}": "not today"},
+    )
+    assert decided.status_code == 302
+    run = await wait_finished(paused["run_id"])
+    approval = await sync_to_async(Approval.objects.select_related("decided_by").get)(pk=call["approval_id"])
+    assert (approval.status, approval.surface, approval.decided_by.username) == ("rejected", "admin", "sam")
+    assert "not today" in run.final_output and refunds == []
+    timeline = (await admin.get(f"/admin/agents_app/run/{run.pk}/change/")).content.decode()
+    assert "awaits approval" in timeline and "by sam via admin" in timeline
+    # A bad decision is a message on the list, not an error page.
+    bad = await admin.post("/admin/approvals/decide", {"decision": "approve:nope"})
+    assert bad.status_code == 302

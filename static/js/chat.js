@@ -40,8 +40,17 @@ function updateButtons() {
   $("send").disabled = Boolean(pending);
 }
 
+// A decision on a paused run's tool call, over the conversation's socket; its `approval_decided`
+// event (or an `error`, e.g. when another tab decided first) comes back on it.
+function decide(runId, approvalId, decision, reason) {
+  const message = { type: decision, run_id: runId, approval_id: approvalId };
+  if (reason) message.reason = reason;
+  if (!socket?.send(message)) say("Not connected: decide again once the connection is back.", "error");
+}
+
 function addTurn(view) {
   $("empty")?.remove();
+  view.onDecide = decide;
   turns.set(view.runId, view);
   messages.append(view.root);
   return view;

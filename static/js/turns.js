@@ -11,7 +11,7 @@ const ERROR_TEXT = {
   interrupted: "The server stopped before the answer was finished.",
 };
 
-export const isActive = (status) => status === "running" || status === "queued";
+export const isActive = (status) => ["running", "queued", "awaiting_approval"].includes(status);
 
 export function usageText(usage) {
   if (!usage || !usage.total_tokens) return "";
@@ -34,6 +34,8 @@ export class TurnView {
     this.ended = !isActive(status);
     this.calls = new Map();
     this.texts = new Map();
+    this.approvals = new Map(); // approval id -> its card
+    this.onDecide = null; // (runId, approvalId, decision, reason) => sends it; set by the page
     this.user = el("div", { class: "user-msg" }, input || "");
     this.agent = el("div", { class: "agent-name" });
     this.body = el("div", { class: "turn-body" });
@@ -69,6 +71,13 @@ export class TurnView {
         break;
       case "run_item":
         this.addStep(event);
+        break;
+      case "approval_required":
+        this.meta.textContent = "Waiting for a decision on the tool call below.";
+        for (const call of event.approvals) this.addApproval(call);
+        break;
+      case "approval_decided":
+        this.decided(event);
         break;
       case "stream_complete":
         this.end(event.status, event.usage);
@@ -116,7 +125,46 @@ export class TurnView {
       case "reasoning_item_created":
         this.body.append(step("Reasoning", el("pre", {}, event.content || "")));
         break;
+      case "approval_required": // a finished turn's (the server's transcript)
+        for (const call of event.approvals) this.addApproval(call);
+        break;
+      case "approval_decided":
+        this.decided(event);
+        break;
     }
+  }
+
+  // A tool call that waits for a person: what it would do, and Approve / Reject (with a reason).
+  addApproval(call) {
+    const reason = el("input", { type: "text", class: "approval-reason", placeholder: "Reason (optional)", maxlength: "2000", "aria-label": "Reason" });
+    const decide = (decision) => this.onDecide?.(this.runId, call.approval_id, decision, reason.value.trim());
+    const actions = el(
+      "div",
+      { class: "approval-actions" },
+      el("button", { type: "button", class: "button primary approve", onclick: () => decide("approve") }, "Approve"),
+      el("button", { type: "button", class: "button danger reject", onclick: () => decide("reject") }, "Reject"),
+      reason,
+    );
+    const card = el(
+      "div",
+      { class: "approval", "data-approval-id": call.approval_id },
+      el("div", { class: "approval-title" }, `${call.agent_name} wants to run ${call.tool_name}`),
+      el("pre", {}, pretty(JSON.stringify(call.arguments))),
+      actions,
+    );
+    this.approvals.set(call.approval_id, card);
+    this.body.append(card);
+  }
+
+  decided(event) {
+    const card = this.approvals.get(event.approval_id);
+    if (!card) return;
+    const who = event.decided_by ? ` by ${event.decided_by}` : "";
+    const why = event.reason ? `: ${event.reason}` : "";
+    const verdict = event.decision === "approved" ? `Approved${who}.` : `Rejected${who}${why}.`;
+    card.classList.add(event.decision);
+    card.querySelector(".approval-actions").replaceWith(el("div", { class: "approval-verdict" }, verdict));
+    if (event.pending === 0) this.meta.textContent = "";
   }
 
   end(status, usage, message, code) {
@@ -135,6 +183,7 @@ export class TurnView {
     this.body.replaceChildren();
     this.calls.clear();
     this.texts.clear();
+    this.approvals.clear();
     for (const step of turn.steps) this.addStep(step);
     if (turn.html) {
       const answer = el("div", { class: "answer rendered" });
