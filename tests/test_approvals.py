@@ -11,7 +11,7 @@ from django.test import AsyncClient
 
 from agents_app.ai_agents import ops
 from agents_app.models import Approval, ConversationItem, Run, RunEvent, RunPause
-from agents_app.runs.approvals import expire_pending
+from agents_app.runs.approvals import end_cancelled, expire_pending
 from agents_app.runs.engine import get_engine
 from tokens_app.models import ApiToken, token_revoke
 
@@ -351,3 +351,41 @@ async def test_staff_decide_in_the_admin_and_the_timeline_shows_it(alice, bob, m
     # A bad decision is a message on the list, not an error page.
     bad = await admin.post("/admin/approvals/decide", {"decision": "approve:nope"})
     assert bad.status_code == 302
+
+
+async def test_the_admins_cancel_of_a_paused_run_is_carried_out(alice, make_user, api_for, refunds):
+    paused = (await api_for(alice).post("/api/agents/ops/run", {"input": LARGE})).json()
+    staff = await sync_to_async(make_user)("sam", is_staff=True, is_superuser=True)
+    admin = AsyncClient()
+    await admin.aforce_login(staff)
+    body = {"action": "cancel_runs", "_selected_action": [paused["run_id"]]}
+    assert (await admin.post("/admin/agents_app/run/", body)).status_code == 302
+    run = await sync_to_async(Run.objects.get)(pk=paused["run_id"])
+    assert run.status == Run.Status.AWAITING_APPROVAL and run.cancel_requested_at is not None
+    # Sync code has no engine to end it: every process's periodic check does.
+    assert await end_cancelled(get_engine().executor) == 1
+    run = await wait_finished(paused["run_id"])
+    assert run.status == Run.Status.CANCELLED
+    assert (await sync_to_async(Approval.objects.get)(run=run)).status == Approval.Status.REJECTED
+    assert await end_cancelled(get_engine().executor) == 0
+
+
+async def test_every_page_shows_the_pending_count_and_the_approvals_page_lists_them(alice, bob, api_for):
+    paused = (await api_for(alice).post("/api/agents/ops/run", {"input": LARGE})).json()
+    [call] = paused["approvals"]
+    browser = AsyncClient()
+    await browser.aforce_login(alice)
+    for path in ("/", "/account/", "/research/"):
+        html = (await browser.get(path)).content.decode()
+        assert 'href="/approvals/"' in html and 'aria-label="1 waiting">1</span>' in html, path
+    listed = (await browser.get("/approvals/")).content.decode()
+    conversation = await conversation_of(paused["run_id"])
+    assert "Ops wants to run refund_order" in listed and f'href="/c/{conversation}/"' in listed
+    other = AsyncClient()
+    await other.aforce_login(bob)
+    assert 'href="/approvals/"' not in (await other.get("/account/")).content.decode()
+    assert "Nothing waits for you." in (await other.get("/approvals/")).content.decode()
+    url = f"/api/runs/{paused['run_id']}/approvals/{call['approval_id']}"
+    await api_for(alice).post(url, {"decision": "approve"})
+    await wait_finished(paused["run_id"])
+    assert 'href="/approvals/"' not in (await browser.get("/account/")).content.decode()

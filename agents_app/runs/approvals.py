@@ -166,6 +166,14 @@ async def expire_pending(executor: Any) -> int:
     return expired
 
 
+async def end_cancelled(executor: Any) -> int:
+    """End the paused runs whose cancel was only recorded (the admin's cancel action is sync code
+    with no engine to end them; every process checks with its stale sweep); how many."""
+    cancelled = Run.objects.filter(status=Run.Status.AWAITING_APPROVAL, cancel_requested_at__isnull=False)
+    runs = await in_sync_thread(list)(cancelled[:EXPIRE_BATCH])
+    return sum([await end_paused(executor.journal, run) for run in runs])
+
+
 def _pending_ids(run_id: Any) -> list:
     return list(
         Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING).values_list("pk", flat=True)

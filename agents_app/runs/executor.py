@@ -23,7 +23,7 @@ from ..logs import REQUEST_ID
 from ..models import Run
 from ..registry import AgentSpec
 from . import layer
-from .approvals import expire_pending
+from .approvals import end_cancelled, expire_pending
 from .execute import Resume, RunContext, execute
 from .journal import Journal
 from .publish import Hub, Reader
@@ -197,6 +197,7 @@ class RunExecutor:
                     expired = await expire_pending(self)
                     if expired:
                         log.warning("%d tool calls waited too long for approval: rejected", expired)
+                    await end_cancelled(self)
                 except Exception:
                     log.warning("stale-run sweep failed", exc_info=True)
             await asyncio.sleep(settings.RUN_HEARTBEAT_INTERVAL)

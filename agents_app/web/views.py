@@ -1,4 +1,5 @@
-"""The web app's pages: chat (with the read-only replay of a run) and account. Data comes from the API."""
+"""The web app's pages: chat (with the read-only replay of a run), pending approvals and account.
+Data comes from the API."""
 
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, render
@@ -8,9 +9,9 @@ from tokens_app.forms import TokenForm
 from tokens_app.models import TooManyTokens, token_create, token_revoke, tokens_of
 
 from .. import providers
-from ..models import Run
+from ..models import Approval, Run
 from ..registry import all_specs
-from ..selectors import conversations_for, run_events_after, runs_for
+from ..selectors import approvals_for, conversations_for, run_events_after, runs_for
 from ..transcript import turns_of
 
 
@@ -36,6 +37,23 @@ def chat(request, conversation_id=None):
         and {"id": str(conversation.pk), "agent": conversation.agent, "title": conversation.title},
     }
     return render(request, "web/chat.html", {"nav": "chat", "agents": agents, "config": config})
+
+
+@login_required
+def approvals(request):
+    """The caller's tool calls that wait for a decision, each with its conversation (decided there)."""
+    pending = approvals_for(request.user).filter(status=Approval.Status.PENDING).select_related("run")
+    context = {"nav": "approvals", "approvals": pending.order_by("-created_at")}
+    return render(request, "web/approvals.html", context)
+
+
+def approvals_waiting(request) -> dict:
+    """Context processor: the count of the user's pending approvals, for the header of every page
+    (a callable: counted only by a template that shows it)."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    return {"approvals_waiting": lambda: approvals_for(user).filter(status=Approval.Status.PENDING).count()}
 
 
 @login_required

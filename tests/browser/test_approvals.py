@@ -24,6 +24,11 @@ async def test_reject_with_a_reason_and_the_tool_never_runs(browse, user):
     alice = await user("alice")
     page = await browse(alice)
     await ask_ops(page)
+    # Every page's header counts the calls waiting; the approvals page leads back to the card.
+    await page.goto("/account/")
+    await page.click(".approvals-link:has-text('Approvals 1')")
+    await page.click("text=Decide in the conversation")
+    await page.wait_for_selector(f"{CARD} button.reject")
     card = page.locator(CARD)
     assert "Ops wants to run refund_order" in await card.inner_text()
     assert '"order_id": "A17"' in await card.inner_text()
@@ -54,3 +59,17 @@ async def test_after_a_reload_and_from_another_tab(browse, user):
         assert "refunded 250.00 on order A17" in await page.inner_text(DONE)
     run = await final_run(alice)
     assert run.status == Run.Status.COMPLETED
+
+
+async def test_staff_approve_in_the_admin(browse, user):
+    alice = await user("alice")
+    page = await browse(alice)
+    await ask_ops(page)
+    staff = await browse(await user("sam", is_staff=True, is_superuser=True))
+    await staff.goto("/admin/agents_app/approval/?status__exact=pending")
+    await staff.locator("button:has-text('Approve')").click()
+    await staff.wait_for_selector(".messagelist :text('refund_order: approved.')")
+    await page.wait_for_selector(f"{CARD}.approved:has-text('Approved by sam.')")
+    await page.wait_for_selector(DONE)
+    run = await final_run(alice)
+    assert run.status == Run.Status.COMPLETED and "refunded 250.00" in run.final_output
