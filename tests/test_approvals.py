@@ -220,6 +220,19 @@ async def test_cancel_ends_a_paused_run(alice, api_for, refunds):
     )
     assert late.status_code == 409
     assert refunds == []
+    # The memory's call has an output (a model refuses a call without one), and the
+    # conversation goes on.
+    conversation_id = events[-1]["conversation_id"]
+    items = await sync_to_async(list)(
+        ConversationItem.objects.filter(conversation_id=conversation_id).values_list("data", flat=True)
+    )
+    outputs = [item for item in items if item.get("type") == "function_call_output"]
+    assert [(o["call_id"], o["output"]) for o in outputs] == [
+        (call["call_id"], "not run: the run was cancelled before it was decided")
+    ]
+    body = {"input": "hello", "conversation_id": conversation_id}
+    again = await api_for(alice).post("/api/agents/ops/run", body)
+    assert again.status_code == 200 and again.json()["status"] == "completed"
 
 
 async def test_a_conversation_socket_sees_the_pause_on_connect(alice, api_for, refunds):

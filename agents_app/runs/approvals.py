@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from ..db import in_sync_thread
 from ..errors import AlreadyDecided, NotFound, RunNotActive, ServiceError
-from ..models import Approval, Run, RunPause
+from ..models import Approval, ConversationItem, Run, RunPause
 from ..registry import get_spec
 from .execute import Resume
 from .journal import COMMITTED, RunEnd
@@ -201,7 +201,11 @@ def _resume_from(run_id: Any) -> tuple[Run, Resume]:
 
 async def end_paused(journal: Any, run: Run, status: str = Run.Status.CANCELLED) -> bool:
     """End a run that waits for approval (a cancel): its pending calls end rejected and its
-    stream with `stream_complete`; True if this ended it (False: it had resumed or ended)."""
+    stream with `stream_complete`; True if this ended it (False: it had resumed or ended).
+
+    The conversation's memory holds the calls (stored at the pause): each gets an output saying it
+    was not run, as a model expects every call it made to have one (OpenAI's API refuses a
+    conversation with a call and no output)."""
     event = {
         "type": "stream_complete",
         "seq": None,  # the run's next, when stored
@@ -214,5 +218,34 @@ async def end_paused(journal: Any, run: Run, status: str = Run.Status.CANCELLED)
         "response_id": run.response_id or None,
     }
     fields = {"status": status, **run.usage}
-    end = RunEnd(fields, run.agent, owner_id=run.owner_id, paused=True)
+    memory = await in_sync_thread(_unanswered_calls)(
+        run, f"not run: the run was {status} before it was decided"
+    )
+    end = RunEnd(fields, run.agent, memory, owner_id=run.owner_id, paused=True)
     return await journal.end(str(run.pk), event, end) == COMMITTED
+
+
+def _unanswered_calls(run: Run, output: str) -> list[ConversationItem]:
+    """Outputs for the calls a paused run's memory holds without one (none if it keeps no memory)."""
+    if run.conversation_id is None or not RunPause.objects.filter(run=run).exists():
+        return []
+    calls = Approval.objects.filter(run=run, status=Approval.Status.PENDING).values_list("call_id", flat=True)
+    remembered = ConversationItem.objects.filter(
+        conversation_id=run.conversation_id, data__call_id__in=list(calls)
+    )
+    answered = {
+        data.get("call_id")
+        for data in remembered.filter(data__type="function_call_output").values_list("data", flat=True)
+    }
+    asked = [
+        data.get("call_id")
+        for data in remembered.filter(data__type="function_call").values_list("data", flat=True)
+    ]
+    return [
+        ConversationItem(
+            conversation_id=run.conversation_id,
+            data={"type": "function_call_output", "call_id": call_id, "output": output},
+        )
+        for call_id in asked
+        if call_id not in answered
+    ]
