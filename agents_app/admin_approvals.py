@@ -19,10 +19,8 @@ from django.views.decorators.http import require_POST
 from .db import in_sync_thread
 from .errors import ServiceError
 from .models import Approval
-from .runs.approvals import check_decision, decide
+from .runs.approvals import DECISIONS, check_decision, decide
 from .runs.engine import get_engine
-
-DONE = {"approve": "approved", "reject": "rejected"}
 
 
 @admin.register(Approval)
@@ -89,7 +87,7 @@ async def decide_view(request):
     except ServiceError as exc:
         messages.error(request, exc.message)
         return back
-    messages.success(request, f"{approval.tool_name}: {DONE[decision]}.")
+    messages.success(request, f"{approval.tool_name}: {DECISIONS[decision]}.")
     return back
 
 

@@ -20,7 +20,7 @@ from ..db import in_sync_thread
 from ..errors import AlreadyDecided, NotFound, RunNotActive, ServiceError
 from ..models import Approval, ConversationItem, Run, RunPause
 from ..registry import get_spec
-from .execute import Resume
+from .execute import Resume, call_body, stream_complete
 from .journal import COMMITTED, RunEnd
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,10 @@ EXPIRE_BATCH = 100  # calls expired per check (the next check takes the rest)
 
 
 def approval_body(approval: Approval) -> dict:
-    """An approval as the API and the events show it."""
+    """An approval as the API shows it: the call, and its decision."""
     return {
-        "approval_id": str(approval.pk),
+        **call_body(approval),
         "run_id": str(approval.run_id),
-        "tool_name": approval.tool_name,
-        "arguments": approval.arguments,
-        "agent_name": approval.agent_name,
-        "call_id": approval.call_id,
         "status": approval.status,
         "reason": approval.reason or None,
         "always": approval.always,
@@ -206,22 +202,14 @@ async def end_paused(journal: Any, run: Run, status: str = Run.Status.CANCELLED)
     The conversation's memory holds the calls (stored at the pause): each gets an output saying it
     was not run, as a model expects every call it made to have one (OpenAI's API refuses a
     conversation with a call and no output)."""
-    event = {
-        "type": "stream_complete",
-        "seq": None,  # the run's next, when stored
-        "run_id": str(run.pk),
-        "final_output": None,
-        "usage": run.usage,
-        "current_turn": run.current_turn,
-        "conversation_id": str(run.conversation_id) if run.conversation_id else None,
-        "status": status,
-        "response_id": run.response_id or None,
-    }
+    conversation_id = str(run.conversation_id) if run.conversation_id else None
+    body = stream_complete(None, run.usage, run.current_turn, conversation_id, status, run.response_id)
+    event = {"type": body["type"], "seq": None, "run_id": str(run.pk), **body}  # seq: the next, when stored
     fields = {"status": status, **run.usage}
     memory = await in_sync_thread(_unanswered_calls)(
         run, f"not run: the run was {status} before it was decided"
     )
-    end = RunEnd(fields, run.agent, memory, owner_id=run.owner_id, paused=True)
+    end = RunEnd(fields, run.agent, memory, owner_id=run.owner_id, ends_pause=True)
     return await journal.end(str(run.pk), event, end) == COMMITTED
 
 

@@ -318,7 +318,7 @@ async def _record_pause(ctx: RunContext, result: Any) -> str:
     pending = [_pending_call(ctx, item) for item in result.interruptions]
     state = result.to_state().to_json()
     memory = ctx.session.take_rows() if ctx.session is not None else []
-    event = ctx.next_event({"type": PAUSE_TYPE, "approvals": [_call_body(a) for a in pending]})
+    event = ctx.next_event({"type": PAUSE_TYPE, "approvals": [call_body(a) for a in pending]})
     fields = dict(
         status=Run.Status.AWAITING_APPROVAL,
         worker_channel="",
@@ -351,7 +351,8 @@ def _pending_call(ctx: RunContext, item: Any) -> Approval:
     )
 
 
-def _call_body(approval: Approval) -> dict:
+def call_body(approval: Approval) -> dict:
+    """A pending call as `approval_required` shows it (the API's approvals add their decision)."""
     return {
         "approval_id": str(approval.pk),
         "tool_name": approval.tool_name,
@@ -398,6 +399,21 @@ async def _finish(ctx: RunContext, status: str, final: Any, error: str, code: st
             asyncio.current_task().uncancel()  # this task is ending anyway, once it is written
 
 
+def stream_complete(
+    final: Any, usage: dict, current_turn: int, conversation_id: str | None, status: str, response_id: str
+) -> dict:
+    """The body of a run's `stream_complete` event (completed or cancelled)."""
+    return {
+        "type": "stream_complete",
+        "final_output": final,
+        "usage": usage,
+        "current_turn": current_turn,
+        "conversation_id": conversation_id,
+        "status": status,
+        "response_id": response_id or None,
+    }
+
+
 async def _record_end(ctx: RunContext, status: str, final: Any, error: str, code: str) -> None:
     """The run's final state and its terminal event, committed together by the journal: no reader
     ever sees one without the other. Everything the run emitted before is stored first."""
@@ -422,15 +438,8 @@ async def _record_end(ctx: RunContext, status: str, final: Any, error: str, code
     memory = ctx.session.take_rows() if ctx.session is not None and keeps_memory else []
     conversation_id = str(run.conversation_id) if run.conversation_id else None
     if status in (Run.Status.COMPLETED, Run.Status.CANCELLED):
-        terminal = {
-            "type": "stream_complete",
-            "final_output": final,
-            "usage": ctx.usage,
-            "current_turn": ctx.current_turn,
-            "conversation_id": conversation_id,
-            "status": status,
-            "response_id": ctx.response_id or None,
-        }
+        usage, turn = ctx.usage, ctx.current_turn
+        terminal = stream_complete(final, usage, turn, conversation_id, status, ctx.response_id)
     else:
         terminal = {"type": "error", "message": error, "code": code}
     event = ctx.next_event(terminal)

@@ -83,14 +83,10 @@ class RunExecutor:
         """Run a run made by `start.create_run` (after `ensure_started`: the run names our channel).
         `reader` is subscribed before the run's first event, so it needs no replay."""
         ctx = RunContext(run, spec, self.journal, fresh_conversation)
-        key = ctx.run_key
-        self.contexts[key] = ctx
-        self.hub.own(key)
+        self.hub.own(ctx.run_key)
         if reader is not None:
-            self.hub.subscribe(key, reader)
-        task = detached(self._run(ctx), f"run-{key}")
-        self.tasks[key] = task
-        return task
+            self.hub.subscribe(ctx.run_key, reader)
+        return self._start(ctx)
 
     def resume(self, run: Run, spec: AgentSpec, resume: Resume) -> asyncio.Task:
         """Go on with a run whose pause was decided (its row says `running` on our channel now):
@@ -98,10 +94,14 @@ class RunExecutor:
         ctx = RunContext(run, spec, self.journal)
         ctx.seq = run.last_seq
         ctx.resume = resume
+        self.hub.own(ctx.run_key)
+        self.hub.watch(ctx.run_key)
+        return self._start(ctx)
+
+    def _start(self, ctx: RunContext) -> asyncio.Task:
+        """The run's task, held by this executor until the run ends (or pauses)."""
         key = ctx.run_key
         self.contexts[key] = ctx
-        self.hub.own(key)
-        self.hub.watch(key)
         task = detached(self._run(ctx), f"run-{key}")
         self.tasks[key] = task
         return task

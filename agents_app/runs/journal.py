@@ -75,7 +75,7 @@ class RunEnd:
     """What a terminal event commits with it: the run's final fields and the memory it added.
 
     `stale_before`: the stale sweep's end, which only holds if the run's heartbeat is older.
-    `paused`: the end of a run that waits for approval (a cancel), which only holds while it
+    `ends_pause`: the end of a run that waits for approval (a cancel), which only holds while it
     does; its pending calls end rejected. Either way an end only holds while the run is still
     active: a run that something else ended meanwhile keeps that end, and this one is void. These
     two are ends of runs no process runs: their event takes the run's next seq when stored."""
@@ -85,7 +85,7 @@ class RunEnd:
     memory: list[ConversationItem] = field(default_factory=list)
     owner_id: int | None = None  # whose usage the run's tokens add to (None: the sweep's, no usage)
     stale_before: datetime | None = None
-    paused: bool = False
+    ends_pause: bool = False
     # Not an end but a pause: the run's task ends and the run waits, `awaiting_approval`.
     pause: Pause | None = None
 
@@ -129,41 +129,40 @@ class Journal:
             return
         self._add(Entry(run_id, event, encode(event)))
         if urgent:
-            self._urgent = True
-            if self._nap is not None and not self._nap.done():
-                self._nap.set_result(None)
+            self._hurry()
 
     async def end(self, run_id: str, event: dict, end: RunEnd) -> str:
         """Commit a run's terminal event with its end; COMMITTED, VOID (the run had already ended),
         REFUSED (the database refused the values) or UNAVAILABLE (it stayed away)."""
-        done = asyncio.get_running_loop().create_future()
-        text = None if end.stale_before is not None or end.paused else encode(event)
-        self._add(Entry(run_id, event, text, end, done))
-        self._urgent = True
-        if self._nap is not None and not self._nap.done():
-            self._nap.set_result(None)
-        if self._task.done():  # closed (shutdown): write it ourselves
-            await self._write(self._take())
-        return await asyncio.shield(done)
+        text = None if end.stale_before is not None or end.ends_pause else encode(event)
+        return await self._outcome(Entry(run_id, event, text, end))
 
     async def change(self, run_id: str, change: Callable[[datetime], dict]) -> dict:
         """Apply `change(now)` in the writer's transaction and store the event it returns with it,
         published once committed; returns that event. A refusal of the change (a ServiceError it
         raises, a 404 or 409) is raised here and changes nothing."""
-        done = asyncio.get_running_loop().create_future()
-        entry = Entry(run_id, {}, None, change=change, done=done)
-        self._add(entry)
-        self._urgent = True
-        if self._nap is not None and not self._nap.done():
-            self._nap.set_result(None)
-        if self._task.done():
-            await self._write(self._take())
-        outcome = await asyncio.shield(done)
+        entry = Entry(run_id, {}, None, change=change)
+        outcome = await self._outcome(entry)
         if entry.refusal is not None:
             raise entry.refusal
         if outcome != COMMITTED:
             raise Unavailable(f"the change could not be stored ({outcome}): try again shortly")
         return entry.event
+
+    async def _outcome(self, entry: Entry) -> str:
+        """Queue an end or a change with no batching delay; its outcome once written."""
+        entry.done = asyncio.get_running_loop().create_future()
+        self._add(entry)
+        self._hurry()
+        if self._task.done():  # closed (shutdown): write it ourselves
+            await self._write(self._take())
+        return await asyncio.shield(entry.done)
+
+    def _hurry(self) -> None:
+        """The next batch goes out now: the wait between flushes, if any, ends."""
+        self._urgent = True
+        if self._nap is not None and not self._nap.done():
+            self._nap.set_result(None)
 
     def next_seq(self, run_id: str) -> int:
         """The seq after a run's last stored event (for the end of a run whose events were lost)."""
@@ -406,16 +405,16 @@ def _end_run(entry: Entry, now: datetime) -> bool:
     runs = Run.objects.filter(pk=entry.run_id, status__in=Run.ACTIVE)
     if end.stale_before is not None:  # the sweep's: only if stale
         runs = runs.filter(Run.beat_before(end.stale_before), status__in=Run.EXECUTING)
-    elif end.paused:
+    elif end.ends_pause:
         runs = runs.filter(status=Run.Status.AWAITING_APPROVAL)
-    if end.stale_before is not None or end.paused:  # it takes the run's next seq
+    if end.stale_before is not None or end.ends_pause:  # it takes the run's next seq
         last = RunEvent.objects.filter(run_id=entry.run_id).aggregate(last=Max("seq"))["last"] or 0
         entry.event["seq"] = last + 1
         entry.text = encode(entry.event)
     fields = {"finished_at": now, "last_seq": entry.event["seq"], **end.fields}
     if not runs.update(**fields):
         return False
-    if end.paused:
+    if end.ends_pause:
         Approval.objects.filter(run_id=entry.run_id, status=Approval.Status.PENDING).update(
             status=Approval.Status.REJECTED, reason=f"the run was {fields['status']}", decided_at=now
         )

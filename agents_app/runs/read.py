@@ -155,28 +155,29 @@ class RunCursor:
         if engine is not None and engine.hub.subscribe(run.pk, channel.inbox):
             self.set_local(True)
             return
-        self.set_local(False)
-        try:
-            await layer.group_add(layer.run_group(run.pk), await channel.open())
-            if run.is_active and run.worker_channel:
-                await layer.send(run.worker_channel, {"type": layer.WATCH, "run_id": str(run.pk)})
-        except Exception:
-            # The channel layer is away (Redis down): the reader polls the database instead.
-            _layer_failures.failed("could not follow run %s through the channel layer", run.pk)
-        else:
-            _layer_failures.ok("following runs through the channel layer")
+        await self._join_group(channel, run.worker_channel if run.is_active else "")
 
     async def follow_group(self, channel: LayerChannel) -> Batch:
         """The run paused and left this process: follow its group from now on (whichever process
         resumes it publishes there); returns what was stored meanwhile."""
         self.regroup = False
+        await self._join_group(channel)
+        batch, _ended = await self.replay(check_terminal=False)
+        return batch
+
+    async def _join_group(self, channel: LayerChannel, owner: str = "") -> None:
+        """Receive the run's batches through its group on `channel`, and ask the executor that
+        runs it (`owner`, its control channel) to publish there."""
         self.set_local(False)
         try:
             await layer.group_add(layer.run_group(self.run_id), await channel.open())
+            if owner:
+                await layer.send(owner, {"type": layer.WATCH, "run_id": self.run_id})
         except Exception:
+            # The channel layer is away (Redis down): the reader polls the database instead.
             _layer_failures.failed("could not follow run %s through the channel layer", self.run_id)
-        batch, _ended = await self.replay(check_terminal=False)
-        return batch
+        else:
+            _layer_failures.ok("following runs through the channel layer")
 
     async def unfollow(self, channel: LayerChannel) -> None:
         if self.local:
