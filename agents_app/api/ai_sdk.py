@@ -5,15 +5,24 @@ conversation (the chat id is the conversation's session key); `GET .../ui/<chat 
 resumes the chat's active run from its first event. Both stream the run's journalled events as
 UI message chunks (`ai_sdk_chunks`); refusals are a JSON body shaped like the protocol's own
 `error` chunk.
+
+A run that pauses for approval ends its response with the calls' `tool-approval-request`s; the
+client's answers (`addToolApprovalResponse`) come back as the next POST, whose last message is
+the assistant's with its tool parts `approval-responded`: they are decided, and the response goes
+on with the same message from the pause.
 """
 
+import orjson
 from rest_framework import serializers
 
 from ..db import in_sync_thread
+from ..errors import NotFound
 from ..models import Run
+from ..runs.answers import Answer, Answered, check_answers, record_answers
+from ..runs.engine import get_engine
 from ..runs.start import IF_BUSY, RunRequest, start_run
-from ..selectors import conversations_for
-from .ai_sdk_chunks import UIMessageTranslator
+from ..selectors import conversations_for, decidable_runs
+from .ai_sdk_chunks import UIMessageTranslator, sse
 from .auth import authenticated_request
 from .serializers import spec_or_404, validate_run_input
 from .sse import SSE_HEADERS, RunStreamConsumer
@@ -22,6 +31,9 @@ from .throttles import RUN_START, STREAM_OPEN
 UI_HEADERS = [*SSE_HEADERS, (b"x-vercel-ai-ui-message-stream", b"v1")]
 TRIGGERS = ("submit-message", "regenerate-message")
 CHAT_ID_MAX = 128  # Conversation.session_key's length
+LAST_MESSAGE = (
+    "the last message must be the user's (role 'user'), or the assistant's with tool approval responses"
+)
 
 
 class ChatIdField(serializers.CharField):
@@ -52,11 +64,18 @@ class ChatRequestSerializer(serializers.Serializer):
         return user_text(messages[-1])
 
 
+class ApprovalAnswersSerializer(ChatRequestSerializer):
+    """A request whose last message is the assistant's: it answers a paused run's calls."""
+
+    def validate_messages(self, messages):
+        return approval_answers(messages[-1])
+
+
 def user_text(message: dict) -> str:
     """The run's input: the text parts of the last message, which must be the user's. The
     conversation keeps its own memory, so the history the client sends again is not read."""
     if message.get("role") != "user":
-        raise serializers.ValidationError("the last message must be the user's (role 'user')")
+        raise serializers.ValidationError(LAST_MESSAGE)
     parts = message.get("parts")
     if not isinstance(parts, list) or not all(isinstance(part, dict) for part in parts):
         raise serializers.ValidationError("the user message needs a list of parts (objects)")
@@ -73,6 +92,41 @@ def user_text(message: dict) -> str:
     return validate_run_input("\n".join(texts))
 
 
+def approval_answers(message: dict) -> list[Answer]:
+    """The answers in the assistant message's tool parts that are `approval-responded`
+    (`approval: {id, approved, reason?}`, the id being our approval id)."""
+    parts = message.get("parts")
+    answers = []
+    for part in parts if isinstance(parts, list) else ():
+        if not isinstance(part, dict) or part.get("state") != "approval-responded":
+            continue
+        approval = part.get("approval")
+        if not (
+            isinstance(approval, dict)
+            and isinstance(approval.get("id"), str)
+            and isinstance(approval.get("approved"), bool)
+            and isinstance(approval.get("reason") or "", str)
+        ):
+            raise serializers.ValidationError(
+                "an approval-responded part needs approval {id: string, approved: boolean, reason?: string}"
+            )
+        decision = "approve" if approval["approved"] else "reject"
+        answers.append(Answer(approval["id"], decision, approval.get("reason") or ""))
+    if not answers:
+        raise serializers.ValidationError(LAST_MESSAGE)
+    return answers
+
+
+def answers_body(body: bytes) -> bool:
+    """The request answers a paused run's calls: its last message is the assistant's (anything
+    that is not a well-formed chat request takes the other path, which says what is wrong)."""
+    try:
+        data = orjson.loads(body)
+        return data["messages"][-1]["role"] == "assistant"
+    except (orjson.JSONDecodeError, TypeError, KeyError, IndexError):
+        return False
+
+
 def error_chunk(body: dict) -> dict:
     """Our `{"error": {"code", "message", ...}}` as the protocol's error chunk, with the code
     and details beside `errorText`."""
@@ -85,6 +139,7 @@ class UIStreamConsumer(RunStreamConsumer):
     """What both endpoints write: UI message chunks, refusals as error chunks."""
 
     headers = UI_HEADERS
+    until_paused = True
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -96,6 +151,9 @@ class UIStreamConsumer(RunStreamConsumer):
     def frames(self, batch) -> bytes:
         return self.translator.frames(batch)
 
+    def pause_frames(self) -> bytes:
+        return self.translator.paused_end()
+
     def refusal(self, status: int, body: dict) -> tuple[int, dict, list]:
         return status, error_chunk(body), []
 
@@ -104,11 +162,42 @@ class UIChatConsumer(UIStreamConsumer):
     """POST /api/agents/<slug>/ui: start a run with the chat's last user message and stream it."""
 
     methods = ("POST",)
+    answered: Answered | None = None
 
     async def open(self, body):
+        if answers_body(body):
+            return await self.answer(body)
         # Authentication, validation and the run's row in one trip to the database.
         run = await start_run(lambda: self.run_request(body), reader=self.reader.inbox)
         return run, 0, True
+
+    async def answer(self, body: bytes):
+        """Decide the paused run's calls as the client answered them, then write the rest of the
+        run's message: from its first event, read, but written from the pause on."""
+        request, self.answered = await in_sync_thread(self.check_answers)(body)
+        await record_answers(get_engine().executor, self.answered, request.user, "ai_sdk")
+        self.translator = UIMessageTranslator(after=self.answered.pause_seq)
+        return self.answered.run, 0, False
+
+    def check_answers(self, body: bytes):
+        request = authenticated_request(self.scope, body, RUN_START, STREAM_OPEN)
+        spec = spec_or_404(self.scope["url_route"]["kwargs"]["slug"])
+        serializer = ApprovalAnswersSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        answered = check_answers(decidable_runs(request.user), data["messages"], "messages")
+        conversation = answered.run.conversation
+        if answered.run.agent != spec.slug or conversation is None or conversation.session_key != data["id"]:
+            raise NotFound(f"chat {data['id']} has no run that asked for these approvals")
+        return request, answered
+
+    def prologue(self) -> bytes:
+        """The response to approval answers goes on with the run's message: it starts again."""
+        if self.answered is None:
+            return b""
+        run = self.answered.run
+        metadata = {"run_id": str(run.pk), "conversation_id": str(run.conversation_id), "status": "running"}
+        return sse({"type": "start", "messageId": str(run.pk), "messageMetadata": metadata})
 
     def run_request(self, body: bytes) -> RunRequest:
         request = authenticated_request(self.scope, body, RUN_START, STREAM_OPEN)
@@ -167,8 +256,9 @@ CHAT_REQUEST_SCHEMA = {
         "messages": {
             "type": "array",
             "minItems": 1,
-            "description": "UI messages; only the last one is read: it must be the user's, and its text "
-            "parts are the run's input (file parts are refused).",
+            "description": "UI messages; only the last one is read: the user's, whose text parts are "
+            "the run's input (file parts are refused), or the assistant's, whose `approval-responded` "
+            "tool parts answer a paused run's approvals.",
             "items": {
                 "type": "object",
                 "properties": {
@@ -203,10 +293,15 @@ STREAM_DESCRIPTION = (
     "and its tools), `text-start`/`text-delta`/`text-end` and `reasoning-start`/`-delta`/`-end` "
     "(id = the model's item id), `tool-input-available` {toolCallId, toolName, input} and "
     "`tool-output-available` {toolCallId, output} (tools and handoffs), `message-metadata` "
-    "(agent_name after a handoff), `data-research-progress` (research runs), and one ending: "
+    "(agent_name after a handoff), `data-research-progress` (research runs), "
+    "`tool-approval-request` {approvalId, toolCallId} and `tool-output-denied` {toolCallId} "
+    "(tools that need approval), and one ending: "
     "`finish` {finishReason: stop, messageMetadata: {run_id, conversation_id, status, usage, "
     "response_id}}, or for a cancelled run `message-metadata` then `abort`, or for a failed run "
-    "`message-metadata` (with error_code) then `error` {errorText}. See docs/ai-sdk.md."
+    "`message-metadata` (with error_code) then `error` {errorText}, or for a run that pauses for "
+    "approval `finish` {finishReason: tool-calls}. A request whose last message is the assistant's "
+    "with `approval-responded` tool parts answers those approvals and streams the run on from its "
+    "pause. See docs/ai-sdk.md."
 )
 
 
@@ -241,8 +336,11 @@ def openapi_paths() -> dict:
                     "200": stream,
                     "400": _refused("Malformed JSON, a bad chat id, or no usable last user message."),
                     "401": _refused("No or bad credentials."),
-                    "404": _refused("Unknown agent."),
-                    "409": _refused("The chat has an active run (and `if_busy` is `reject`)."),
+                    "404": _refused("Unknown agent, or an answered approval not of this chat."),
+                    "409": _refused(
+                        "The chat has an active run (and `if_busy` is `reject`), or an answered "
+                        "approval was decided otherwise."
+                    ),
                     "413": _refused("The body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE."),
                     "429": _refused("You have too many active runs."),
                 },

@@ -2,7 +2,9 @@
 
 The translation is a pure function of the event sequence from the run's first event: a resumed
 stream replays the run from seq 1 and must give the client the very same chunks (the SDK's
-resume treats the new response as a replay of the whole message).
+resume treats the new response as a replay of the whole message). A run's pause for approval
+ends a response (`paused_end`); the response to the client's approval answers goes on with the
+same message: it reads the run from seq 1 too and writes what follows the pause (`after`).
 """
 
 import json
@@ -39,7 +41,8 @@ class UIMessageTranslator:
     a handoff. Text and reasoning parts are keyed by the model's item id and closed when the
     model's response completes, when the step ends, or at the end of the run."""
 
-    def __init__(self) -> None:
+    def __init__(self, after: int = 0) -> None:
+        self.after = after  # the events through this seq are read, not written
         self.started = False
         self.step_open = False
         self.step_has_results = False
@@ -48,14 +51,18 @@ class UIMessageTranslator:
         self.any_text = False
         self.tool_calls: set[str] = set()
         self.pending_handoffs: list[str] = []
+        self.denied: set[str] = set()  # calls whose approval was rejected
+        self.pause: dict | None = None
         self.ended = False
         self.done = False  # `[DONE]` sent
 
     def frames(self, batch: Batch) -> bytes:
         out = bytearray()
-        for _seq, text in batch:
-            for chunk in self.chunks(orjson.loads(text)):
-                out += sse(chunk)
+        for seq, text in batch:
+            chunks = self.chunks(orjson.loads(text))
+            if seq > self.after:
+                for chunk in chunks:
+                    out += sse(chunk)
         if self.ended and not self.done:
             self.done = True
             out += DONE
@@ -74,6 +81,12 @@ class UIMessageTranslator:
         if kind == "research_progress":
             data = {k: v for k, v in event.items() if k not in ("type", "seq", "run_id")}
             return [{"type": "data-research-progress", "id": "research-progress", "data": data}]
+        if kind == "approval_required":
+            return self._approval_required(event)
+        if kind == "approval_decided":
+            if event.get("decision") == "rejected":
+                self.denied.add(event.get("call_id"))
+            return []
         if kind == "stream_complete":
             return self._complete(event)
         if kind == "error":
@@ -130,6 +143,8 @@ class UIMessageTranslator:
             return out
         if name == "tool_output" and call_id in self.tool_calls:
             self.step_has_results = True
+            if call_id in self.denied:  # the model reads why; the client, that it was denied
+                return [{"type": "tool-output-denied", "toolCallId": call_id}]
             return [{"type": "tool-output-available", "toolCallId": call_id, "output": event.get("output")}]
         if name == "handoff_occured" and self.pending_handoffs:
             # Our event names the agents, not the call: it answers the oldest open handoff call.
@@ -143,6 +158,30 @@ class UIMessageTranslator:
                 }
             ]
         return []  # message_output_created, reasoning_item_created: the deltas said it already
+
+    def _approval_required(self, event: dict) -> list[dict]:
+        """The calls that wait, in the step that made them, which ends here: the client answers
+        each with `addToolApprovalResponse` (the approval id is ours), and the run's tool results
+        open the next step."""
+        self.pause = event
+        requests = [
+            {
+                "type": "tool-approval-request",
+                "approvalId": call["approval_id"],
+                "toolCallId": call["call_id"],
+            }
+            for call in event.get("approvals") or ()
+            if call.get("call_id") in self.tool_calls
+        ]
+        return [*self._close_parts(), *requests, *self._finish_step()]
+
+    def paused_end(self) -> bytes:
+        """The end of a response at the run's pause: `finish` with `tool-calls` (the message goes
+        on once the client has answered), then `[DONE]`."""
+        event = self.pause or {}
+        metadata = {"run_id": event.get("run_id"), "status": "awaiting_approval"}
+        self.done = True
+        return sse({"type": "finish", "finishReason": "tool-calls", "messageMetadata": metadata}) + DONE
 
     def _content(self) -> list[dict]:
         """What comes before new model output: the end of a step whose tools have answered,

@@ -58,6 +58,9 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
     headers = SSE_HEADERS
     # False: no stream; the answer is `result()`'s JSON, sent once the run has ended.
     streaming = True
+    # True: the answer also ends at the run's pause for approval (with `pause_frames`), for the
+    # protocols that answer a pause in a response of its own and go on in a new request.
+    until_paused = False
 
     # Set once the request is complete; until then `_cleanup` has nothing to stop.
     reader: RunReader | None = None
@@ -148,12 +151,13 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
                 # Reconnect after the terminal event: nothing more will ever come.
                 await self.send_response(204, b"", headers=self.headers)
                 return False
+        paused = self.until_paused and not ended and reader.paused(self.run.pk)
+        data = self.frames(batch) + (self.pause_frames() if paused else b"")
         if self.streaming:
             await self.send_headers(status=200, headers=self.headers)
-            await self._send(self.prologue() + self.frames(batch), ended)
-        else:
-            await self._send(self.frames(batch), ended)
-        if ended:
+            data = self.prologue() + data
+        await self._send(data, ended or paused)
+        if ended or paused:
             return False
         reader.start()
         return True
@@ -172,6 +176,11 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
     def frames(self, batch: Batch) -> bytes:
         """A batch of the run's events (seq, stored JSON text) as this stream writes them."""
         return sse_frames(batch)
+
+    def pause_frames(self) -> bytes:
+        """What ends the answer at the run's pause for approval (`until_paused`), after the frames
+        of its `approval_required` event."""
+        return b""
 
     def result(self) -> tuple[int, dict, list]:
         """A non-streaming answer (`streaming` False), once the run ended: status, JSON body and
@@ -198,8 +207,13 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
     async def _write(self, cursor: RunCursor, batch: Batch, ended: bool) -> None:
         """The reader's writes: the run's new events. After the last, the response is complete:
         the server then delivers `http.disconnect` (ASGI: to a receive pending once the response is
-        sent; daphne and uvicorn both do), and the consumer leaves through its dispatch loop."""
-        await self._send(self.frames(batch), ended)
+        sent; daphne and uvicorn both do), and the consumer leaves through its dispatch loop. An
+        answer that ends at the run's pause (`until_paused`) takes nothing after it."""
+        if self.ended:
+            return
+        paused = self.until_paused and cursor.paused and not ended
+        data = self.frames(batch) + (self.pause_frames() if paused else b"")
+        await self._send(data, ended or paused)
 
     async def _keep_alive(self) -> None:
         await self._send(KEEP_ALIVE, False)

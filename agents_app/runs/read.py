@@ -287,6 +287,11 @@ class RunReader:
         self._reschedule()
         return batch, ended
 
+    def paused(self, run_id: Any) -> bool:
+        """The last event read of a run this reader follows is its pause for approval."""
+        cursor = self.cursors.get(str(run_id))
+        return cursor is not None and cursor.paused
+
     def start(self) -> None:
         """Start the pump (once the caller has written what it writes first)."""
         self.last_write = time.monotonic()

@@ -9,6 +9,7 @@ import {
   DefaultChatTransport,
   getToolName,
   isToolUIPart,
+  lastAssistantMessageIsCompleteWithApprovalResponses,
   parseJsonEventStream,
   readUIMessageStream,
   uiMessageChunkSchema,
@@ -192,4 +193,94 @@ test("refusals reach the client as the protocol's error chunk", async () => {
   const fresh = new TestChat({ id: newChatId(), transport: transport("chat") });
   await fresh.resumeStream();
   assert.equal(fresh.status, "ready");
+});
+
+/** Resolves once `predicate()` holds (the Chat class sends an automatic request unawaited). */
+async function until(predicate, what, timeoutMs = 20000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+async function pausedRefund(chatId) {
+  const chat = new TestChat({
+    id: chatId,
+    transport: transport("ops"),
+    sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses,
+  });
+  await chat.sendMessage({ text: "refund order A17 250" });
+  assert.equal(chat.status, "ready");
+  const message = chat.messages.at(-1);
+  assert.equal(message.metadata.status, "awaiting_approval");
+  const [call] = message.parts.filter(isToolUIPart);
+  assert.equal(getToolName(call), "refund_order");
+  assert.equal(call.state, "approval-requested");
+  assert.deepEqual(call.input, { order_id: "A17", amount: 250 });
+  return { chat, message, call };
+}
+
+const approvalsOf = async (runId) =>
+  (await (await fetch(`${BASE_URL}/api/runs/${runId}/approvals/`, { headers: AUTH })).json()).approvals;
+
+test("a call that needs approval: the request part, addToolApprovalResponse resumes the same run", async () => {
+  const { chat, message, call } = await pausedRefund(newChatId());
+  const [pending] = await approvalsOf(message.id);
+  assert.equal(call.approval.id, pending.approval_id);
+  assert.equal(pending.status, "pending");
+
+  await chat.addToolApprovalResponse({ id: call.approval.id, approved: true });
+  await until(() => chat.status === "ready" && chat.messages.at(-1).metadata.status === "completed", "the answer");
+  assert.equal(chat.messages.length, 2); // the same assistant message went on
+  const answer = chat.messages.at(-1);
+  assert.equal(answer.id, message.id);
+  const [done] = answer.parts.filter(isToolUIPart);
+  assert.equal(done.state, "output-available");
+  assert.match(done.output, /refunded 250.00 on order A17/);
+  const run = await finishedRun(answer.id);
+  assert.equal(run.status, "completed");
+  assert.equal(textOf(answer), run.final_output);
+  const [decided] = await approvalsOf(answer.id);
+  assert.deepEqual([decided.status, decided.surface], ["approved", "ai_sdk"]);
+});
+
+test("a rejected call is denied: its tool never runs and the answer says why", async () => {
+  const { chat, message, call } = await pausedRefund(newChatId());
+  await chat.addToolApprovalResponse({ id: call.approval.id, approved: false, reason: "too large" });
+  await until(() => chat.status === "ready" && chat.messages.at(-1).metadata.status === "completed", "the answer");
+  const answer = chat.messages.at(-1);
+  assert.equal(answer.id, message.id);
+  const [denied] = answer.parts.filter(isToolUIPart);
+  assert.equal(denied.state, "output-denied");
+  assert.match(textOf(answer), /did not make the refund.*too large/);
+  const [decided] = await approvalsOf(answer.id);
+  assert.deepEqual([decided.status, decided.reason], ["rejected", "too large"]);
+
+  // The same answers again (a retried request): not decided twice; a different one: 409.
+  const again = await fetch(api("ops"), {
+    method: "POST",
+    headers: { ...AUTH, "content-type": "application/json" },
+    body: JSON.stringify({ id: chat.id, messages: [{ ...answer, parts: [{ ...denied, state: "approval-responded", approval: { id: call.approval.id, approved: true } }] }] }),
+  });
+  assert.equal(again.status, 409);
+  assert.equal((await again.json()).code, "approval_decided");
+});
+
+test("a paused run is resumed on mount with its approval request", async () => {
+  const chatId = newChatId();
+  const { message } = await pausedRefund(chatId);
+  const mounted = new TestChat({
+    id: chatId,
+    transport: transport("ops"),
+    sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithApprovalResponses,
+  });
+  await mounted.resumeStream();
+  assert.equal(mounted.status, "ready");
+  const [call] = mounted.messages.at(-1).parts.filter(isToolUIPart);
+  assert.equal(mounted.messages.at(-1).id, message.id);
+  assert.equal(call.state, "approval-requested");
+  await mounted.addToolApprovalResponse({ id: call.approval.id, approved: true });
+  await until(() => mounted.status === "ready" && mounted.messages.at(-1).metadata.status === "completed", "the answer");
+  assert.equal((await finishedRun(message.id)).status, "completed");
 });
