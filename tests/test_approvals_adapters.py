@@ -1,6 +1,6 @@
 """Approvals in the protocol adapters' own terms (docs/approvals.md): the AI SDK's tool approval
-parts; answers that repeat, that are wrong, or that are not the caller's to give. The `ai` package
-itself answering is in tests/node/ai_sdk.test.mjs."""
+parts, AG-UI's interrupts; answers that repeat, that are wrong, or that are not the caller's to
+give. The client packages themselves answering are in tests/node/ (ai_sdk, ag_ui)."""
 
 import json
 
@@ -12,6 +12,7 @@ from agents_app.models import Approval, Run, RunEvent
 from tokens_app.models import ApiToken, token_revoke
 
 from .streams import SSEClient, wait_finished
+from .test_ag_ui import ag_ui_stream, run_input
 from .test_ai_sdk import chunks_of, read_to_end
 from .test_approvals import LARGE, refunds  # noqa: F401 (a fixture)
 
@@ -197,3 +198,73 @@ def test_the_translator_writes_nothing_through_after():
     translator = UIMessageTranslator()
     translator.frames(batch[:3])
     assert chunks_of(translator.paused_end())[-1] == "[DONE]"
+
+
+async def paused_thread(user, thread_id: str = "ops-thread") -> tuple[list, dict]:
+    """An AG-UI run of `ops` that ended with an interrupt (its client would cancel on leaving)."""
+    body = run_input(LARGE, thread_id=thread_id, forwardedProps={"on_disconnect": "cancel"})
+    _client, events = await ag_ui_stream(user.token, body, slug="ops")
+    return events, events[-1]["outcome"]["interrupts"][0]
+
+
+def resume_input(interrupt: dict, thread_id: str = "ops-thread", **answer) -> dict:
+    entry = {"interruptId": interrupt["id"], "status": "resolved", "payload": {"approved": True}, **answer}
+    return run_input("not read", thread_id=thread_id, run_id="client-run-2", resume=[entry])
+
+
+async def test_ag_ui_pause_is_an_interrupt_and_resume_is_the_rest_of_the_run(alice, refunds):  # noqa: F811
+    events, interrupt = await paused_thread(alice)
+    kinds = [e["type"] for e in events]
+    assert kinds[-4:] == ["TOOL_CALL_END", "CUSTOM", "STEP_FINISHED", "RUN_FINISHED"]
+    run_id = events[0]["metadata"]["runId"]
+    assert interrupt["reason"] == "tool_approval" and interrupt["toolCallId"] == events[-4]["toolCallId"]
+    assert interrupt["metadata"] == {
+        "toolName": "refund_order",
+        "arguments": {"order_id": "A17", "amount": 250.0},
+        "agentName": "Ops",
+        "runId": run_id,
+    }
+    run = await Run.objects.aget(pk=run_id)
+    assert run.status == Run.Status.AWAITING_APPROVAL  # the response ended, the run waits
+
+    _client, rest = await ag_ui_stream(alice.token, resume_input(interrupt), slug="ops")
+    assert rest[0]["type"] == "RUN_STARTED" and rest[0]["runId"] == "client-run-2"
+    assert rest[0]["metadata"]["runId"] == run_id
+    assert [e["type"] for e in rest[1:4]] == ["CUSTOM", "STEP_STARTED", "TOOL_CALL_RESULT"]
+    assert rest[1]["name"] == "approval_decided" and rest[1]["value"]["surface"] == "ag_ui"
+    assert rest[-1]["type"] == "RUN_FINISHED" and "refunded 250.00" in rest[-1]["result"]
+    assert refunds == [("A17", 250.0)]
+    assert (await wait_finished(run_id)).status == Run.Status.COMPLETED
+
+
+@pytest.mark.parametrize(
+    "entry, status, field",
+    [
+        ({"payload": {"approved": "yes"}}, 400, "resume.0.payload"),
+        ({"payload": None}, 400, "resume.0.payload"),
+        ({"payload": {"approved": False, "reason": 3}}, 400, "resume.0.payload.reason"),
+        ({"status": "maybe"}, 400, None),
+        ({"interruptId": "00000000-0000-4000-8000-000000000000"}, 404, None),
+    ],
+)
+async def test_ag_ui_bad_resume_entries_decide_nothing(alice, entry, status, field):
+    _events, interrupt = await paused_thread(alice)
+    client = SSEClient("POST", "/api/agents/ops/ag-ui", resume_input(interrupt, **entry), alice.token)
+    assert await client.start() == status
+    await read_to_end(client)
+    assert client.json()["type"] == "RUN_ERROR"
+    if field:
+        assert field in client.json()["metadata"]["fields"]
+    approval = await Approval.objects.aget(pk=interrupt["id"])
+    assert approval.status == "pending"
+
+
+async def test_ag_ui_resume_only_in_the_runs_thread_by_its_owner(alice, bob):
+    _events, interrupt = await paused_thread(alice)
+    for token, body in [
+        (bob.token, resume_input(interrupt)),
+        (alice.token, resume_input(interrupt, thread_id="another-thread")),
+    ]:
+        client = SSEClient("POST", "/api/agents/ops/ag-ui", body, token)
+        assert await client.start() == 404
+    assert (await Approval.objects.aget(pk=interrupt["id"])).status == "pending"

@@ -5,18 +5,26 @@ The thread is the caller's conversation with that agent, named by the client's `
 (`session_key`, unique per owner and agent: another user's thread id names a conversation of
 the caller's own). The conversation keeps its own memory, so the run's input is the last user
 message only; AG-UI clients send the whole history every time.
+
+A run that pauses for approval ends the AG-UI run with the `interrupt` outcome; the client's next
+run on the thread answers the interrupts (`resume`): they are decided, and that AG-UI run streams
+the rest of ours.
 """
 
 import orjson
-from ag_ui.core import RunAgentInput, RunErrorEvent, TextPart
+from ag_ui.core import ResumeEntry, RunAgentInput, RunErrorEvent, TextPart
 from ag_ui.encoder import EventEncoder
 from pydantic import ValidationError as PydanticValidationError
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
+from ..db import in_sync_thread
+from ..runs.answers import Answer, check_answers, record_answers
+from ..runs.engine import get_engine
 from ..runs.read import Batch
 from ..runs.start import IF_BUSY, RunRequest, start_run
-from .ag_ui_events import AgUiTranslator
+from ..selectors import decidable_runs
+from .ag_ui_events import ANSWER_SCHEMA, AgUiTranslator
 from .auth import authenticated_request
 from .serializers import spec_or_404, validate_run_input
 from .sse import SSE_HEADERS, RunStreamConsumer
@@ -32,6 +40,7 @@ class AgUiConsumer(RunStreamConsumer):
     bodies shaped as AG-UI's RUN_ERROR event."""
 
     methods = ("POST",)
+    until_paused = True
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -39,14 +48,37 @@ class AgUiConsumer(RunStreamConsumer):
         self.translator: AgUiTranslator | None = None
 
     async def open(self, body):
-        # Authentication, validation and the run's row in one trip to the database.
-        run = await start_run(lambda: self.make_request(body), reader=self.reader.inbox)
+        if resumes(body):
+            run = await self.answer(body)
+            fresh = False
+        else:
+            # Authentication, validation and the run's row in one trip to the database.
+            run = await start_run(lambda: self.make_request(body), reader=self.reader.inbox)
+            fresh = True
         self.headers = [
             (b"Content-Type", f"{self.encoder.get_content_type()}; charset=utf-8".encode()),
             *(header for header in SSE_HEADERS if header[0] != b"Content-Type"),
             (b"X-Run-Id", str(run.pk).encode()),
         ]
-        return run, 0, True
+        return run, 0, fresh
+
+    async def answer(self, body: bytes):
+        """Decide the interrupts as the `resume` entries answer them; the AG-UI run is then the rest
+        of the paused run, read from its first event and written from its pause on."""
+        request, answered = await in_sync_thread(self.check_answers)(body)
+        await record_answers(get_engine().executor, answered, request.user, "ag_ui")
+        self.translator.after = answered.pause_seq
+        return answered.run
+
+    def check_answers(self, body: bytes):
+        request = authenticated_request(self.scope, body, RUN_START, STREAM_OPEN)
+        spec = spec_or_404(self.scope["url_route"]["kwargs"]["slug"])
+        run_input = parse_run_agent_input(request.data, resuming=True)
+        answers = [resume_answer(index, entry) for index, entry in enumerate(run_input.resume)]
+        runs = decidable_runs(request.user)
+        answered = check_answers(runs, answers, "resume", spec.slug, run_input.thread_id)
+        self.translator = AgUiTranslator(run_input.thread_id, run_input.run_id)
+        return request, answered
 
     def make_request(self, body: bytes) -> RunRequest:
         request = authenticated_request(self.scope, body, RUN_START, STREAM_OPEN)
@@ -68,11 +100,10 @@ class AgUiConsumer(RunStreamConsumer):
         return b""  # AG-UI clients do not reconnect: no `retry:` line
 
     def frames(self, batch: Batch) -> bytes:
-        return "".join(
-            self.encoder.encode(event)
-            for _seq, text in batch
-            for event in self.translator.translate(orjson.loads(text))
-        ).encode()
+        return "".join(self.encoder.encode(event) for event in self.translator.events(batch)).encode()
+
+    def pause_frames(self) -> bytes:
+        return "".join(self.encoder.encode(event) for event in self.translator.paused()).encode()
 
     def refusal(self, status: int, body: dict) -> tuple[int, dict, list]:
         error = dict(body["error"])
@@ -81,8 +112,34 @@ class AgUiConsumer(RunStreamConsumer):
         return status, event.model_dump(mode="json", by_alias=True), []
 
 
-def parse_run_agent_input(data) -> RunAgentInput:
-    """The body as AG-UI's RunAgentInput, or a 400 naming the first wrong field."""
+def resumes(body: bytes) -> bool:
+    """The request answers interrupts (a non-empty `resume`); anything that is not a well-formed
+    body takes the other path, which says what is wrong."""
+    try:
+        data = orjson.loads(body)
+        return isinstance(data, dict) and bool(data.get("resume"))
+    except orjson.JSONDecodeError:
+        return False
+
+
+def resume_answer(index: int, entry: ResumeEntry) -> Answer:
+    """A resume entry as a decision: `resolved` with the payload `{approved, reason?}`, or
+    `cancelled` (the client abandoned the interrupt: the call is rejected)."""
+    payload = entry.payload if isinstance(entry.payload, dict) else {}
+    reason = payload.get("reason") or ""
+    if not isinstance(reason, str):
+        raise ValidationError({f"resume.{index}.payload.reason": ["must be a string"]})
+    if entry.status == "cancelled":
+        return Answer(entry.interrupt_id, "reject", reason or "cancelled")
+    approved = payload.get("approved")
+    if not isinstance(approved, bool):
+        raise ValidationError({f"resume.{index}.payload": ["must be {approved: boolean, reason?: string}"]})
+    return Answer(entry.interrupt_id, "approve" if approved else "reject", reason)
+
+
+def parse_run_agent_input(data, resuming: bool = False) -> RunAgentInput:
+    """The body as AG-UI's RunAgentInput, or a 400 naming the first wrong field. `resuming`: the
+    body answers interrupts (its messages are not read)."""
     if not isinstance(data, dict):
         raise ValidationError({"non_field_errors": ["the request body must be a RunAgentInput JSON object"]})
     try:
@@ -97,8 +154,8 @@ def parse_run_agent_input(data) -> RunAgentInput:
         raise ValidationError(
             {"tools": ["client-side tools are not supported: this server's agents run their own tools"]}
         )
-    if run_input.resume:
-        raise ValidationError({"resume": ["this server's runs never end with an interrupt to resume"]})
+    if bool(run_input.resume) != resuming:
+        raise ValidationError({"resume": ["must answer the interrupts of a paused run"]})
     return run_input
 
 
@@ -159,14 +216,24 @@ MESSAGE_SCHEMA = {
     },
     "required": ["id", "role"],
 }
+RESUME_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "interruptId": {"type": "string", "description": "The approval id (the interrupt's id)."},
+        "status": {"type": "string", "enum": ["resolved", "cancelled"]},
+        "payload": {**ANSWER_SCHEMA, "description": "For `resolved`: the decision."},
+    },
+    "required": ["interruptId", "status"],
+}
 EVENTS_DESCRIPTION = """AG-UI events, one `data: <json>` frame each, in this order:
 RUN_STARTED (the client's threadId and runId; `metadata.runId` is this server's run id, also in
 the `X-Run-Id` header); then STEP_STARTED/STEP_FINISHED (stepName: the agent answering, or a
 research stage), TEXT_MESSAGE_START/CONTENT/END (role assistant), REASONING_START/
 REASONING_MESSAGE_START/CONTENT/END/REASONING_END, TOOL_CALL_START/ARGS/END then
-TOOL_CALL_RESULT, CUSTOM (`run_queued`, `research_progress`); last RUN_FINISHED (`result`: the
-final output, `usage`; `outcome.type` `cancelled` for a cancelled run) or RUN_ERROR (`message`,
-`code`)."""
+TOOL_CALL_RESULT, CUSTOM (`run_queued`, `research_progress`, `approval_required`,
+`approval_decided`); last RUN_FINISHED (`result`: the final output, `usage`; `outcome.type`
+`cancelled` for a cancelled run, `interrupt` with one interrupt per call for a run paused for
+approval: answer them in the next request's `resume`) or RUN_ERROR (`message`, `code`)."""
 
 
 def openapi_paths() -> dict:
@@ -188,11 +255,13 @@ def openapi_paths() -> dict:
                             "schema": {
                                 "type": "object",
                                 "description": "AG-UI's RunAgentInput. Only the last user message "
-                                "is the run's input; `tools` and `resume` must be empty.",
+                                "is the run's input; `tools` must be empty; `resume` answers the "
+                                "interrupts of a run paused for approval (its messages are not read).",
                                 "properties": {
                                     "threadId": {"type": "string", "maxLength": THREAD_ID_MAX},
                                     "runId": {"type": "string"},
                                     "messages": {"type": "array", "items": MESSAGE_SCHEMA},
+                                    "resume": {"type": "array", "items": RESUME_SCHEMA},
                                     "state": {},
                                     "context": {
                                         "type": "array",

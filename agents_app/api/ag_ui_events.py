@@ -4,16 +4,22 @@ The translation is a pure function of the run's events from its first: the same 
 gives the same AG-UI events, whatever batches they came in. It keeps the order AG-UI clients
 verify: one RUN_STARTED first; every text message, reasoning message and step ended before the
 run's end; a tool call's END before its RESULT.
+
+A pause for approval ends the AG-UI run with the `interrupt` outcome (`paused`); the client's
+next run answers the interrupts (`resume`) and is the rest of our run: it reads the run from its
+first event too, and writes what follows the pause (`after`) as a run of its own.
 """
 
 import json
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from ag_ui.core import (
     PROTOCOL_VERSION,
     BaseEvent,
     CustomEvent,
+    Interrupt,
     ReasoningEndEvent,
     ReasoningMessageContentEvent,
     ReasoningMessageEndEvent,
@@ -22,6 +28,7 @@ from ag_ui.core import (
     RunErrorEvent,
     RunFinishedCancelledOutcome,
     RunFinishedEvent,
+    RunFinishedInterruptOutcome,
     RunStartedEvent,
     StepFinishedEvent,
     StepStartedEvent,
@@ -36,6 +43,15 @@ from ag_ui.core import (
 )
 
 from ..providers.responses_stream import REASONING_DELTAS, TEXT_DELTAS
+from ..runs.read import Batch
+
+INTERRUPT_REASON = "tool_approval"
+# What a resume entry's payload says for an interrupt (docs/ag-ui.md).
+ANSWER_SCHEMA = {
+    "type": "object",
+    "required": ["approved"],
+    "properties": {"approved": {"type": "boolean"}, "reason": {"type": "string", "maxLength": 2000}},
+}
 
 
 class AgUiTranslator:
@@ -47,9 +63,12 @@ class AgUiTranslator:
     the model's response completes, or when anything else happens. Steps are the agent answering
     (one step per agent, a handoff ends one and starts the next) and the research stages."""
 
-    def __init__(self, thread_id: str, run_id: str) -> None:
+    def __init__(self, thread_id: str, run_id: str, after: int = 0) -> None:
         self.thread_id = thread_id
         self.run_id = run_id
+        self.after = after  # the events through this seq are read, not written
+        self.resumed = False
+        self.pause: dict | None = None
         self.started = False
         # The open text or reasoning message: (kind, our item id, its AG-UI message id).
         self.open: tuple[str, str, str] | None = None
@@ -57,6 +76,24 @@ class AgUiTranslator:
         self.stage_step: str | None = None
         self.provider: str | None = None
         self.model: str | None = None
+        self.conversation_id: str | None = None
+
+    def events(self, batch: Batch) -> Iterator[BaseEvent]:
+        """A batch of our events as AG-UI events; those through `after` are only read. The first
+        one after it starts the AG-UI run that answered the pause: its own RUN_STARTED, with the
+        steps and messages of the paused part closed (they were, in the response that ended)."""
+        for seq, text in batch:
+            event = orjson.loads(text)
+            if seq <= self.after:
+                for _ in self.translate(event):
+                    pass
+                continue
+            if self.after and not self.resumed:
+                self.resumed = True
+                for _ in self.close_all():
+                    pass
+                yield self.run_started({**event, "type": "run_resumed"})
+            yield from self.translate(event)
 
     def translate(self, event: dict) -> Iterator[BaseEvent]:
         kind = event["type"]
@@ -78,6 +115,13 @@ class AgUiTranslator:
             yield from self.enter_agent(event["agent_name"])
         elif kind == "research_progress":
             yield from self.research_progress(event)
+        elif kind == "approval_required":
+            yield from self.close_message()
+            self.pause = event
+            yield CustomEvent(name="approval_required", value={"approvals": event["approvals"]})
+        elif kind == "approval_decided":
+            keys = ("approval_id", "call_id", "tool_name", "decision", "reason", "decided_by", "surface")
+            yield CustomEvent(name="approval_decided", value={key: event.get(key) for key in keys})
         elif kind == "stream_complete":
             yield from self.close_all()
             yield self.run_finished(event)
@@ -87,7 +131,8 @@ class AgUiTranslator:
 
     def run_started(self, event: dict) -> RunStartedEvent:
         """The run's start, with this server's ids in its metadata (camelCase, as AG-UI's fields)."""
-        metadata = {"runId": event["run_id"], "conversationId": event.get("conversation_id")}
+        self.conversation_id = event.get("conversation_id") or self.conversation_id
+        metadata = {"runId": event["run_id"], "conversationId": self.conversation_id}
         if event["type"] == "run_started":
             metadata.update(agent=event.get("agent"), provider=self.provider, model=self.model)
         return RunStartedEvent(
@@ -184,6 +229,33 @@ class AgUiTranslator:
             if step is not None:
                 yield StepFinishedEvent(step_name=step)
         self.agent_step = self.stage_step = None
+
+    def paused(self) -> Iterator[BaseEvent]:
+        """The end of the AG-UI run at our run's pause: RUN_FINISHED with the `interrupt` outcome,
+        one interrupt per call (its id the approval id); the client answers them in `resume`."""
+        yield from self.close_all()
+        calls = (self.pause or {}).get("approvals") or []
+        interrupts = [
+            Interrupt(
+                id=call["approval_id"],
+                reason=INTERRUPT_REASON,
+                message=f"{call['tool_name']} needs approval",
+                tool_call_id=call["call_id"],
+                response_schema=ANSWER_SCHEMA,
+                metadata={
+                    "toolName": call["tool_name"],
+                    "arguments": call["arguments"],
+                    "agentName": call["agent_name"],
+                    "runId": (self.pause or {}).get("run_id"),
+                },
+            )
+            for call in calls
+        ]
+        yield RunFinishedEvent(
+            thread_id=self.thread_id,
+            run_id=self.run_id,
+            outcome=RunFinishedInterruptOutcome(interrupts=interrupts),
+        )
 
     def run_finished(self, event: dict) -> RunFinishedEvent:
         if event.get("status") == "cancelled":

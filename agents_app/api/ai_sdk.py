@@ -16,7 +16,6 @@ import orjson
 from rest_framework import serializers
 
 from ..db import in_sync_thread
-from ..errors import NotFound
 from ..models import Run
 from ..runs.answers import Answer, Answered, check_answers, record_answers
 from ..runs.engine import get_engine
@@ -185,10 +184,8 @@ class UIChatConsumer(UIStreamConsumer):
         serializer = ApprovalAnswersSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        answered = check_answers(decidable_runs(request.user), data["messages"], "messages")
-        conversation = answered.run.conversation
-        if answered.run.agent != spec.slug or conversation is None or conversation.session_key != data["id"]:
-            raise NotFound(f"chat {data['id']} has no run that asked for these approvals")
+        runs = decidable_runs(request.user)
+        answered = check_answers(runs, data["messages"], "messages", spec.slug, data["id"])
         return request, answered
 
     def prologue(self) -> bytes:

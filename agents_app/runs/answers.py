@@ -36,10 +36,13 @@ class Answered:
     todo: list[Answer] = field(default_factory=list)
 
 
-def check_answers(runs: QuerySet, answers: list[Answer], field_name: str) -> Answered:
-    """Answers to one pause of one of `runs` (the runs the caller may decide on): 404 for a call
-    not among them, 400 for answers to more than one run, 409 for a call decided otherwise.
-    `field_name` names the request's field in a 400."""
+def check_answers(
+    runs: QuerySet, answers: list[Answer], field_name: str, agent: str, session_key: str
+) -> Answered:
+    """Answers to one pause of one of `runs` (the runs the caller may decide on) in the client's
+    chat (`agent`, the conversation's `session_key`): 404 for a call not among them, 400 for
+    answers to more than one run, 409 for a call decided otherwise. `field_name` names the
+    request's field in a 400."""
     if not answers:
         raise ServiceError("no answer to a pending approval", field=field_name)
     for answer in answers:
@@ -48,11 +51,12 @@ def check_answers(runs: QuerySet, answers: list[Answer], field_name: str) -> Ans
             uuid.UUID(answer.approval_id)
         except (TypeError, ValueError):
             raise NotFound(f"approval {answer.approval_id} not found") from None
+    runs = runs.filter(agent=agent, conversation__session_key=session_key)
     asked = Approval.objects.filter(pk__in=[a.approval_id for a in answers], run__in=runs)
     calls = {str(call.pk): call for call in asked}
     for answer in answers:
         if answer.approval_id not in calls:
-            raise NotFound(f"approval {answer.approval_id} not found")
+            raise NotFound(f"approval {answer.approval_id} not found in this chat")
     run_ids = {call.run_id for call in calls.values()}
     if len(run_ids) > 1:
         raise ServiceError("the answers are to the calls of more than one run", field=field_name)
@@ -67,7 +71,7 @@ def check_answers(runs: QuerySet, answers: list[Answer], field_name: str) -> Ans
                 approval_id=answer.approval_id,
                 status=call.status,
             )
-    run = Run.objects.select_related("conversation").get(pk=run_ids.pop())
+    run = Run.objects.get(pk=run_ids.pop())
     return Answered(run, _pause_seq(run, answers[0].approval_id), todo)
 
 

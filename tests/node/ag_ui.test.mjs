@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { HttpAgent, verifyEvents } from "@ag-ui/client";
+import { HttpAgent, buildResumeArray, verifyEvents } from "@ag-ui/client";
 import { from, lastValueFrom, toArray } from "rxjs";
 
 const { BASE_URL, TOKEN, SYNTHETIC_EVENTS } = process.env;
@@ -143,5 +143,67 @@ test("the translation of errors, queued runs and reasoning passes verifyEvents",
   for (const [name, events] of Object.entries(sequences)) {
     const verified = await lastValueFrom(from(events).pipe(verifyEvents(), toArray()));
     assert.equal(verified.length, events.length, name);
+  }
+});
+
+/** Runs the agent again with answers to its pending interrupts (no new message). */
+async function resume(agent, responses) {
+  const events = [];
+  const resumeEntries = buildResumeArray(agent.pendingInterrupts, responses);
+  const { result } = await agent.runAgent({ resume: resumeEntries }, { onEvent: ({ event }) => events.push(event) });
+  return { result, events };
+}
+
+const approvalOf = async (approvalId, runId) => {
+  const response = await fetch(`${BASE_URL}/api/runs/${runId}/approvals/`, { headers });
+  return (await response.json()).approvals.find((a) => a.approval_id === approvalId);
+};
+
+test("a call that needs approval ends the run with an interrupt; resume answers it", async () => {
+  const agent = agentFor("ops", "node-ops-approve");
+  const paused = await ask(agent, "refund order A17 250");
+  const finished = paused.events.at(-1);
+  assert.equal(finished.type, "RUN_FINISHED");
+  assert.equal(finished.outcome.type, "interrupt");
+  const [interrupt] = finished.outcome.interrupts;
+  assert.deepEqual(agent.pendingInterrupts, finished.outcome.interrupts);
+  assert.equal(interrupt.reason, "tool_approval");
+  assert.equal(interrupt.metadata.toolName, "refund_order");
+  assert.deepEqual(interrupt.metadata.arguments, { order_id: "A17", amount: 250 });
+  const call = agent.messages.flatMap((m) => m.toolCalls ?? [])[0];
+  assert.equal(interrupt.toolCallId, call.id);
+  const runId = paused.events[0].metadata.runId;
+  assert.equal(interrupt.metadata.runId, runId);
+  assert.equal((await approvalOf(interrupt.id, runId)).status, "pending");
+
+  // A new message with the interrupt unanswered: the client itself refuses it.
+  await assert.rejects(ask(agent, "hello"), /pending interrupt/);
+  agent.messages.pop();
+
+  const resumed = await resume(agent, { [interrupt.id]: { status: "resolved", payload: { approved: true } } });
+  assert.equal(resumed.events[0].type, "RUN_STARTED");
+  assert.equal(resumed.events[0].metadata.runId, runId); // the same run of ours goes on
+  assert.equal(resumed.events.at(-1).outcome?.type ?? "success", "success");
+  assert.match(resumed.result, /refunded 250.00 on order A17/);
+  assert.deepEqual(agent.pendingInterrupts, []);
+  const toolMessage = agent.messages.find((m) => m.role === "tool");
+  assert.equal(toolMessage.toolCallId, call.id);
+  assert.equal(toolMessage.content, "refunded 250.00 on order A17");
+  const decided = await approvalOf(interrupt.id, runId);
+  assert.deepEqual([decided.status, decided.surface], ["approved", "ag_ui"]);
+});
+
+test("a rejected or cancelled interrupt: the tool never runs and the answer says so", async () => {
+  for (const [answer, reason] of [
+    [{ status: "resolved", payload: { approved: false, reason: "too large" } }, "too large"],
+    [{ status: "cancelled" }, "cancelled"],
+  ]) {
+    const agent = agentFor("ops", `node-ops-${answer.status}`);
+    const paused = await ask(agent, "refund order A17 250");
+    const [interrupt] = agent.pendingInterrupts;
+    const resumed = await resume(agent, { [interrupt.id]: answer });
+    assert.match(resumed.result, new RegExp(`did not make the refund.*${reason}`));
+    const decided = await approvalOf(interrupt.id, paused.events[0].metadata.runId);
+    assert.deepEqual([decided.status, decided.reason], ["rejected", reason]);
   }
 });
