@@ -206,7 +206,7 @@ class Approval(models.Model):
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    # Where the decision came from: rest, websocket, admin, ai_sdk, expiry, interrupt.
+    # Where the decision came from: rest, websocket, admin, ai_sdk, ag_ui, expiry, interrupt.
     surface = models.CharField(max_length=16, blank=True)
     created_at = models.DateTimeField()
     decided_at = models.DateTimeField(null=True, blank=True)

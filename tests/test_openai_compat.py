@@ -203,3 +203,69 @@ async def test_agents_sdk_uses_this_server_as_its_model(client, api):
         if e.type == "raw_response_event" and e.data.type == "response.output_text.delta"
     ]
     assert "144" in streamed.final_output and "".join(deltas) == streamed.final_output
+
+
+async def decide_over_rest(base_url, token, metadata: dict, decision: str = "approve") -> None:
+    async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Token {token}"}) as rest:
+        for approval_id in metadata["approval_ids"].split(","):
+            url = f"/api/runs/{metadata['run_id']}/approvals/{approval_id}"
+            response = await rest.post(url, json={"decision": decision, "reason": "checked"})
+            assert response.status_code == 200, response.text
+
+
+async def test_a_paused_response_is_incomplete_then_goes_on(client, base_url, alice):
+    # Streamed: the stream ends at the pause with response.incomplete, the calls in its metadata.
+    stream = await client.responses.create(model="ops", input="refund order A17 250", stream=True)
+    events = [event async for event in stream]
+    paused = events[-1].response
+    assert events[-1].type == "response.incomplete" and paused.status == "incomplete"
+    metadata = paused.metadata
+    assert metadata["incomplete_reason"] == "approval_required"
+    assert metadata["approvals_url"] == f"/api/runs/{metadata['run_id']}/approvals/"
+    assert paused.id == "resp_" + metadata["run_id"].replace("-", "")
+    assert (await client.responses.retrieve(paused.id)).status == "incomplete"
+
+    await decide_over_rest(base_url, alice.token, metadata)
+    rest = await client.responses.retrieve(paused.id, stream=True, starting_after=events[-1].sequence_number)
+    rest = [event async for event in rest]
+    numbers = [e.sequence_number for e in events + rest]
+    assert numbers == list(range(len(numbers)))  # one stream numbering across the pause
+    assert rest[0].type == "response.in_progress" and rest[-1].type == "response.completed"
+    done = rest[-1].response
+    assert "refunded 250.00 on order A17" in done.output_text
+    assert "incomplete_reason" not in done.metadata
+    assert (await client.responses.retrieve(paused.id)).status == "completed"
+
+    # Not streamed: the answer comes at the pause, incomplete, instead of waiting for a decision.
+    response = await client.responses.create(model="ops", input="refund order A17 250")
+    assert response.status == "incomplete" and response.metadata["approval_ids"]
+    await decide_over_rest(base_url, alice.token, response.metadata, "reject")
+    for _ in range(100):
+        response = await client.responses.retrieve(response.id)
+        if response.status == "completed":
+            break
+        await asyncio.sleep(0.05)
+    assert "did not make the refund" in response.output_text
+
+
+async def test_a_paused_chat_completion_ends_with_length_and_its_approvals(client, base_url, alice):
+    messages = [{"role": "user", "content": "refund order A17 250"}]
+    completion = await client.chat.completions.create(model="ops", messages=messages)
+    assert completion.choices[0].finish_reason == "length"
+    metadata = completion.metadata
+    assert metadata["incomplete_reason"] == "approval_required"
+    assert metadata["run_id"].replace("-", "") == completion.id.removeprefix("chatcmpl-")
+
+    stream = await client.chat.completions.create(model="ops", messages=messages, stream=True)
+    chunks = [chunk async for chunk in stream]
+    assert chunks[-1].choices[0].finish_reason == "length"
+    metadata = chunks[-1].model_extra["metadata"]
+    run = await Run.objects.aget(pk=metadata["run_id"])
+    assert run.status == Run.Status.AWAITING_APPROVAL  # the stream ended; the run waits
+    await decide_over_rest(base_url, alice.token, metadata)
+    for _ in range(100):
+        run = await Run.objects.aget(pk=run.pk)
+        if run.status == Run.Status.COMPLETED:
+            break
+        await asyncio.sleep(0.05)
+    assert "refunded 250.00 on order A17" in run.final_output

@@ -5,7 +5,11 @@ Chat Completions is stateless: the client sends the whole history in `messages` 
 these runs keep no conversation (`RunRequest(memory=False)`): the history is their input, and
 the run is stored like any other (its input, events, usage). The agent's tool calls and
 handoffs happen on the server; the completion carries the text of its answer (the messages of
-a run, separated by a blank line when there are several, e.g. before and after a handoff)."""
+a run, separated by a blank line when there are several, e.g. before and after a handoff).
+
+A run that pauses for approval ends the completion there: `finish_reason` `length` (the answer
+is incomplete) and a `metadata` object beside the choices saying why and where to decide
+(`pause_metadata`); the run goes on once decided over REST, and its answer is the run's."""
 
 import time
 from typing import Any
@@ -26,6 +30,7 @@ from ..sse import RunStreamConsumer
 from ..throttles import RUN_START, STREAM_OPEN, check_throttles
 from .errors import NO_RETRY, from_api_error, openai_error, retry_headers
 from .requests import agent_for, body_object, chat_input, chat_options
+from .response_events import pause_metadata
 
 DONE = b"data: [DONE]\n\n"
 
@@ -55,8 +60,11 @@ class ChatTranslator:
         self.item_id: str | None = None
         self.started = False
         self.end: dict | None = None  # the terminal event
+        self.pause: dict | None = None  # the run's pause for approval, while it waits
 
-    def _chunk(self, delta: dict | None, finish: str | None = None, usage: dict | None = None) -> bytes:
+    def _chunk(
+        self, delta: dict | None, finish: str | None = None, usage: dict | None = None, **extra: Any
+    ) -> bytes:
         """One chunk's frame: a delta of the one choice, or (`delta` None) the usage chunk."""
         choices = []
         if delta is not None:
@@ -64,6 +72,7 @@ class ChatTranslator:
                 chunk_types.Choice(index=0, delta=chunk_types.ChoiceDelta(**delta), finish_reason=finish)
             ]
         fields = {"usage": usage_of(usage)} if usage is not None else {}
+        fields.update(extra)
         chunk = ChatCompletionChunk(
             id=self.id,
             object="chat.completion.chunk",
@@ -86,6 +95,12 @@ class ChatTranslator:
             opening = b"" if self.started else self._chunk({"role": "assistant", "content": ""})
             self.started = True
             return opening + self._chunk({"content": delta})
+        if kind == "approval_required":
+            self.pause = event
+            return b""
+        if kind == "approval_decided" and event.get("pending") == 0:
+            self.pause = None
+            return b""
         if kind == "stream_complete":
             self.end = event
             frames = self._chunk({}, finish="stop")
@@ -101,12 +116,17 @@ class ChatTranslator:
             return b"data: " + orjson.dumps(body) + b"\n\n"
         return b""
 
+    def paused_end(self) -> bytes:
+        """The streamed completion's end at the run's pause: `length` and the pause's metadata."""
+        return self._chunk({}, finish="length", metadata=pause_metadata(self.pause)) + DONE
+
     def completion(self) -> tuple[int, dict, list]:
-        """The non-streamed answer once the run has ended: status, body, headers."""
+        """The non-streamed answer once the run has ended, or paused: status, body, headers."""
         end = self.end or {}
         if end.get("type") == "error":
             status = failure_status(end.get("code", ""))
             return status, openai_error(status, end.get("message", ""), code=end.get("code")), NO_RETRY
+        paused = {"metadata": pause_metadata(self.pause)} if self.pause and not self.end else {}
         completion = ChatCompletion(
             id=self.id,
             object="chat.completion",
@@ -116,10 +136,11 @@ class ChatTranslator:
                 completion_types.Choice(
                     index=0,
                     message=ChatCompletionMessage(role="assistant", content="".join(self.text)),
-                    finish_reason="stop",
+                    finish_reason="length" if paused else "stop",
                 )
             ],
             usage=usage_of(end.get("usage") or {}),
+            **paused,
         )
         return 200, completion.model_dump(mode="json", exclude_unset=True), []
 
@@ -128,6 +149,7 @@ class ChatCompletionsConsumer(RunStreamConsumer):
     """POST /v1/chat/completions."""
 
     methods = ("POST",)
+    until_paused = True
     translator: ChatTranslator
 
     async def open(self, body: bytes):
@@ -150,6 +172,9 @@ class ChatCompletionsConsumer(RunStreamConsumer):
 
     def frames(self, batch: Batch) -> bytes:
         return b"".join(self.translator.feed(orjson.loads(text)) for _seq, text in batch)
+
+    def pause_frames(self) -> bytes:
+        return self.translator.paused_end()
 
     def result(self) -> tuple[int, dict, list]:
         return self.translator.completion()

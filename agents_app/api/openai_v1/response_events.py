@@ -4,7 +4,11 @@ One run is one Response (`resp_<run id>`), whatever the agent did on the server:
 and handoffs are not output items (a client would take a `function_call` for its own tool to
 run), its answer messages are. The translation is deterministic, so replaying a run's journal
 from its first event gives the same events with the same sequence numbers: that is how
-`starting_after` resumes a stream in any process, at any time."""
+`starting_after` resumes a stream in any process, at any time.
+
+A run that pauses for approval is an `incomplete` response while it waits (`response.incomplete`,
+the reason and the calls in its metadata: `pause_metadata`); its calls are decided over REST, and
+once the last is, the same response goes on (`response.in_progress`) to its end."""
 
 import uuid
 from typing import Any
@@ -18,6 +22,7 @@ PREFIX = "resp_"
 STATUS = {
     Run.Status.QUEUED: "queued",
     Run.Status.RUNNING: "in_progress",
+    Run.Status.AWAITING_APPROVAL: "incomplete",
     Run.Status.COMPLETED: "completed",
     Run.Status.CANCELLED: "cancelled",
     Run.Status.FAILED: "failed",
@@ -37,6 +42,18 @@ def run_id_of(value: str) -> uuid.UUID | None:
         return uuid.UUID(hex=value[len(PREFIX) :])
     except ValueError:
         return None
+
+
+def pause_metadata(event: dict) -> dict[str, str]:
+    """What a response (or chat completion) paused for approval says in its metadata (strings,
+    as OpenAI's metadata holds): why it is incomplete, and where to decide its calls."""
+    run_id = event["run_id"]
+    return {
+        "incomplete_reason": "approval_required",
+        "run_id": run_id,
+        "approval_ids": ",".join(call["approval_id"] for call in event.get("approvals") or ()),
+        "approvals_url": f"/api/runs/{run_id}/approvals/",
+    }
 
 
 def usage_of(run_usage: dict) -> ResponseUsage:
@@ -60,6 +77,7 @@ class ResponseTranslator:
         self.error: ResponseError | None = None
         self.events = StreamEvents()
         self.created = False
+        self.pause: dict[str, str] = {}  # while the run waits for approval: `pause_metadata`
 
     def response(self) -> Response:
         output = list(self.output)
@@ -75,7 +93,7 @@ class ResponseTranslator:
             error=self.error,
             incomplete_details=None,
             instructions=self.options.get("instructions"),
-            metadata=self.options.get("metadata") or {},
+            metadata={**(self.options.get("metadata") or {}), **self.pause},
             previous_response_id=self.options.get("previous_response_id"),
             background=self.options.get("background", False),
             store=self.options.get("store", True),
@@ -105,7 +123,15 @@ class ResponseTranslator:
                 out += self._open(None)
             self.text = [event.get("content") or ""]
             out += self._close()
+        elif kind == "approval_required":
+            out += self._close() if self.open_id is not None else []
+            self.status, self.pause = "incomplete", pause_metadata(event)
+            out.append(self._response_event("response.incomplete"))
+        elif kind == "approval_decided" and event.get("pending") == 0:
+            self.status, self.pause = "in_progress", {}  # the run goes on
+            out.append(self._response_event("response.in_progress"))
         elif kind in ("stream_complete", "error"):
+            self.pause = {}
             out += self._end(event)
         return out
 

@@ -84,6 +84,7 @@ class ResponseStream(RunStreamConsumer):
 
     translator: ResponseTranslator
     starting_after = -1
+    until_paused = True  # a paused run's response is `incomplete`, and its stream ends there
 
     def prologue(self) -> bytes:
         return b""
