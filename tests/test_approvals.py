@@ -235,7 +235,7 @@ async def test_cancel_ends_a_paused_run(alice, api_for, refunds):
     assert again.status_code == 200 and again.json()["status"] == "completed"
 
 
-async def test_a_conversation_socket_sees_the_pause_on_connect(alice, api_for, refunds):
+async def test_a_conversation_socket_sees_the_pause_on_connect(alice, refunds):
     client, pause = await paused_stream(alice)
     run = await sync_to_async(Run.objects.get)(pk=pause["run_id"])
     ws = conversation_ws(run.conversation_id, alice.token)
@@ -245,12 +245,16 @@ async def test_a_conversation_socket_sees_the_pause_on_connect(alice, api_for, r
         replayed.append(await ws.receive_json_from(5))
     assert replayed[-1]["approvals"] == pause["approvals"]
     [call] = pause["approvals"]
-    await api_for(alice).post(
-        f"/api/runs/{pause['run_id']}/approvals/{call['approval_id']}", {"decision": "approve"}
+    # Rejected through this socket (the per-agent socket approves, in test_decide_over_a_socket).
+    await ws.send_json_to(
+        {"type": "reject", "run_id": pause["run_id"], "approval_id": call["approval_id"], "reason": "no"}
     )
     while replayed[-1]["type"] != "stream_complete":
         replayed.append(await asyncio.wait_for(ws.receive_json_from(10), 15))
     assert [e["seq"] for e in replayed] == list(range(1, len(replayed) + 1))
+    decided = [e for e in replayed if e["type"] == "approval_decided"]
+    assert [(d["decision"], d["surface"], d["reason"]) for d in decided] == [("rejected", "websocket", "no")]
+    assert refunds == [] and "did not make the refund" in replayed[-1]["final_output"]
     await ws.disconnect()
     await client.read_all(timeout=10)
 
