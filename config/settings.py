@@ -409,7 +409,7 @@ AGENTS_RUN_TIMEOUT = env_float("AGENTS_RUN_TIMEOUT", 1800.0)
 # 10): past it the run ends `failed`, code `max_turns_exceeded`.
 AGENTS_MAX_TURNS = env_int("AGENTS_MAX_TURNS", 10)
 # Seconds a tool call may wait for a person's approval (docs/approvals.md); past it the call is
-# rejected (reason `expired`) and the run goes on. Checked with the stale sweep (RUN_STALE_AFTER).
+# rejected (reason `expired`) and the run goes on. Checked with the stale sweep (RUN_SWEEP_INTERVAL).
 AGENTS_APPROVAL_TIMEOUT = env_float("AGENTS_APPROVAL_TIMEOUT", 86400.0)
 # Most input items (messages, tool calls...) one request may send, besides AGENTS_MAX_INPUT_CHARS.
 AGENTS_MAX_INPUT_ITEMS = env_int("AGENTS_MAX_INPUT_ITEMS", 200)
@@ -432,9 +432,16 @@ GIL_SWITCH_INTERVAL = env_float("GIL_SWITCH_INTERVAL", 0.0002)
 # ~35 times a second at C=50 and promoted many to older generations before they died. 0 leaves
 # Python's default.
 GC_GEN0_THRESHOLD = env_int("GC_GEN0_THRESHOLD", 20_000)
-# A running run whose heartbeat is older than this is considered dead.
-RUN_HEARTBEAT_INTERVAL = env_float("RUN_HEARTBEAT_INTERVAL", 5.0)
-RUN_STALE_AFTER = env_float("RUN_STALE_AFTER", 30.0)
+# Every process beats for its runs every RUN_HEARTBEAT_INTERVAL seconds; a running run whose
+# heartbeat is older than RUN_STALE_AFTER is taken for dead (its process was killed), and every
+# process looks for such runs every RUN_SWEEP_INTERVAL seconds: a dead process's runs end
+# `interrupted` within RUN_STALE_AFTER + RUN_SWEEP_INTERVAL (15 s by default).
+RUN_HEARTBEAT_INTERVAL = env_float("RUN_HEARTBEAT_INTERVAL", 3.0)
+RUN_STALE_AFTER = env_float("RUN_STALE_AFTER", 10.0)
+RUN_SWEEP_INTERVAL = env_float("RUN_SWEEP_INTERVAL", 5.0)
+# A cancel of a run of another process waits this long for that process to answer (through the
+# channel layer); one that does not is taken for dead, and the run ends `cancelled` at once.
+RUN_OWNER_TIMEOUT = env_float("RUN_OWNER_TIMEOUT", 1.0)
 # Research pipeline (research_app): plan size, parallel searches, hits per search, limits.
 RESEARCH_MAX_SEARCHES = env_int("RESEARCH_MAX_SEARCHES", 5)
 RESEARCH_SEARCH_CONCURRENCY = env_int("RESEARCH_SEARCH_CONCURRENCY", 3)

@@ -13,6 +13,9 @@ from ..models import Run
 from . import layer
 from .approvals import end_paused
 from .engine import current_engine, get_engine
+from .execute import stream_complete
+from .journal import COMMITTED, RunEnd
+from .sweep import partial_text
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +69,28 @@ async def cancel_run(run: Run, mode: str = "immediate") -> Run:
             await layer.send(run.worker_channel, _signal(run, mode))
         except Exception:
             log.warning("could not signal the cancel of run %s; its owner reads it from the database", run.pk)
-    # A run of a dead process is ended by the stale sweep; the heartbeat loop of a live owner
-    # also picks the request up from the database.
+        # The heartbeat loop of a live owner also picks the request up from the database. An owner
+        # that does not answer is dead: its run ends now, not at the stale sweep.
+        if mode == "immediate" and not await get_engine().executor.owner_answers(run.worker_channel):
+            await end_orphan(run)
     return run
+
+
+async def end_orphan(run: Run) -> bool:
+    """End, `cancelled`, a run whose process did not answer: with its text so far, numbered after
+    its last stored event; True if this ended it (False: it ended, or moved, meanwhile)."""
+    text = await in_sync_thread(partial_text)(run.pk, run.agent)
+    conversation_id = str(run.conversation_id) if run.conversation_id else None
+    status = Run.Status.CANCELLED
+    body = stream_complete(text, run.usage, run.current_turn, conversation_id, status, run.response_id)
+    event = {"type": body["type"], "seq": None, "run_id": str(run.pk), **body}  # seq: the next
+    fields = {"status": status, "final_output": text}
+    end = RunEnd(fields, run.agent, orphan_of=run.worker_channel)
+    ended = await get_engine().journal.end(str(run.pk), event, end) == COMMITTED
+    if ended:
+        log.warning("run %s cancelled for its process, which did not answer", run.pk)
+        await in_sync_thread(run.refresh_from_db)()
+    return ended
 
 
 def cancel_run_from_sync(run: Run, mode: str = "immediate") -> None:

@@ -161,12 +161,40 @@ class RunExecutor:
                 self.cancel_local(message.get("run_id"), message.get("mode") or "immediate")
             elif kind == layer.WATCH:
                 self.hub.watch(message.get("run_id"))
+            elif kind == layer.PING and message.get("reply_to"):
+                await self._answer_ping(message)
             elif kind == layer.PING:
                 answered = self._pings.get(message.get("token"))
                 if answered is not None and not answered.done():
                     answered.set_result(None)
             elif kind == layer.STOP:
                 return
+
+    async def _answer_ping(self, message: dict) -> None:
+        """Another process asks whether we are here (`owner_answers`): we are."""
+        try:
+            await layer.send(message["reply_to"], {"type": layer.PING, "token": message.get("token")})
+        except Exception:
+            log.warning("could not answer a ping from %s", message["reply_to"])
+
+    async def owner_answers(self, channel: str) -> bool:
+        """Whether the process whose executor listens on `channel` answers within
+        RUN_OWNER_TIMEOUT; True when the channel layer cannot tell (it is away)."""
+        token = uuid.uuid4().hex
+        answered = self._pings[token] = asyncio.get_running_loop().create_future()
+        try:
+            reply_to = await self.ensure_started()
+            await layer.send(channel, {"type": layer.PING, "token": token, "reply_to": reply_to})
+            async with asyncio.timeout(settings.RUN_OWNER_TIMEOUT):
+                await answered
+            return True
+        except TimeoutError:
+            return False
+        except Exception:
+            log.warning("could not ask %s whether it is there", channel, exc_info=True)
+            return True
+        finally:
+            self._pings.pop(token, None)
 
     async def check_layer(self) -> None:
         """The channel layer carries a message to this executor's control channel and back into
@@ -188,7 +216,7 @@ class RunExecutor:
         last_sweep = None
         loop = asyncio.get_running_loop()
         while True:
-            if last_sweep is None or loop.time() - last_sweep >= settings.RUN_STALE_AFTER:
+            if last_sweep is None or loop.time() - last_sweep >= settings.RUN_SWEEP_INTERVAL:
                 last_sweep = loop.time()
                 try:
                     swept = await sweep_stale(self.journal)

@@ -76,9 +76,11 @@ class RunEnd:
 
     `stale_before`: the stale sweep's end, which only holds if the run's heartbeat is older.
     `ends_pause`: the end of a run that waits for approval (a cancel), which only holds while it
-    does; its pending calls end rejected. Either way an end only holds while the run is still
-    active: a run that something else ended meanwhile keeps that end, and this one is void. These
-    two are ends of runs no process runs: their event takes the run's next seq when stored."""
+    does; its pending calls end rejected. `orphan_of`: the end of a run whose process (this
+    control channel) did not answer (a cancel), which only holds while the run is still that
+    process's. Any end only holds while the run is still active: a run that something else ended
+    meanwhile keeps that end, and this one is void. These three are ends of runs no process runs
+    (`unowned`): their event takes the run's next seq when stored."""
 
     fields: dict
     agent: str  # the run's agent (receivers of `run_ended` look at it)
@@ -86,8 +88,13 @@ class RunEnd:
     owner_id: int | None = None  # whose usage the run's tokens add to (None: the sweep's, no usage)
     stale_before: datetime | None = None
     ends_pause: bool = False
+    orphan_of: str | None = None
     # Not an end but a pause: the run's task ends and the run waits, `awaiting_approval`.
     pause: Pause | None = None
+
+    @property
+    def unowned(self) -> bool:
+        return self.stale_before is not None or self.ends_pause or self.orphan_of is not None
 
 
 @dataclass(slots=True)
@@ -134,7 +141,7 @@ class Journal:
     async def end(self, run_id: str, event: dict, end: RunEnd) -> str:
         """Commit a run's terminal event with its end; COMMITTED, VOID (the run had already ended),
         REFUSED (the database refused the values) or UNAVAILABLE (it stayed away)."""
-        text = None if end.stale_before is not None or end.ends_pause else encode(event)
+        text = None if end.unowned else encode(event)
         return await self._outcome(Entry(run_id, event, text, end))
 
     async def change(self, run_id: str, change: Callable[[datetime], dict]) -> dict:
@@ -407,7 +414,9 @@ def _end_run(entry: Entry, now: datetime) -> bool:
         runs = runs.filter(Run.beat_before(end.stale_before), status__in=Run.EXECUTING)
     elif end.ends_pause:
         runs = runs.filter(status=Run.Status.AWAITING_APPROVAL)
-    if end.stale_before is not None or end.ends_pause:  # it takes the run's next seq
+    elif end.orphan_of is not None:
+        runs = runs.filter(worker_channel=end.orphan_of, status__in=Run.EXECUTING)
+    if end.unowned:  # it takes the run's next seq
         last = RunEvent.objects.filter(run_id=entry.run_id).aggregate(last=Max("seq"))["last"] or 0
         entry.event["seq"] = last + 1
         entry.text = encode(entry.event)

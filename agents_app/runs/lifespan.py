@@ -38,7 +38,7 @@ def start_with_the_reactor() -> None:
     """Under daphne (Twisted's reactor installed, not yet running: the application is imported
     before it runs), start the engine as soon as it runs, as ASGI lifespan does elsewhere: its
     first sweep ends the runs a previous process left running, and later ones follow every
-    RUN_STALE_AFTER, without waiting for a request to start a run."""
+    RUN_SWEEP_INTERVAL, without waiting for a request to start a run."""
     reactor = sys.modules.get("twisted.internet.reactor")
     if reactor is None or getattr(reactor, "running", False) or not hasattr(reactor, "callLater"):
         return

@@ -172,9 +172,13 @@ export class TurnView {
     const parts = [];
     if (status === "cancelled") parts.push("Stopped.");
     if (usage) parts.push(usageText(usage));
-    if (status === "failed") parts.push(`Error: ${ERROR_TEXT[code] || message || "the run failed."}`);
+    // A run the server stopped (`interrupted`: live it is an `error` event) failed as far as the
+    // reader is concerned; its text so far stays, marked as cut off, like a stopped one's.
+    const failed = status === "failed" || status === "interrupted";
+    if (failed) parts.push(`Error: ${ERROR_TEXT[code] || message || "the run failed."}`);
     this.meta.textContent = parts.filter(Boolean).join(" ");
-    this.meta.classList.toggle("error", status === "failed");
+    this.meta.classList.toggle("error", failed);
+    this.root.classList.toggle("cut", failed || status === "cancelled");
   }
 
   // The finished turn as the server stores it: steps, the answer as sanitized HTML, usage, status.
