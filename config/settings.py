@@ -312,7 +312,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    # JSON with text no database can store is a 400 (agents_app/text.py).
+    # JSON that cannot be stored (NUL, lone surrogates, numbers overflowing to infinity, nesting
+    # deeper than JSON_MAX_DEPTH) is a 400 naming the field (agents_app/text.py).
     # The API takes JSON (document uploads add multipart: research_app/views.py).
     "DEFAULT_PARSER_CLASSES": ["agents_app.api.parsers.CleanJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -460,6 +461,8 @@ SSE_KEEPALIVE_INTERVAL = env_float("SSE_KEEPALIVE_INTERVAL", 15.0)
 # with Retry-After (a socket: close code 1013) and the load balancer can try another process.
 # 0: no cap.
 MAX_OPEN_STREAMS = env_int("MAX_OPEN_STREAMS", 10_000)
+# JSON in a request body or a socket message nested deeper than this is a 400 (agents_app/text.py).
+JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", 64)
 SSE_RETRY_MS = env_int("SSE_RETRY_MS", 2000)
 
 PORT = env_int("PORT", 8000)

@@ -9,7 +9,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents_app.api.errors import choice_param, error_body
+from agents_app.api.errors import choice_param, cursor, error_body
 from agents_app.api.pagination import Pagination, paginated
 from agents_app.api.parsers import CleanJSONParser
 from agents_app.api.throttles import RunStartThrottle
@@ -180,10 +180,10 @@ class DocumentCollectionView(APIView):
         q = request.query_params.get("q", "").strip()
         if q:
             services.query_validate(q)
-            limit = request.query_params.get("limit", "10")
-            if not limit.isdigit():
-                raise ValidationError({"limit": ["must be a positive integer"]})
-            hits = documents_search(q, min(int(limit), 50), request.user.pk)
+            limit = cursor(request.query_params.get("limit", "10"))
+            if limit is None:
+                raise ValidationError({"limit": ["must be a non-negative integer"]})
+            hits = documents_search(q, min(limit, 50), request.user.pk)
             return Response({"query": q, "results": [hit.as_dict() for hit in hits]})
         paginator = Pagination()
         page = paginator.paginate_queryset(

@@ -1,5 +1,7 @@
 """One JSON error shape for every API failure: {"error": {"code", "message", "fields"?, ...}}."""
 
+from typing import Any
+
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404
 from rest_framework import exceptions
@@ -31,6 +33,22 @@ def choice_param(params, field: str, choices: list[str]) -> str | None:
     if value and value not in choices:
         raise exceptions.ValidationError({field: [f"must be one of {', '.join(choices)}"]})
     return value or None
+
+
+CURSOR_DIGITS = 10  # a stream position (an event's seq) fits in 2**31
+
+
+def cursor(raw: Any) -> int | None:
+    """The one reading of a stream position or a count a client sends (a `Last-Event-ID` header,
+    `last_event_id`, `starting_after`, a socket's `resume`, `limit`): a non-negative integer, or
+    ASCII digits of it (at most CURSOR_DIGITS); None for anything else (the caller answers 400)."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw if 0 <= raw < 10**CURSOR_DIGITS else None
+    if isinstance(raw, bytes):
+        raw = raw.decode("latin-1")
+    if isinstance(raw, str) and 0 < len(raw) <= CURSOR_DIGITS and raw.isascii() and raw.isdigit():
+        return int(raw)
+    return None
 
 
 def exception_handler(exc, context):

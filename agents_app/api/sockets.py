@@ -18,7 +18,7 @@ import uuid
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from rest_framework.exceptions import Throttled, ValidationError
+from rest_framework.exceptions import ParseError, Throttled, ValidationError
 
 from ..db import in_sync_thread
 from ..errors import NotFound, ServiceError
@@ -41,8 +41,8 @@ from .auth import (
     TokenWatch,
 )
 from .capacity import StreamPlace
-from .errors import first_message
-from .parsers import refuse_unstorable
+from .errors import cursor, first_message
+from .parsers import parse_json
 from .serializers import CancelRequestSerializer, RunRequestSerializer, run_request, spec_or_404
 from .sse import NO_CHANNEL_LAYER
 from .throttles import RUN_START, STREAM_OPEN, check_throttles, socket_caller
@@ -120,13 +120,9 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
         try:
             if text_data is None or len(text_data) > MAX_MESSAGE_BYTES:
                 raise ServiceError("send one JSON text message of at most 256 KiB")
-            try:
-                message = json.loads(text_data)
-            except ValueError:
-                raise ServiceError("message is not valid JSON") from None
+            message = parse_json(text_data)
             if not isinstance(message, dict):
                 raise ServiceError("message must be a JSON object")
-            refuse_unstorable(message)
             handler = {
                 "run": self._run,
                 "cancel": self._cancel,
@@ -141,6 +137,8 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
             await self._error(exc.code, exc.message, **exc.extra)
         except ValidationError as exc:
             await self._error("invalid", first_message(exc.detail), fields=exc.detail)
+        except ParseError as exc:
+            await self._error("invalid", f"message is not valid JSON: {exc.detail}")
         except Throttled as exc:
             await self._error("throttled", str(exc.detail), retry_after=math.ceil(exc.wait or 1))
         except OUTAGE_ERRORS:
@@ -203,10 +201,8 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
 
     async def _resume(self, message: dict) -> None:
         run = await self._own_run(message.get("run_id"))
-        last = message.get("last_event_id", 0)
-        if isinstance(last, str) and last.isdigit():
-            last = int(last)
-        if not isinstance(last, int) or isinstance(last, bool) or last < 0:
+        last = cursor(message.get("last_event_id", 0))
+        if last is None:
             raise ServiceError("last_event_id must be a non-negative integer", field="last_event_id")
         await self.reader.follow(run, last)
 

@@ -28,7 +28,7 @@ from ..selectors import runs_for
 from .auth import TokenWatch, authenticated_request
 from .capacity import RETRY_AFTER, StreamPlace
 from .cors import cors_answer
-from .errors import error_body, exception_handler
+from .errors import cursor, error_body, exception_handler
 from .serializers import EVENT_SETS, parse_run_request, run_request, spec_or_404
 from .throttles import RUN_START, STREAM_OPEN
 
@@ -42,6 +42,11 @@ KEEP_ALIVE = b": keep-alive\n\n"
 # receive task on it. A reader needs one only to follow a run of another process, and then makes
 # its own (`LayerChannel`), for as long as it follows that run.
 NO_CHANNEL_LAYER = "none"
+
+
+def query_params(scope: dict) -> dict[str, list[str]]:
+    """A consumer's query string (bytes that are not UTF-8 too: the values then fail their checks)."""
+    return parse_qs(scope["query_string"].decode("latin-1"))
 
 
 def sse_frames(batch: Batch) -> bytes:
@@ -93,6 +98,10 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
         if not self.body:
             offered = dict(self.scope["headers"]).get(REQUEST_ID_HEADER.lower().encode(), b"")
             self.request_id = new_request_id(offered.decode("latin1"))
+            if not self.scope["query_string"].isascii():  # raw bytes a URL may not carry
+                why = "the query string has bytes a URL may not carry: percent-encode them"
+                await self._refuse(400, error_body("invalid", why, fields={"query": [why]}))
+                await self._close()
             preflight, self.cors_headers = cors_answer(self.scope)
             if preflight:
                 await self.send_response(200, b"", headers=[(b"Content-Length", b"0")])
@@ -115,8 +124,10 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if limit is None:
             return False
-        announced = dict(self.scope["headers"]).get(b"content-length", b"")
-        return self.body_size > limit or (announced.isdigit() and int(announced) > limit)
+        announced = dict(self.scope["headers"]).get(b"content-length")
+        # A length too long to read is over any limit.
+        size = cursor(announced) if announced else 0
+        return self.body_size > limit or size is None or size > limit
 
     async def _start(self, body: bytes) -> bool:
         """Send headers and the replay; False when the response is already complete."""
@@ -193,16 +204,16 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
         return status, body, []
 
     def last_event_id(self) -> int:
-        headers = dict(self.scope["headers"])
         raw = (
-            headers.get(b"last-event-id", b"").decode()
-            or parse_qs(self.scope["query_string"].decode()).get("last_event_id", [""])[0]
+            dict(self.scope["headers"]).get(b"last-event-id")
+            or query_params(self.scope).get("last_event_id", [""])[0]
         )
         if not raw:
             return 0
-        if not raw.isdigit():
+        after = cursor(raw)
+        if after is None:
             raise ValidationError({"last_event_id": ["must be a non-negative integer"]})
-        return int(raw)
+        return after
 
     async def _write(self, cursor: RunCursor, batch: Batch, ended: bool) -> None:
         """The reader's writes: the run's new events. After the last, the response is complete:
@@ -296,7 +307,7 @@ class AgentStreamConsumer(RunStreamConsumer):
         request = authenticated_request(self.scope, body, RUN_START, STREAM_OPEN)
         spec = spec_or_404(self.slug or self.scope["url_route"]["kwargs"]["slug"])
         data = parse_run_request(request)
-        query = parse_qs(self.scope["query_string"].decode())
+        query = query_params(self.scope)
         on_disconnect = query.get("on_disconnect", [None])[0]
         if on_disconnect not in (None, "continue", "cancel"):
             raise ValidationError({"on_disconnect": ["must be 'continue' or 'cancel'"]})

@@ -8,7 +8,6 @@ the latest of its conversation (conversations here are linear, not trees)."""
 
 import asyncio
 import contextlib
-from urllib.parse import parse_qs
 
 import orjson
 from adrf.views import APIView as AsyncAPIView
@@ -22,7 +21,8 @@ from ...runs.read import Batch, refresh_liveness, wait_for_end
 from ...runs.start import RunRequest, start_run
 from ...selectors import runs_for
 from ..auth import authenticated_request
-from ..sse import RunStreamConsumer
+from ..errors import cursor
+from ..sse import RunStreamConsumer, query_params
 from ..throttles import RUN_START, STREAM_OPEN, check_throttles
 from .errors import OpenAIError, OpenAIErrors, from_api_error, retry_headers
 from .requests import agent_for, body_object, responses_input
@@ -174,16 +174,17 @@ class ResponseConsumer(ResponseStream):
                 )
             run.delete()
             return 200, {"id": value, "object": "response", "deleted": True}, []
-        query = parse_qs(self.scope["query_string"].decode())
+        query = query_params(self.scope)
         self.streaming = query.get("stream", ["false"])[0].lower() == "true"
         if not self.streaming:
             return 200, as_json(translated(run)), []
         check_throttles(request, STREAM_OPEN)
         raw = query.get("starting_after", [""])[0]
         if raw:
-            if not raw.isdigit():
+            starting_after = cursor(raw)
+            if starting_after is None:
                 raise OpenAIError(400, "starting_after: must be a non-negative integer", "starting_after")
-            self.starting_after = int(raw)
+            self.starting_after = starting_after
             if not run.is_active and self.starting_after > translated(run).events.sequence:
                 raise OpenAIError(
                     400, "starting_after: the response's stream ends before that event", "starting_after"
