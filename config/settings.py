@@ -142,7 +142,9 @@ AUTHENTICATION_BACKENDS = [
 ]
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = env_float("LOGIN_LOCKOUT_MINUTES", 15.0) / 60  # hours
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# Locked out: an account from one address (the pair), so nobody can lock a known username for
+# everyone, or every account behind a shared address (docs/web.md).
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 # Proxies in front of the server that append the client's address to X-Forwarded-For (0: clients
 # connect directly). With N, the address N hops back in that header is the client's, for login
@@ -458,7 +460,7 @@ RESEARCH_MAX_QUERY_CHARS = env_int("RESEARCH_MAX_QUERY_CHARS", 2000)
 RESEARCH_MAX_DOCUMENT_BYTES = env_int("RESEARCH_MAX_DOCUMENT_BYTES", 512 * 1024)
 SSE_KEEPALIVE_INTERVAL = env_float("SSE_KEEPALIVE_INTERVAL", 15.0)
 # Most streams (SSE responses and sockets) one process holds open; past it a new one gets 503
-# with Retry-After (a socket: close code 1013) and the load balancer can try another process.
+# with Retry-After (a socket: close code 4503) and the load balancer can try another process.
 # 0: no cap.
 MAX_OPEN_STREAMS = env_int("MAX_OPEN_STREAMS", 10_000)
 # JSON in a request body or a socket message nested deeper than this is a 400 (agents_app/text.py).

@@ -1,6 +1,7 @@
 from csp.constants import SELF, UNSAFE_INLINE
 from csp.decorators import csp_update
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
@@ -34,7 +35,16 @@ urlpatterns = [
     # Before the admin's own paths: the staff's decisions on pending tool calls (an async view).
     path("admin/approvals/decide", decide_view, name="admin-approval-decide"),
     path("admin/", admin.site.urls),
-    path("accounts/", include("django.contrib.auth.urls")),
+    # Log in and out, and change one's password. No password reset by email: this server sends no
+    # email; staff set passwords in the admin (docs/web.md).
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path(
+        "accounts/password_change/done/",
+        auth_views.PasswordChangeDoneView.as_view(),
+        name="password_change_done",
+    ),
     path("api/", include("agents_app.api.urls")),
     path("api/", include("tokens_app.urls")),
     path("v1/models", ModelListView.as_view(), name="v1-models"),

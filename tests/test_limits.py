@@ -103,7 +103,7 @@ async def test_a_full_process_refuses_new_streams(alice, settings, slow_model):
     assert json.loads(full.raw)["error"]["code"] == "unavailable"
     ws = ws_client("chat", alice.token)
     await ws.connect()
-    assert (await ws.receive_output(2))["code"] == 1013
+    assert (await ws.receive_output(2))["code"] == 4503
     assert await Run.objects.acount() == 1  # nothing started for the refused ones
     await first.read_all(timeout=20)
     await first.disconnect()

@@ -269,3 +269,20 @@ async def test_a_paused_chat_completion_ends_with_length_and_its_approvals(clien
             break
         await asyncio.sleep(0.05)
     assert "refunded 250.00 on order A17" in run.final_output
+
+
+async def test_metadata_is_bounded_as_openai_bounds_it(client):
+    too_many = {f"k{i}": "v" for i in range(17)}
+    for metadata, param in [
+        (too_many, "metadata"),
+        ({"k" * 65: "v"}, "metadata"),
+        ({"k": "v" * 513}, "metadata.k"),
+        ({"k": 5}, "metadata.k"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.responses.create(model="chat", input="hi", metadata=metadata)
+        assert refused.value.param == param
+    fits = {f"k{i}": "v" * 512 for i in range(16)}
+    response = await client.responses.create(model="chat", input="hi", metadata=fits)
+    assert response.metadata == fits
+    assert await Run.objects.filter(options__metadata__k0__isnull=False).acount() == 1

@@ -81,6 +81,21 @@ async def test_subprotocol_token_and_session_origin(alice, client):
     assert (await no_origin.receive_output(1))["code"] == CLOSE_UNAUTHENTICATED
 
 
+async def test_behind_a_tls_proxy_the_origin_must_be_https(alice, client, settings):
+    """The scheme counts too: behind a proxy that says the connection was HTTPS, a page of the same
+    host over plain HTTP is another site."""
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    await sync_to_async(client.force_login)(alice)
+    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    behind = [cookie, (b"host", b"localhost"), (b"x-forwarded-proto", b"https")]
+    plain = ws_client("chat", headers=[*behind, (b"origin", b"http://localhost")])
+    await plain.connect()
+    assert (await plain.receive_output(1))["code"] == CLOSE_FORBIDDEN_ORIGIN
+    secure = ws_client("chat", headers=[*behind, (b"origin", b"https://localhost")])
+    assert (await secure.connect())[0]
+    await secure.disconnect()
+
+
 @pytest.mark.parametrize(
     "raw,code",
     [
@@ -320,23 +335,25 @@ async def test_a_long_lived_socket_does_not_keep_the_runs_it_has_finished(alice,
 
 
 @pytest.mark.parametrize(
-    "origin,host,allowed",
+    "origin,host,secure,allowed",
     [
-        ("https://example.com", "example.com", True),
-        ("https://example.com:443", "example.com", True),
-        ("https://example.com", "example.com:443", True),
-        ("http://example.com:8080", "example.com:8080", True),
-        ("http://example.com:8080", "example.com", False),
-        ("http://example.com", "example.com:8080", False),
-        ("http://other.example", "other.example", False),  # not in ALLOWED_HOSTS
-        ("https://app.partner.example", "example.com", True),  # CSRF_TRUSTED_ORIGINS
-        ("https://spa.example", "example.com", True),  # CORS_ALLOWED_ORIGINS
-        ("null", "example.com", False),
-        ("ftp://example.com", "example.com", False),
+        ("https://example.com", "example.com", True, True),
+        ("https://example.com:443", "example.com", True, True),
+        ("https://example.com", "example.com:443", True, True),
+        ("http://example.com:8080", "example.com:8080", False, True),
+        ("http://example.com:8080", "example.com", False, False),
+        ("http://example.com", "example.com:8080", False, False),
+        ("http://example.com", "example.com", True, False),  # a plain page to an HTTPS site
+        ("https://example.com", "example.com", False, False),
+        ("http://other.example", "other.example", False, False),  # not in ALLOWED_HOSTS
+        ("https://app.partner.example", "example.com", True, True),  # CSRF_TRUSTED_ORIGINS
+        ("https://spa.example", "example.com", False, True),  # CORS_ALLOWED_ORIGINS
+        ("null", "example.com", False, False),
+        ("ftp://example.com", "example.com", False, False),
     ],
 )
-def test_origin_check_compares_host_and_port(settings, origin, host, allowed):
+def test_origin_check_compares_scheme_host_and_port(settings, origin, host, secure, allowed):
     settings.ALLOWED_HOSTS = ["example.com"]
     settings.CSRF_TRUSTED_ORIGINS = ["https://app.partner.example"]
     settings.CORS_ALLOWED_ORIGINS = ["https://spa.example"]
-    assert origin_allowed(origin, host) is allowed
+    assert origin_allowed(origin, host, secure) is allowed

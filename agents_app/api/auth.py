@@ -97,15 +97,28 @@ def _header(scope: dict, name: bytes) -> str | None:
 DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 
-def origin_allowed(origin: str, host: str | None) -> bool:
-    """A browser's socket from this site: its Origin is the socket's own host, port included (as
-    Django's CSRF check compares them), on a host ALLOWED_HOSTS accepts; or a trusted origin
-    (CSRF_TRUSTED_ORIGINS, CORS_ALLOWED_ORIGINS). A page on another port of the same host is
-    another site."""
+def is_secure(scope: dict) -> bool:
+    """The connection came over TLS: to this server (`wss`), or to the proxy in front of it as its
+    SECURE_PROXY_SSL_HEADER says (as Django's `request.is_secure()` reads it)."""
+    if scope.get("scheme") in ("wss", "https"):
+        return True
+    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if not proxy_header:
+        return False
+    name, value = proxy_header
+    header = name.removeprefix("HTTP_").lower().replace("_", "-").encode("latin1")
+    return (_header(scope, header) or "").split(",")[0].strip() == value
+
+
+def origin_allowed(origin: str, host: str | None, secure: bool = False) -> bool:
+    """A browser's socket from this site: its Origin is the socket's own scheme (`secure`: https),
+    host and port (as Django's CSRF check compares them), on a host ALLOWED_HOSTS accepts; or a
+    trusted origin (CSRF_TRUSTED_ORIGINS, CORS_ALLOWED_ORIGINS). A page on another port of the
+    same host, or over plain HTTP to an HTTPS site, is another site."""
     if origin in settings.CSRF_TRUSTED_ORIGINS or origin in settings.CORS_ALLOWED_ORIGINS:
         return True
     parsed = urlparse(origin)
-    if parsed.scheme not in DEFAULT_PORTS or not parsed.netloc or not host:
+    if parsed.scheme != ("https" if secure else "http") or not parsed.netloc or not host:
         return False
     netloc = parsed.netloc.lower().removesuffix(DEFAULT_PORTS[parsed.scheme])
     host = host.lower()
@@ -139,7 +152,9 @@ class WebsocketAuthMiddleware:
     async def __call__(self, scope, receive, send):
         scope = dict(scope)
         origin = _header(scope, b"origin")
-        scope["origin_ok"] = origin is None or origin_allowed(origin, _header(scope, b"host"))
+        scope["origin_ok"] = origin is None or origin_allowed(
+            origin, _header(scope, b"host"), is_secure(scope)
+        )
         key = self._token(scope)
         if key is not None:
             token = await _token_for_key(key)

@@ -1,5 +1,5 @@
 """The per-process cap on open streams (SSE responses and sockets): past MAX_OPEN_STREAMS a new
-one is refused (503 with Retry-After, or close code 1013 "try again later" on a socket) rather
+one is refused (503 with Retry-After, or close code 4503 "try again later" on a socket) rather
 than letting one process hold more connections than it can serve; a load balancer sends the
 client to another process."""
 

@@ -48,7 +48,7 @@ from .sse import NO_CHANNEL_LAYER
 from .throttles import RUN_START, STREAM_OPEN, check_throttles, socket_caller
 
 MAX_MESSAGE_BYTES = 256 * 1024
-CLOSE_TRY_AGAIN_LATER = 1013  # the process has as many open streams as it takes
+CLOSE_TRY_AGAIN_LATER = 4503  # the process has as many open streams as it takes (daphne refuses 1013)
 CLOSE_INTERNAL_ERROR = 1011
 
 

@@ -104,8 +104,27 @@ def check_fields(body: dict, allowed: set[str]) -> None:
     for flag in ("stream", "background", "store", "logprobs"):
         if flag in body and not isinstance(body[flag], bool):
             raise OpenAIError(400, f"{flag}: must be true or false", param=flag)
-    if not isinstance(body.get("metadata", {}), dict):
+    check_metadata(body.get("metadata"))
+
+
+# OpenAI's bounds on `metadata`: up to 16 pairs, keys up to 64 characters, string values up to 512.
+METADATA_PAIRS, METADATA_KEY, METADATA_VALUE = 16, 64, 512
+
+
+def check_metadata(metadata) -> None:
+    """`metadata` as OpenAI bounds it, or a 400 in its error shape naming the problem."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
         raise OpenAIError(400, "metadata: must be an object", param="metadata")
+    if len(metadata) > METADATA_PAIRS:
+        raise OpenAIError(400, f"metadata: at most {METADATA_PAIRS} key-value pairs", param="metadata")
+    for key, value in metadata.items():
+        if len(key) > METADATA_KEY:
+            raise OpenAIError(400, f"metadata: keys are at most {METADATA_KEY} characters", param="metadata")
+        if not isinstance(value, str) or len(value) > METADATA_VALUE:
+            why = f"must be a string of at most {METADATA_VALUE} characters"
+            raise OpenAIError(400, f"metadata.{key}: {why}", param=f"metadata.{key}")
 
 
 def chat_options(body: dict) -> dict:
