@@ -356,3 +356,23 @@ async def test_a_finished_stream_ends_without_a_channel_layer_message(alice, rec
     assert events[-1]["type"] == "stream_complete"
     await client.comm.wait(timeout=1)  # the consumer has returned
     assert recording_layer.called("send") == []
+
+
+async def test_a_session_stream_ends_when_the_session_does(alice, client, settings, slow_model):
+    """Logged out in another tab: the stream opened with that session ends at the next check (the
+    run goes on), and joining again is a 401."""
+    settings.SSE_KEEPALIVE_INTERVAL = 0.5
+    slow_model["seconds"] = 5
+    started = SSEClient("POST", "/api/agents/chat/stream", {"input": "hi"}, alice.token)
+    assert await started.start() == 200
+    run_id = (await started.read_until(lambda e: e["type"] == "run_started"))[0]["run_id"]
+    await sync_to_async(client.force_login)(alice)
+    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    joined = SSEClient("GET", f"/api/runs/{run_id}/stream", None, headers=[cookie])
+    assert await joined.start() == 200
+    await sync_to_async(client.logout)()
+    await asyncio.wait_for(joined.read_all(timeout=3), 3)  # ends, well before the run does
+    assert joined.done and (await Run.objects.aget(pk=run_id)).is_active
+    again = SSEClient("GET", f"/api/runs/{run_id}/stream", None, headers=[cookie])
+    assert await again.start() == 401
+    await started.disconnect()

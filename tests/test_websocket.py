@@ -1,5 +1,7 @@
 """WebSocket consumer through the real ASGI application: auth, run, cancel, resume, bad messages."""
 
+import time
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -357,3 +359,33 @@ def test_origin_check_compares_scheme_host_and_port(settings, origin, host, secu
     settings.CSRF_TRUSTED_ORIGINS = ["https://app.partner.example"]
     settings.CORS_ALLOWED_ORIGINS = ["https://spa.example"]
     assert origin_allowed(origin, host, secure) is allowed
+
+
+async def session_socket(client, user):
+    await sync_to_async(client.force_login)(user)
+    cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+    ws = ws_client("chat", headers=[cookie, (b"host", b"localhost"), (b"origin", b"http://localhost")])
+    assert (await ws.connect())[0]
+    return ws
+
+
+async def test_logging_out_elsewhere_closes_a_session_socket(alice, client, settings):
+    settings.SSE_KEEPALIVE_INTERVAL = 0.5
+    ws = await session_socket(client, alice)
+    await sync_to_async(client.logout)()  # another tab: the session is flushed
+    ended = time.monotonic()
+    event = await ws.receive_json_from(3)
+    assert (event["type"], event["code"]) == ("error", "session_ended")
+    assert (await ws.receive_output(3))["code"] == 4401
+    assert time.monotonic() - ended < 0.5 + 0.5
+
+
+async def test_a_message_after_the_session_ended_starts_nothing(alice, client, settings):
+    settings.SSE_KEEPALIVE_INTERVAL = 60  # the message is refused without waiting for a check
+    ws = await session_socket(client, alice)
+    alice.is_active = False
+    await alice.asave(update_fields=["is_active"])
+    await ws.send_json_to({"type": "run", "input": "hi"})
+    assert (await ws.receive_json_from(3))["code"] == "session_ended"
+    assert (await ws.receive_output(3))["code"] == 4401
+    assert await Run.objects.acount() == 0

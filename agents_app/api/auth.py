@@ -5,12 +5,18 @@ authenticators on it (token, or session + CSRF). WebSockets: origin check -> ses
 token (`Authorization` header or a `token.<key>` subprotocol); never a query-string token.
 """
 
+import functools
 import io
 import time
+from collections.abc import Callable
+from importlib import import_module
+from types import SimpleNamespace
+from typing import Any
 from urllib.parse import urlparse
 
 from channels.auth import AuthMiddlewareStack
 from django.conf import settings
+from django.contrib.auth import get_user
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.handlers.asgi import ASGIRequest
@@ -53,8 +59,8 @@ def authenticated_request(scope: dict, body: bytes, *throttles: str) -> Request:
     named, agents_app/api/throttles.py) or raising a DRF APIException.
 
     Sync (it may query the database): consumers call it inside their one hop to the sync thread.
-    The API token's id, if a token authenticated it, goes into the scope: the stream checks at
-    each keep-alive that the token is still usable (`token_id`).
+    What authenticated it goes into the scope (a token's id, or the session): the stream checks
+    at each keep-alive that it still does (`CredentialWatch`).
     """
     request = _drf_request(scope, body)
     # Touching .user runs the authenticators (and CSRF for session auth); failures raise.
@@ -63,28 +69,56 @@ def authenticated_request(scope: dict, body: bytes, *throttles: str) -> Request:
     check_throttles(request, *throttles)
     if isinstance(request.auth, ApiToken):
         scope["token_id"] = request.auth.pk
+    elif request.auth is None:  # DRF's session authentication
+        remember_session(scope, request.session, request.user)
     return request
 
 
-class TokenWatch:
-    """For a stream or socket opened with an API token: checks, once per keep-alive interval
-    (SSE_KEEPALIVE_INTERVAL), that the token is still neither revoked nor expired."""
+class CredentialWatch:
+    """For a stream or socket: checks, once per keep-alive interval (SSE_KEEPALIVE_INTERVAL) and
+    when asked (`now`), that what authenticated it still does: an API token neither revoked nor
+    expired, or a session not ended (logout, expiry, a password change) of a user still active."""
 
-    def __init__(self, token_id: int):
-        self.token_id = token_id
+    def __init__(self, check: Callable[[], bool], what: str):
+        self.check = check
+        self.code, self.message = LOST[what]
         self.next_check_at = time.monotonic() + settings.SSE_KEEPALIVE_INTERVAL
 
     @classmethod
-    def of(cls, scope: dict) -> "TokenWatch | None":
-        token_id = scope.get("token_id")
-        return None if token_id is None else cls(token_id)
+    def of(cls, scope: dict) -> "CredentialWatch | None":
+        if scope.get("token_id") is not None:
+            return cls(functools.partial(token_still_usable, scope["token_id"]), "token")
+        if scope.get("session_key"):
+            check = functools.partial(session_still_valid, scope["session_key"], scope["session_user_id"])
+            return cls(check, "session")
+        return None
 
     async def still_usable(self, now: bool = False) -> bool:
-        """True until the token is found unusable; looks only when a check is due (or `now`)."""
+        """True until the credentials are found unusable; looks only when a check is due (or `now`)."""
         if not now and time.monotonic() < self.next_check_at:
             return True
         self.next_check_at = time.monotonic() + settings.SSE_KEEPALIVE_INTERVAL
-        return await in_sync_thread(token_still_usable)(self.token_id)
+        return await in_sync_thread(self.check)()
+
+
+LOST = {
+    "token": ("token_revoked", "the API token of this connection was revoked or expired"),
+    "session": ("session_ended", "the session of this connection ended (logged out, expired): log in again"),
+}
+
+
+def session_still_valid(session_key: str, user_id: Any) -> bool:
+    """The session still logs this user in, as Django's own `get_user` reads a request's session:
+    not flushed (logout), not expired, the password unchanged, the user active."""
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = get_user(SimpleNamespace(session=store))
+    return user.is_authenticated and user.pk == user_id
+
+
+def remember_session(scope: dict, session, user) -> None:
+    """A connection authenticated by a session: which one, for its CredentialWatch."""
+    scope["session_key"] = session.session_key
+    scope["session_user_id"] = user.pk
 
 
 def _header(scope: dict, name: bytes) -> str | None:
@@ -166,6 +200,8 @@ class WebsocketAuthMiddleware:
                 user is not None and user.is_authenticated and origin is not None and scope["origin_ok"]
             )
             scope["auth"] = "session" if ok else None
+            if ok:
+                remember_session(scope, scope["session"], user)
         return await self.inner(scope, receive, send)
 
     @staticmethod

@@ -38,7 +38,7 @@ from .auth import (
     CLOSE_THROTTLED,
     CLOSE_UNAUTHENTICATED,
     WS_SUBPROTOCOL,
-    TokenWatch,
+    CredentialWatch,
 )
 from .capacity import StreamPlace
 from .errors import cursor, first_message
@@ -85,8 +85,8 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
             await self.close(code=CLOSE_TRY_AGAIN_LATER)
         elif await self.bind(self.scope["user"]):
             self.user = self.scope["user"]
-            self.reader.token_watch = TokenWatch.of(self.scope)
-            self.reader.on_token_lost = self._token_lost
+            self.reader.credential_watch = CredentialWatch.of(self.scope)
+            self.reader.on_credentials_lost = self._credentials_lost
             self.reader.start()
 
     @in_sync_thread
@@ -113,9 +113,9 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
         if self.user is None:
             return
         # Every request a message makes is made with a token still usable, not just at connect.
-        watch = self.reader.token_watch
+        watch = self.reader.credential_watch
         if watch is not None and not await watch.still_usable(now=True):
-            await self._token_lost()
+            await self._credentials_lost()
             return
         try:
             if text_data is None or len(text_data) > MAX_MESSAGE_BYTES:
@@ -145,9 +145,11 @@ class AgentSocketConsumer(StreamPlace, AsyncWebsocketConsumer):
             # Not the client's fault, and nothing was done: it may send the message again.
             await self._error("unavailable", "the database is not available: try again shortly")
 
-    async def _token_lost(self) -> None:
-        """The API token that opened the socket is revoked or expired: nothing more is taken."""
-        await self._error("token_revoked", "the API token of this socket was revoked or expired")
+    async def _credentials_lost(self) -> None:
+        """What opened the socket (an API token, a session) no longer authenticates: nothing more
+        is taken."""
+        watch = self.reader.credential_watch
+        await self._error(watch.code, watch.message)
         self.user = None
         await self.close(code=CLOSE_UNAUTHENTICATED)
 

@@ -25,7 +25,7 @@ from ..runs.cancel import cancel_on_disconnect
 from ..runs.read import Batch, RunCursor, RunReader
 from ..runs.start import RunRequest, start_run
 from ..selectors import runs_for
-from .auth import TokenWatch, authenticated_request
+from .auth import CredentialWatch, authenticated_request
 from .capacity import RETRY_AFTER, StreamPlace
 from .cors import cors_answer
 from .errors import cursor, error_body, exception_handler
@@ -149,8 +149,8 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
         # Only the request that started a run may have its client's leaving cancel it.
         self.cancel_on_disconnect = fresh and self.run.on_disconnect == "cancel"
         reader = self.reader
-        reader.token_watch = TokenWatch.of(self.scope)
-        reader.on_token_lost = self._end_for_token
+        reader.credential_watch = CredentialWatch.of(self.scope)
+        reader.on_credentials_lost = self._end_for_credentials
         if self.streaming:
             reader.keepalive, reader.idle = settings.SSE_KEEPALIVE_INTERVAL, self._keep_alive
         if fresh:  # subscribed before the run's first event: nothing to replay
@@ -237,17 +237,17 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
         else:
             await self._refuse(500, error_body("server_error", "internal server error"))
 
-    async def _end_for_token(self) -> None:
-        """The API token that opened this stream was revoked or expired: the stream ends as if
-        its client had left (a run started with `on_disconnect=cancel` is cancelled); a client
-        that reconnects gets the 401 that says why."""
+    async def _end_for_credentials(self) -> None:
+        """What opened this stream (an API token, a session) no longer authenticates: the stream
+        ends as if its client had left (a run started with `on_disconnect=cancel` is cancelled); a
+        client that reconnects gets the 401 that says why."""
         if self.cancel_on_disconnect:
             await cancel_on_disconnect(self.run.pk)
         if self.streaming:
             await self.send_body(b"", more_body=False)
         else:
-            gone = error_body("token_revoked", "the API token of this request was revoked or expired")
-            await self._refuse(401, gone)
+            watch = self.reader.credential_watch
+            await self._refuse(401, error_body(watch.code, watch.message))
 
     async def _send(self, data: bytes, ended: bool) -> None:
         self.ended = self.ended or ended

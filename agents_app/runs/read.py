@@ -234,7 +234,8 @@ class RunReader:
     `write(cursor, batch, ended)` sends a run's new events; after a run's last, its cursor is
     dropped. With `until_ended` the pump stops once every run it follows has ended (a reader of
     one run). `keepalive`: `idle()` is awaited when nothing was written for that many seconds.
-    `token_watch`: once the client's API token is unusable, `on_token_lost()` and the pump stops.
+    `credential_watch`: once what authenticated the client (an API token, a session) no longer
+    does, `on_credentials_lost()` and the pump stops.
     A fault in the pump (a bug: reads retry, translations are pure) is logged and `on_fault()`
     ends the client's stream rather than leaving it waiting."""
 
@@ -250,8 +251,8 @@ class RunReader:
         self.on_fault = on_fault
         self.keepalive: float | None = None
         self.idle: Callable[[], Awaitable[None]] | None = None
-        self.token_watch: Any = None
-        self.on_token_lost: Callable[[], Awaitable[None]] | None = None
+        self.credential_watch: Any = None
+        self.on_credentials_lost: Callable[[], Awaitable[None]] | None = None
         self.inbox = Inbox()
         self.channel = LayerChannel(self.inbox)
         self.cursors: dict[str, RunCursor] = {}
@@ -336,8 +337,8 @@ class RunReader:
         due = min((cursor.next_poll_at for cursor in self.cursors.values()), default=math.inf)
         if self.keepalive is not None:
             due = min(due, self.last_write + self.keepalive)
-        if self.token_watch is not None:
-            due = min(due, self.token_watch.next_check_at)
+        if self.credential_watch is not None:
+            due = min(due, self.credential_watch.next_check_at)
         delay = min(max(MIN_TICK, due - time.monotonic()), settings.SSE_KEEPALIVE_INTERVAL)
         self.timer = asyncio.get_running_loop().call_later(delay, self._tick)
 
@@ -358,9 +359,9 @@ class RunReader:
     async def _step(self) -> bool:
         """One wake-up's work; False when the reading is over."""
         await self.inbox.wait()
-        if self.token_watch is not None and not await self.token_watch.still_usable():
-            if self.on_token_lost is not None:
-                await self.on_token_lost()
+        if self.credential_watch is not None and not await self.credential_watch.still_usable():
+            if self.on_credentials_lost is not None:
+                await self.on_credentials_lost()
             return False
         messages, lost = self.inbox.take(), self.inbox.take_lost()
         async with self.lock:
