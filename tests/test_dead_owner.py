@@ -15,6 +15,8 @@ from agents_app.runs.engine import sweep_stale_runs
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DELTA = "response.output_text.delta"
+COMPLETED = "response.completed"
+USED = {"input_tokens": 90, "output_tokens": 10, "total_tokens": 100}
 
 
 async def orphan(user, *, stale: bool, deltas=("Hello ", "wor")) -> Run:
@@ -29,6 +31,7 @@ async def orphan(user, *, stale: bool, deltas=("Hello ", "wor")) -> Run:
         {"type": "run_started", "agent": "assistant"},
         {"type": "raw_response", "event_type": DELTA, "delta": "Let me ask the writer. "},
         {"type": "agent_updated", "agent_name": "Writer"},
+        {"type": "raw_response", "event_type": COMPLETED, "usage": USED},  # the first call's
         *({"type": "raw_response", "event_type": DELTA, "delta": d, "item_id": "m1"} for d in deltas),
     ]
     await RunEvent.objects.abulk_create(
@@ -52,8 +55,9 @@ async def test_a_cancel_ends_a_dead_process_s_run_at_once(alice, api_for, settin
     run = await Run.objects.aget(pk=run.pk)
     assert (run.status, run.final_output) == ("cancelled", "Hello wor")
     last = await RunEvent.objects.filter(run=run).alast()
-    assert (last.seq, last.type, last.data["status"]) == (6, "stream_complete", "cancelled")
-    assert last.data["final_output"] == "Hello wor" and run.last_seq == 6
+    assert (last.seq, last.type, last.data["status"]) == (7, "stream_complete", "cancelled")
+    assert last.data["final_output"] == "Hello wor" and run.last_seq == 7
+    assert (run.requests, run.total_tokens) == (1, 100)  # the finished model call counts
     # The conversation takes a new message at once.
     body = {"input": "2 + 2?", "conversation_id": str(run.conversation_id)}
     assert (await api_for(alice).post("/api/agents/assistant/run", body)).status_code == 200
@@ -72,4 +76,8 @@ async def test_the_sweep_keeps_what_a_dead_process_s_run_had_written(alice, api_
     turn = (await api_for(alice).get(f"/api/runs/{run.pk}/turn")).json()
     assert turn["status"] == "interrupted" and "Hello wor" in turn["html"]
     last = await RunEvent.objects.filter(run=run).alast()
-    assert (last.seq, last.type, last.data["code"]) == (6, "error", "interrupted")
+    assert (last.seq, last.type, last.data["code"]) == (7, "error", "interrupted")
+    # The tokens it had used count: on the run, and in its owner's usage (quotas read it).
+    assert (run.requests, run.input_tokens, run.total_tokens) == (1, 90, 100)
+    usage = (await api_for(alice).get("/api/usage/")).json()
+    assert usage["total"]["total_tokens"] == 200, usage  # both runs' first calls

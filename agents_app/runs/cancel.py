@@ -15,7 +15,7 @@ from .approvals import end_paused
 from .engine import current_engine, get_engine
 from .execute import stream_complete
 from .journal import COMMITTED, RunEnd
-from .sweep import partial_text
+from .sweep import journalled
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +77,16 @@ async def cancel_run(run: Run, mode: str = "immediate") -> Run:
 
 
 async def end_orphan(run: Run) -> bool:
-    """End, `cancelled`, a run whose process did not answer: with its text so far, numbered after
-    its last stored event; True if this ended it (False: it ended, or moved, meanwhile)."""
-    text = await in_sync_thread(partial_text)(run.pk, run.agent)
+    """End, `cancelled`, a run whose process did not answer: with its text so far and the usage of
+    its finished model calls, numbered after its last stored event; True if this ended it (False:
+    it ended, or moved, meanwhile)."""
+    text, usage = await in_sync_thread(journalled)(run.pk, run.agent)
     conversation_id = str(run.conversation_id) if run.conversation_id else None
     status = Run.Status.CANCELLED
-    body = stream_complete(text, run.usage, run.current_turn, conversation_id, status, run.response_id)
+    body = stream_complete(text, usage, run.current_turn, conversation_id, status, run.response_id)
     event = {"type": body["type"], "seq": None, "run_id": str(run.pk), **body}  # seq: the next
-    fields = {"status": status, "final_output": text}
-    end = RunEnd(fields, run.agent, orphan_of=run.worker_channel)
+    fields = {"status": status, "final_output": text, **usage}
+    end = RunEnd(fields, run.agent, owner_id=run.owner_id, orphan_of=run.worker_channel)
     ended = await get_engine().journal.end(str(run.pk), event, end) == COMMITTED
     if ended:
         log.warning("run %s cancelled for its process, which did not answer", run.pk)

@@ -56,7 +56,8 @@ def _raw(data: Any) -> dict | None:
         return None
     if event_type == "response.completed":
         response = data.response
-        return {"type": "raw_response", "event_type": event_type, "response_id": response.id}
+        body = {"type": "raw_response", "event_type": event_type, "response_id": response.id}
+        return _with_usage(body, response)
     return {
         "type": "raw_response",
         "event_type": event_type,
@@ -64,6 +65,19 @@ def _raw(data: Any) -> dict | None:
         "item_id": getattr(data, "item_id", None),
         "output_index": getattr(data, "output_index", None),
     }
+
+
+def _with_usage(body: dict, response: Any) -> dict:
+    """A model call's usage on its `response.completed` event: what a run had used is known from
+    its journal, even if its process dies before it ends (the stale sweep counts it)."""
+    usage = getattr(response, "usage", None)
+    if usage is not None:
+        body["usage"] = {
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "total_tokens": usage.total_tokens,
+        }
+    return body
 
 
 # Fields of raw events that say where they belong or what they carry (never whole objects).
@@ -92,6 +106,8 @@ def _raw_full(data: Any) -> dict | None:
     if response is not None:  # response.created / in_progress / completed...
         body["response_id"] = getattr(response, "id", None)
         body["status"] = getattr(response, "status", None)
+        if event_type == "response.completed":
+            _with_usage(body, response)
     item = getattr(data, "item", None)
     if item is not None:  # response.output_item.added / done
         body["item"] = _jsonable(item)

@@ -47,7 +47,7 @@ def runs_here(run_id: Any) -> bool:
 async def refresh_liveness(run: Run) -> Run:
     """A run as it really is: an active run whose process died is ended `interrupted` first."""
     if is_stale(run) and not runs_here(run.pk):
-        await end_stale(get_engine().journal, [(run.pk, run.agent)])
+        await end_stale(get_engine().journal, [(run.pk, run.agent, run.owner_id)])
         await in_sync_thread(run.refresh_from_db)()
     return run
 

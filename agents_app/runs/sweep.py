@@ -1,6 +1,7 @@
 """The stale sweep: a run whose process died (its heartbeat stopped) is ended `interrupted`, with
 its terminal event, by whichever process notices: never left `running` for ever. What it had
-written stays its output (`partial_text`), as a run stopped on purpose keeps its own."""
+written stays its output, and the tokens it had used count (`journalled`), as a run stopped on
+purpose keeps and counts its own."""
 
 import asyncio
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ from ..providers.responses_stream import TEXT_DELTA
 from ..registry import get_spec
 from .journal import COMMITTED, Journal, RunEnd
 
+COMPLETED = "response.completed"  # a model call's end, with its usage
 STALE_ERROR = "the process running this run stopped (stale heartbeat)"
 STALE_MESSAGE = "the run was interrupted: the process running it stopped"
 
@@ -32,35 +34,41 @@ def is_stale(run: Run) -> bool:
     return run.status in Run.EXECUTING and beat < stale_cutoff()
 
 
-def partial_text(run_id, agent: str) -> str | None:
-    """The answer a run had streamed, from its journalled events, as its process would have kept
-    it (`RunContext.partial`): the text of the agent that was answering. None for a pipeline (it
-    keeps an output of its own making) and for a run that wrote no text."""
+def journalled(run_id, agent: str) -> tuple[str | None, dict]:
+    """What a run had done, from its journal, as its process would have kept it: the answer it had
+    streamed (`RunContext.partial`: the text of the agent that was answering; None for a pipeline,
+    which keeps an output of its own making, and for a run that wrote no text), and the usage of
+    its finished model calls (their `response.completed` events)."""
     spec = get_spec(agent)
-    if spec is None or spec.pipeline is not None:
-        return None
     answer: list[str] = []
+    usage = dict.fromkeys(("requests", "input_tokens", "output_tokens", "total_tokens"), 0)
     events = RunEvent.objects.filter(run_id=run_id, type__in=("raw_response", "agent_updated"))
     for data in events.order_by("seq").values_list("data", flat=True).iterator():
         if data["type"] == "agent_updated":
             answer = []  # a handoff: the new agent answers from here
         elif data.get("event_type") == TEXT_DELTA:
             answer.append(data.get("delta") or "")
-    return "".join(answer) or None
+        elif data.get("event_type") == COMPLETED:
+            usage["requests"] += 1
+            for name, value in (data.get("usage") or {}).items():
+                usage[name] = usage.get(name, 0) + (value or 0)
+    text = None if spec is None or spec.pipeline is not None else "".join(answer) or None
+    return text, usage
 
 
 async def end_stale(journal: Journal, runs: list[tuple]) -> int:
-    """End these runs (their `(pk, agent)`) `interrupted` if they are still active and stale; how
-    many it ended."""
+    """End these runs (their `(pk, agent, owner_id)`) `interrupted` if they are still active and
+    stale, with what their journal says they had done; how many it ended."""
     cutoff = stale_cutoff()
-    texts = await in_sync_thread(lambda: [partial_text(run_id, agent) for run_id, agent in runs])()
+    done = await in_sync_thread(lambda: [journalled(run_id, agent) for run_id, agent, _ in runs])()
     ends = []
-    for (run_id, agent), text in zip(runs, texts, strict=True):
+    for (run_id, agent, owner_id), (text, usage) in zip(runs, done, strict=True):
         fields = {
             "status": Run.Status.INTERRUPTED,
             "error": STALE_ERROR,
             "error_code": "interrupted",
             "final_output": text,
+            **usage,
         }
         event = {
             "type": "error",
@@ -69,7 +77,8 @@ async def end_stale(journal: Journal, runs: list[tuple]) -> int:
             "message": STALE_MESSAGE,
             "code": "interrupted",
         }
-        ends.append(journal.end(str(run_id), event, RunEnd(fields, agent, stale_before=cutoff)))
+        end = RunEnd(fields, agent, owner_id=owner_id, stale_before=cutoff)
+        ends.append(journal.end(str(run_id), event, end))
     outcomes = await asyncio.gather(*ends)
     return sum(outcome == COMMITTED for outcome in outcomes)
 
@@ -82,4 +91,4 @@ async def sweep_stale(journal: Journal) -> int:
 
 @in_sync_thread
 def _stale_now() -> list[tuple]:
-    return list(stale_runs(stale_cutoff()).values_list("pk", "agent"))
+    return list(stale_runs(stale_cutoff()).values_list("pk", "agent", "owner_id"))
