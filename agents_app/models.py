@@ -106,6 +106,9 @@ class Run(models.Model):
     worker_channel = models.CharField(max_length=200, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     cancel_mode = models.CharField(max_length=16, blank=True)
+    # Under a daily token quota: the tokens this run counts as while it is active
+    # (AGENTS_RUN_TOKEN_RESERVATION); once it ends, its usage counts instead.
+    reserved_tokens = models.PositiveIntegerField(default=0)
 
     objects = RunQuerySet.as_manager()
 

@@ -1,7 +1,9 @@
 """Usage and quotas: every run's usage summed per user, day (UTC) and agent as the run ends, and
 a daily token quota per user (AGENTS_DAILY_TOKEN_QUOTA, or the user's own `UserQuota`) that
-refuses new runs once reached, until the day ends. A run that crosses the quota finishes; the
-next start is refused."""
+refuses new runs once reached, until the day ends. A run counts as a reservation
+(AGENTS_RUN_TOKEN_RESERVATION) while it is active and as its usage once it ends, so runs started
+together cannot all slip under the quota. A run that crosses the quota finishes; the next start
+is refused."""
 
 import datetime as dt
 
@@ -10,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 
 from .errors import ServiceError
-from .models import UsageDay, UserQuota
+from .models import Run, UsageDay, UserQuota
 
 COUNTERS = ("requests", "input_tokens", "output_tokens", "total_tokens")
 
@@ -48,21 +50,25 @@ def tokens_used(user_id: int, day: dt.date) -> int:
     return UsageDay.objects.filter(user_id=user_id, day=day).aggregate(used=Sum("total_tokens"))["used"] or 0
 
 
-def quota_check(user_id: int, now: dt.datetime) -> None:
-    """Raise QuotaExceeded if the user's runs used their quota today (UTC)."""
-    quota = daily_quota(user_id)
-    if not quota:
-        return
+def quota_reservation(user_id: int, quota: int, now: dt.datetime) -> int:
+    """The tokens a new run of the user reserves under their `quota` (`daily_quota`), or
+    QuotaExceeded when today's usage (UTC) and the reservations of their active runs reach it.
+    Called with the user's starts serialized (runs/start.py locks the user's row), so parallel
+    starts can take the user at most one reservation past the quota."""
     today = now.astimezone(dt.UTC).date()
     used = tokens_used(user_id, today)
-    if used >= quota:
+    active = Run.objects.filter(owner_id=user_id, status__in=Run.ACTIVE)
+    reserved = active.aggregate(reserved=Sum("reserved_tokens"))["reserved"] or 0
+    if used + reserved >= quota:
         resets_at = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+        held = f" and your runs in progress hold {reserved} more" if reserved else ""
         raise QuotaExceeded(
-            f"your runs used {used} of your {quota} tokens for today (UTC); new runs start again at "
-            f"{resets_at:%Y-%m-%d %H:%M} UTC",
+            f"your runs used {used} of your {quota} tokens for today (UTC){held}; new runs start "
+            f"again at {resets_at:%Y-%m-%d %H:%M} UTC",
             resets_at,
             now,
         )
+    return settings.AGENTS_RUN_TOKEN_RESERVATION
 
 
 def usage_report(user_id: int, start: dt.date, end: dt.date, agent: str | None = None) -> dict:

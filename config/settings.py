@@ -400,6 +400,9 @@ AGENTS_MAX_ACTIVE_RUNS_PER_USER = env_int("AGENTS_MAX_ACTIVE_RUNS_PER_USER", 0)
 # Tokens one user's runs may use per day (UTC), all agents together; 0: no limit. Staff set a
 # user's own quota in the admin (Token quotas). A run over it is refused with 429 quota_exceeded.
 AGENTS_DAILY_TOKEN_QUOTA = env_int("AGENTS_DAILY_TOKEN_QUOTA", 0)
+# Under a quota, each run counts as this many tokens from its start until it ends (then its real
+# usage counts): runs started at the same moment cannot all slip under the quota.
+AGENTS_RUN_TOKEN_RESERVATION = env_int("AGENTS_RUN_TOKEN_RESERVATION", 4_000)
 # What a run sends the model of its conversation's memory: the last items up to these bounds
 # (tokens estimated as 4 characters each; 0: no bound), starting at a user message so a turn is
 # never cut in two. The whole history stays stored and visible.

@@ -105,3 +105,25 @@ def test_staff_see_usage_with_its_chart_and_set_quotas(alice, make_user):
     plain = Client()
     plain.force_login(alice)
     assert plain.get("/admin/agents_app/usageday/").status_code == 302  # to the admin's login
+
+
+async def test_parallel_starts_cannot_slip_under_the_quota(alice, settings, api_for):
+    """50 tokens left and 40 starts at once: one is admitted (its reservation takes the rest), the
+    others are refused while it runs; once it ends, its real usage counts instead."""
+    settings.AGENTS_DAILY_TOKEN_QUOTA = 1_000
+    settings.AGENTS_RUN_TOKEN_RESERVATION = 4_000
+    today = dt.datetime.now(dt.UTC).date()
+    await UsageDay.objects.acreate(user=alice, day=today, agent="chat", runs=1, total_tokens=950)
+    api = api_for(alice)
+    answers = await asyncio.gather(
+        *(api.post("/api/agents/chat/run", {"input": f"hi {n}"}) for n in range(40))
+    )
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200] + [429] * 39, codes
+    refused = next(a for a in answers if a.status_code == 429).json()["error"]
+    assert refused["code"] == "quota_exceeded"
+    run = await Run.objects.aget(owner=alice)
+    assert run.reserved_tokens == 4_000 and not run.is_active
+    used = (await UsageDay.objects.aget(user=alice, day=today, agent="chat")).total_tokens
+    assert used == 950 + run.total_tokens  # past the quota by at most one run, never by forty
+    assert (await api.post("/api/agents/chat/run", {"input": "more"})).status_code == 429

@@ -22,7 +22,7 @@ from ..db import in_sync_thread
 from ..errors import AlreadyDecided, ConversationBusy, NotFound, RunNotActive, ServiceError, TooManyRuns
 from ..models import Conversation, Run
 from ..registry import AgentSpec
-from ..usage import quota_check
+from ..usage import daily_quota, quota_reservation
 from .approvals import reject_pending
 from .cancel import cancel_run
 from .lifespan import start_engine
@@ -113,20 +113,32 @@ def create_run(request: RunRequest, worker: str, queue: bool = False) -> tuple[R
     executor that will run it; `queue`: queue it even if the conversation looks free. A refused
     start leaves nothing behind, not even a new conversation.
 
-    On PostgreSQL a transaction only for the per-user cap: each costs two more round trips, on
-    the way to the first token; without one, a new conversation whose run could not be inserted
-    is deleted again. On SQLite always one: a commit costs more than the statements it holds."""
-    quota_check(request.user.pk, timezone.now())
+    On PostgreSQL a transaction only for the per-user cap or a quota (their checks and the insert
+    hold the user's row lock): each costs two more round trips, on the way to the first token;
+    without one, a new conversation whose run could not be inserted is deleted again. On SQLite
+    always one: a commit costs more than the statements it holds."""
     capped = settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER > 0
-    atomic = capped or connection.vendor == "sqlite"
+    quota = daily_quota(request.user.pk)
+    atomic = capped or quota > 0 or connection.vendor == "sqlite"
     conversation, fresh = None, False
     try:
         with transaction.atomic() if atomic else contextlib.nullcontext():
+            if capped or quota:
+                # Serializes this user's starts: a row lock on PostgreSQL (SQLite's write
+                # transactions are serialized already: they begin IMMEDIATE).
+                list(
+                    type(request.user)
+                    .objects.select_for_update()
+                    .filter(pk=request.user.pk)
+                    .values_list("pk")
+                )
             if capped:
                 _check_active_runs(request.user)
+            reserved = quota_reservation(request.user.pk, quota, timezone.now()) if quota else 0
             conversation, fresh = _conversation(request)
             try:
                 run = _new_run(request, conversation, fresh, worker, queue)
+                run.reserved_tokens = reserved
                 run.save(force_insert=True)
             except BaseException:
                 if fresh and not atomic:
@@ -218,9 +230,6 @@ def _check_active_runs(user) -> None:
     """The per-user cap (AGENTS_MAX_ACTIVE_RUNS_PER_USER), across processes. Runs of processes that
     died do not count."""
     limit = settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER
-    # Serializes this user's starts: a row lock on PostgreSQL (SQLite's write transactions
-    # are serialized already: they begin IMMEDIATE).
-    list(type(user).objects.select_for_update().filter(pk=user.pk).values_list("pk"))
     active = Run.objects.filter(owner=user, status__in=Run.EXECUTING, heartbeat_at__gte=stale_cutoff())
     active_ids = [str(pk) for pk in active.values_list("pk", flat=True)]
     if len(active_ids) >= limit:
