@@ -19,6 +19,7 @@ from django.urls import re_path  # noqa: E402
 from agents_app.api.auth import WebsocketAuthStack  # noqa: E402
 from agents_app.api.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
 from agents_app.runs.lifespan import lifespan, start_with_the_reactor  # noqa: E402
+from agents_app.security_headers import SecurityHeaders  # noqa: E402
 
 if settings.GIL_SWITCH_INTERVAL > 0:
     sys.setswitchinterval(settings.GIL_SWITCH_INTERVAL)
@@ -27,7 +28,7 @@ django_http = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC e
 
 application = ProtocolTypeRouter(
     {
-        "http": URLRouter([*http_urlpatterns, re_path(r"", django_http)]),
+        "http": SecurityHeaders(URLRouter([*http_urlpatterns, re_path(r"", django_http)])),
         "websocket": WebsocketAuthStack(URLRouter(websocket_urlpatterns)),
         "lifespan": lifespan,
     }

@@ -9,11 +9,15 @@ from agents_app.rendering import render_markdown
 from .models import Document, ResearchReport
 from .search import EVERY_DOCUMENT, documents_search
 
-RENDERED_STYLE = "max-width:60rem;line-height:1.5"
+# Styles live in a stylesheet: the site's Content-Security-Policy blocks inline `style=`.
+ADMIN_CSS = {"all": ["admin/research_app/research.css"]}
 
 
 @admin.register(ResearchReport)
 class ResearchReportAdmin(admin.ModelAdmin):
+    class Media:
+        css = ADMIN_CSS
+
     list_display = ["__str__", "owner", "status", "searches", "source_count", "created_at"]
     list_filter = ["status", ("owner", admin.RelatedOnlyFieldListFilter), "created_at"]
     list_select_related = ["owner", "run"]
@@ -57,7 +61,7 @@ class ResearchReportAdmin(admin.ModelAdmin):
     def rendered_report(self, obj):
         # render_markdown sanitizes with an allow-list, so the result is safe to mark as such.
         return format_html(
-            "<div style='{}'>{}</div>", RENDERED_STYLE, mark_safe(render_markdown(obj.markdown_report))
+            "<div class='research-rendered'>{}</div>", mark_safe(render_markdown(obj.markdown_report))
         )
 
     @admin.display(description="plan")
@@ -67,14 +71,14 @@ class ResearchReportAdmin(admin.ModelAdmin):
             "<li><strong>{}</strong> — {}</li>",
             ((p.get("query"), p.get("reason")) for p in obj.plan or []),
         )
-        return format_html("<ol style='margin:0'>{}</ol>", rows) if obj.plan else "—"
+        return format_html("<ol class='research-list'>{}</ol>", rows) if obj.plan else "—"
 
     @admin.display(description="sources")
     def sources_list(self, obj):
         rows = format_html_join(
             "", "<li>{} <code>{}</code></li>", ((s.get("title"), s.get("source")) for s in obj.sources or [])
         )
-        return format_html("<ol style='margin:0'>{}</ol>", rows) if obj.sources else "—"
+        return format_html("<ol class='research-list'>{}</ol>", rows) if obj.sources else "—"
 
     @admin.display(description="search results")
     def search_results_table(self, obj):
@@ -97,11 +101,14 @@ class ResearchReportAdmin(admin.ModelAdmin):
     @admin.display(description="follow-up questions")
     def follow_ups(self, obj):
         rows = format_html_join("", "<li>{}</li>", ((q,) for q in obj.follow_up_questions or []))
-        return format_html("<ul style='margin:0'>{}</ul>", rows) if obj.follow_up_questions else "—"
+        return format_html("<ul class='research-list'>{}</ul>", rows) if obj.follow_up_questions else "—"
 
 
 @admin.register(Document)
 class DocumentAdmin(admin.ModelAdmin):
+    class Media:
+        css = ADMIN_CSS
+
     list_display = ["title", "source", "size", "added_by", "shared", "updated_at"]
     list_editable = ["shared"]
     list_filter = ["shared"]
@@ -118,7 +125,7 @@ class DocumentAdmin(admin.ModelAdmin):
 
     @admin.display(description="preview")
     def rendered_body(self, obj):
-        return format_html("<div style='{}'>{}</div>", RENDERED_STYLE, mark_safe(render_markdown(obj.body)))
+        return format_html("<div class='research-rendered'>{}</div>", mark_safe(render_markdown(obj.body)))
 
     def get_search_results(self, request, queryset, search_term):
         """Title/source substring matches plus the full-text index's hits for the body."""

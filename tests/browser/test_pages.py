@@ -4,7 +4,7 @@ import pytest
 from playwright.async_api import expect
 
 from agents_app.models import Run
-from research_app.models import ResearchReport
+from research_app.models import Document, ResearchReport
 
 from ..live_server import free_port, start_server
 from .conftest import screenshot
@@ -50,6 +50,15 @@ async def test_research_shows_progress_then_the_report(browse, user, corpus):
     latest = await ResearchReport.objects.order_by("-created_at").afirst()
     assert latest.query == question and latest.status == ResearchReport.Status.CANCELLED
     assert await page.locator(".report-list li").count() == 2
+    # Staff read the report and a document in the admin: styled from a stylesheet, so no inline
+    # style breaks the Content-Security-Policy (the page watch fails the test on a violation).
+    staff = await browse(await user("sam", is_staff=True, is_superuser=True))
+    await staff.goto(f"/admin/research_app/researchreport/{report.pk}/change/")
+    await expect(staff.locator(".research-rendered")).to_contain_text("WebSocket")
+    assert await staff.locator(".research-rendered").evaluate("e => getComputedStyle(e).maxWidth") != "none"
+    document = await Document.objects.afirst()
+    await staff.goto(f"/admin/research_app/document/{document.pk}/change/")
+    await expect(staff.locator(".research-rendered")).to_be_visible()
 
 
 async def test_hostile_text_from_user_and_model_stays_text(browse, user):
