@@ -466,6 +466,12 @@ SSE_KEEPALIVE_INTERVAL = env_float("SSE_KEEPALIVE_INTERVAL", 15.0)
 # with Retry-After (a socket: close code 4503) and the load balancer can try another process.
 # 0: no cap.
 MAX_OPEN_STREAMS = env_int("MAX_OPEN_STREAMS", 10_000)
+# Retention (`manage.py prune`, docs/retention.md), in days; 0 keeps for ever. Stream events of
+# finished runs (their summary and terminal event stay), traces, and conversations left idle
+# (deleted with their runs; off by default).
+RETAIN_RUN_EVENTS_DAYS = env_int("RETAIN_RUN_EVENTS_DAYS", 30)
+RETAIN_TRACES_DAYS = env_int("RETAIN_TRACES_DAYS", 30)
+RETAIN_IDLE_CONVERSATIONS_DAYS = env_int("RETAIN_IDLE_CONVERSATIONS_DAYS", 0)
 # JSON in a request body or a socket message nested deeper than this is a 400 (agents_app/text.py).
 JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", 64)
 SSE_RETRY_MS = env_int("SSE_RETRY_MS", 2000)
