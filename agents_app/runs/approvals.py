@@ -20,7 +20,7 @@ from ..db import in_sync_thread
 from ..errors import AlreadyDecided, NotFound, RunNotActive, ServiceError
 from ..models import Approval, ConversationItem, Run, RunPause
 from ..registry import get_spec
-from .execute import Resume, call_body, stream_complete
+from .execute import Resume, call_body, unowned_complete
 from .journal import COMMITTED, RunEnd
 
 log = logging.getLogger(__name__)
@@ -202,9 +202,7 @@ async def end_paused(journal: Any, run: Run, status: str = Run.Status.CANCELLED)
     The conversation's memory holds the calls (stored at the pause): each gets an output saying it
     was not run, as a model expects every call it made to have one (OpenAI's API refuses a
     conversation with a call and no output)."""
-    conversation_id = str(run.conversation_id) if run.conversation_id else None
-    body = stream_complete(None, run.usage, run.current_turn, conversation_id, status, run.response_id)
-    event = {"type": body["type"], "seq": None, "run_id": str(run.pk), **body}  # seq: the next, when stored
+    event = unowned_complete(run, None, run.usage, status)
     fields = {"status": status, **run.usage}
     memory = await in_sync_thread(_unanswered_calls)(
         run, f"not run: the run was {status} before it was decided"

@@ -13,7 +13,7 @@ from ..models import Run
 from . import layer
 from .approvals import end_paused
 from .engine import current_engine, get_engine
-from .execute import stream_complete
+from .execute import unowned_complete
 from .journal import COMMITTED, RunEnd
 from .sweep import journalled
 
@@ -81,11 +81,8 @@ async def end_orphan(run: Run) -> bool:
     its finished model calls, numbered after its last stored event; True if this ended it (False:
     it ended, or moved, meanwhile)."""
     text, usage = await in_sync_thread(journalled)(run.pk, run.agent)
-    conversation_id = str(run.conversation_id) if run.conversation_id else None
-    status = Run.Status.CANCELLED
-    body = stream_complete(text, usage, run.current_turn, conversation_id, status, run.response_id)
-    event = {"type": body["type"], "seq": None, "run_id": str(run.pk), **body}  # seq: the next
-    fields = {"status": status, "final_output": text, **usage}
+    event = unowned_complete(run, text, usage, Run.Status.CANCELLED)
+    fields = {"status": Run.Status.CANCELLED, "final_output": text, **usage}
     end = RunEnd(fields, run.agent, owner_id=run.owner_id, orphan_of=run.worker_channel)
     ended = await get_engine().journal.end(str(run.pk), event, end) == COMMITTED
     if ended:

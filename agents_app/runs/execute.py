@@ -414,6 +414,14 @@ def stream_complete(
     }
 
 
+def unowned_complete(run: Run, final: Any, usage: dict, status: str) -> dict:
+    """The `stream_complete` event of a run no process runs (a paused run cancelled, an orphaned
+    run's cancel): its seq is the run's next, given when the journal stores it."""
+    conversation_id = str(run.conversation_id) if run.conversation_id else None
+    body = stream_complete(final, usage, run.current_turn, conversation_id, status, run.response_id)
+    return {"type": body["type"], "seq": None, "run_id": str(run.pk), **body}
+
+
 async def _record_end(ctx: RunContext, status: str, final: Any, error: str, code: str) -> None:
     """The run's final state and its terminal event, committed together by the journal: no reader
     ever sees one without the other. Everything the run emitted before is stored first."""
