@@ -118,12 +118,16 @@ async def test_parallel_starts_cannot_slip_under_the_quota(alice, settings, api_
     answers = await asyncio.gather(
         *(api.post("/api/agents/chat/run", {"input": f"hi {n}"}) for n in range(40))
     )
-    codes = sorted(a.status_code for a in answers)
-    assert codes == [200] + [429] * 39, codes
+    codes = [a.status_code for a in answers]
+    assert set(codes) == {200, 429} and codes.count(200) <= 2, codes
     refused = next(a for a in answers if a.status_code == 429).json()["error"]
     assert refused["code"] == "quota_exceeded"
-    run = await Run.objects.aget(owner=alice)
-    assert run.reserved_tokens == 4_000 and not run.is_active
+    # A run is admitted only while no other holds a reservation and the day's usage is under the
+    # quota (a run that ended under 50 tokens leaves room for one more): past the quota by at
+    # most the last admitted run, never by forty.
+    runs = [run async for run in Run.objects.filter(owner=alice).order_by("created_at")]
+    assert all(run.reserved_tokens == 4_000 and not run.is_active for run in runs)
+    assert 950 + sum(run.total_tokens for run in runs[:-1]) < 1_000
     used = (await UsageDay.objects.aget(user=alice, day=today, agent="chat")).total_tokens
-    assert used == 950 + run.total_tokens  # past the quota by at most one run, never by forty
+    assert used == 950 + sum(run.total_tokens for run in runs)
     assert (await api.post("/api/agents/chat/run", {"input": "more"})).status_code == 429
