@@ -18,13 +18,15 @@ OPENAI_USE_RESPONSES = env_bool("OPENAI_USE_RESPONSES", None)
 # Upstream connections per process (one per concurrently streaming run).
 OPENAI_MAX_CONNECTIONS = env_int("OPENAI_MAX_CONNECTIONS", 10_000)
 # Seconds an upstream request may wait at any step (connect, send, read; openai's default is
-# 600); the longest silence while waiting for its answer or between two streamed chunks (at
-# most OPENAI_TIMEOUT; a stalled upstream ends the run `model_unavailable`); and how often the
-# client retries a refused or failed request before anything streamed (429, 5xx, connection
-# errors; openai's default is 2).
+# 600); the longest silence between two streamed chunks (at most OPENAI_TIMEOUT; a stalled
+# upstream ends the run `model_unavailable`); how often a refused or failed request is retried
+# before its answer began (408, 409, 429, 5xx, connection errors; openai's default is 2); and
+# the longest wait for the answer to begin, all tries and their waits together (a Retry-After
+# that would end past it is not waited for: agents_app/providers/upstream.py).
 OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 600.0)
 OPENAI_STREAM_IDLE_TIMEOUT = env_float("OPENAI_STREAM_IDLE_TIMEOUT", 120.0)
 OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 2)
+OPENAI_FIRST_BYTE_TIMEOUT = env_float("OPENAI_FIRST_BYTE_TIMEOUT", 60.0)
 # Build streamed upstream events with pydantic's validator rather than openai's slower
 # `construct` (same objects; openai's way for any event it fails on, and always with an openai
 # version it was not tested with: agents_app/providers/fast_events.py).

@@ -91,6 +91,8 @@ class FakeOpenAI:
         fail_first: int = 0,
         cut_after: int | None = None,
         stall_after: int | None = None,
+        hang_first: int = 0,
+        retry_after: str | None = None,
     ):
         if text is None:
             count = deltas or 8
@@ -109,6 +111,10 @@ class FakeOpenAI:
         self.cut_after = cut_after
         # Or streams that go silent after `stall_after` deltas, their connection left open.
         self.stall_after = stall_after
+        # The first N requests never get response headers (an upstream that accepts and hangs).
+        self.hang_first = hang_first
+        # The failures' Retry-After header (default: `retry-after-ms: 1`).
+        self.retry_after = retry_after
         self.requests: collections.deque[RecordedRequest] = collections.deque(maxlen=record_limit)
         self.usages: collections.deque[tuple[int, int]] = collections.deque(maxlen=record_limit)
         self._server: uvicorn.Server | None = None
@@ -176,12 +182,19 @@ class FakeOpenAI:
             return
         headers = {key.decode().lower(): value.decode() for key, value in scope["headers"]}
         self.requests.append(RecordedRequest(path, request, headers.get("authorization")))
+        if len(self.requests) <= self.hang_first:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            return
         if self.fail is not None and (not self.fail_first or self.failed < self.fail_first):
             self.failed += 1
             status, kind = self.fail
             # OpenAI's error body; `retry-after-ms` keeps the client's own retries quick.
             error = {"error": {"message": f"fake upstream failure ({kind})", "type": kind, "code": kind}}
-            await _json(send, status, error, [(b"retry-after-ms", b"1")])
+            wait = (b"retry-after-ms", b"1")
+            if self.retry_after:
+                wait = (b"retry-after", self.retry_after.encode())
+            await _json(send, status, error, [wait])
             return
 
         chat = path.endswith("/chat/completions")

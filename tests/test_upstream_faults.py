@@ -136,3 +136,62 @@ async def test_a_tool_that_fails_gives_the_agent_its_error_and_the_run_goes_on(s
     # The fake quotes the tool results it was given: the agent saw the error.
     assert "An error occurred while running the tool" in events[-1]["final_output"]
     assert len(fake.requests) == 2  # the call, then the answer after the tool's error
+
+
+async def stream_run(alice) -> tuple[list[dict], float]:
+    """One chat run over SSE: its events and how long it took."""
+    client = SSEClient("POST", "/api/agents/chat/stream", {"input": "Say hello"}, alice.token)
+    started = time.monotonic()
+    assert await client.start() == 200
+    events = await client.read_all(timeout=30)
+    return events, time.monotonic() - started
+
+
+async def test_an_upstream_that_never_answers_holds_a_run_for_the_first_byte_deadline_only(
+    start_fake, use_fake, alice, settings
+):
+    """Tries that each wait out the idle timeout used to add up ((retries + 1) x 5 s here):
+    OPENAI_FIRST_BYTE_TIMEOUT bounds the wait for the answer to begin, every retry included."""
+    settings.OPENAI_MAX_RETRIES, settings.OPENAI_STREAM_IDLE_TIMEOUT = 2, 5.0
+    settings.OPENAI_FIRST_BYTE_TIMEOUT = 1.5
+    fake = start_fake(hang_first=100)
+    use_fake(fake)
+    events, took = await stream_run(alice)
+    assert 1.4 < took < 4, f"the run ended after {took:.1f} s"
+    run = await assert_consistent(events, time.monotonic() - took + 1.5, "failed", "model_unavailable", "")
+    assert "did not begin to answer within 1.5 s" in run.error
+    assert len(fake.requests) == 1  # the one try outlasted the deadline: no retry after it
+
+
+async def test_retries_go_on_within_the_first_byte_deadline(start_fake, use_fake, alice, settings):
+    """A try cut by the idle timeout is retried while the deadline has room, and the run completes."""
+    settings.OPENAI_MAX_RETRIES, settings.OPENAI_STREAM_IDLE_TIMEOUT = 2, 0.5
+    settings.OPENAI_FIRST_BYTE_TIMEOUT = 10.0
+    fake = start_fake(hang_first=1, deltas=6)
+    use_fake(fake)
+    events, took = await stream_run(alice)
+    assert events[-1]["type"] == "stream_complete" and text_of(events) == FULL
+    assert len(fake.requests) == 2 and took < 5
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "status", "requests"),
+    [("60", "failed", 1), ("0.2", "completed", 2)],
+    ids=["past-the-deadline", "within-it"],
+)
+async def test_retry_after_is_honoured_only_while_it_fits_the_deadline(
+    retry_after, status, requests, start_fake, use_fake, alice, settings
+):
+    """A 429 asking for 60 s, with a 5 s deadline, ends the run at once with the upstream's
+    refusal (openai's own retries slept it out, twice); a short Retry-After is waited, then the
+    retry answers."""
+    settings.OPENAI_MAX_RETRIES, settings.OPENAI_FIRST_BYTE_TIMEOUT = 2, 5.0
+    fake = start_fake(fail=(429, "rate_limit_exceeded"), fail_first=1, retry_after=retry_after, deltas=6)
+    use_fake(fake)
+    events, took = await stream_run(alice)
+    run = await Run.objects.aget(pk=events[-1]["run_id"])
+    assert run.status == status and len(fake.requests) == requests and took < 3
+    if status == "failed":
+        assert run.error_code == "model_rate_limited" and events[-1]["code"] == "model_rate_limited"
+    else:
+        assert 0.2 <= took and text_of(events) == FULL

@@ -11,9 +11,10 @@ import openai
 from agents import OpenAIProvider
 from agents.models.interface import Model
 from django.conf import settings
-from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+from openai import AsyncOpenAI
 
 from .fast_events import TESTED_OPENAI_VERSIONS, FastEventsAsyncOpenAI, tested_openai
+from .upstream import DeadlineClient
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def openai_provider() -> OpenAIProvider:
         settings.OPENAI_TIMEOUT,
         settings.OPENAI_STREAM_IDLE_TIMEOUT,
         settings.OPENAI_MAX_RETRIES,
+        settings.OPENAI_FIRST_BYTE_TIMEOUT,
         uses_fast_events(),
     )
 
@@ -73,6 +75,7 @@ def _provider(
     timeout: float,
     idle_timeout: float,
     max_retries: int,
+    first_byte_timeout: float,
     fast_events: bool,
 ) -> OpenAIProvider:
     return PerLoopOpenAIProvider(
@@ -81,13 +84,14 @@ def _provider(
         use_responses=use_responses,
         # `read`: the longest wait for the next bytes, so a stalled stream ends the run.
         timeout=httpx2.Timeout(timeout, read=min(timeout, idle_timeout)),
-        max_retries=max_retries,
+        retries=(max_retries, first_byte_timeout),
         fast_events=fast_events,
     )
 
 
-def _http_client() -> DefaultAsyncHttpxClient:
-    """The SDK's HTTP client, with room for one upstream connection per concurrent run.
+def _http_client(max_retries: int, first_byte_timeout: float) -> DeadlineClient:
+    """The SDK's HTTP client: retries within one first-byte deadline (upstream.py), and room for
+    one upstream connection per concurrent run.
 
     openai's default pool stops at 1,000 connections, so run 1,001 of a process would wait
     silently for a free connection; OPENAI_MAX_CONNECTIONS sets the limit.
@@ -95,7 +99,7 @@ def _http_client() -> DefaultAsyncHttpxClient:
     limit = settings.OPENAI_MAX_CONNECTIONS
     # httpx2 is the HTTP library openai's clients are built on (its client is an httpx2.AsyncClient).
     limits = httpx2.Limits(max_connections=limit, max_keepalive_connections=min(limit, 200))
-    return DefaultAsyncHttpxClient(limits=limits)
+    return DeadlineClient(max_retries=max_retries, first_byte_timeout=first_byte_timeout, limits=limits)
 
 
 class PerLoopOpenAIProvider(OpenAIProvider):
@@ -112,16 +116,18 @@ class PerLoopOpenAIProvider(OpenAIProvider):
         base_url: str | None,
         use_responses: bool,
         timeout: httpx2.Timeout,
-        max_retries: int,
+        retries: tuple[int, float],
         fast_events: bool,
     ):
         super().__init__(api_key=api_key, base_url=base_url, use_responses=use_responses)
+        # openai's own retries off: the HTTP client retries, within the first-byte deadline.
         self._client_options = {
             "api_key": api_key,
             "base_url": base_url,
             "timeout": timeout,
-            "max_retries": max_retries,
+            "max_retries": 0,
         }
+        self._retries = retries
         self._responses = use_responses
         # Streamed events built by pydantic's validator (fast_events.py).
         self._client_class = FastEventsAsyncOpenAI if fast_events else AsyncOpenAI
@@ -136,7 +142,7 @@ class PerLoopOpenAIProvider(OpenAIProvider):
             del self._by_loop[closed]
         provider = self._by_loop.get(loop)
         if provider is None:
-            client = self._client_class(**self._client_options, http_client=_http_client())
+            client = self._client_class(**self._client_options, http_client=_http_client(*self._retries))
             provider = self._by_loop[loop] = OpenAIProvider(
                 openai_client=client, use_responses=self._responses
             )

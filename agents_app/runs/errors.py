@@ -23,6 +23,16 @@ UPSTREAM_ERROR_CODES = frozenset(
 JOURNAL_FAILED = "journal_failed"
 
 
+def error_text(exc: BaseException) -> str:
+    """What a failed run says went wrong: openai's connection errors say only "Connection error."
+    or "Request timed out.", so the HTTP client's reason follows them."""
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if isinstance(exc, openai.APIConnectionError) and isinstance(cause, httpx2.TransportError) and str(cause):
+        return f"{text} ({cause})"
+    return text
+
+
 def error_code(exc: BaseException) -> str:
     """What support staff and clients need to tell apart: a limit or outage at the model's
     provider (retry later), a credentials problem (fix the configuration), a request the

@@ -23,7 +23,7 @@ from ..models import Approval, Conversation, Run
 from ..providers.responses_stream import TEXT_DELTA
 from ..registry import AgentSpec
 from ..session import DjangoSession, MemoryWindow
-from .errors import JOURNAL_FAILED, RunTimeout, error_code
+from .errors import JOURNAL_FAILED, RunTimeout, error_code, error_text
 from .events import FIRST_OUTPUT_TYPES, PAUSE_TYPE, final_output_json, translate
 from .journal import COMMITTED, REFUSED, VOID, Journal, Pause, RunEnd
 
@@ -216,7 +216,7 @@ async def execute(ctx: RunContext, wait_for_turn: Callable[[RunContext], Awaitab
     except asyncio.CancelledError:
         status = Run.Status.CANCELLED
     except Exception as exc:
-        status, error, code = Run.Status.FAILED, str(exc) or type(exc).__name__, error_code(exc)
+        status, error, code = Run.Status.FAILED, error_text(exc), error_code(exc)
         # A traceback only for faults of this server: upstream failures and limits say it all.
         log.warning("run %s failed (%s): %s", run.pk, code, error, exc_info=code == "internal_error")
     if ctx.lost is not None:
