@@ -30,6 +30,13 @@ class ConversationBusy(ServiceError):
     code = "conversation_busy"
 
 
+class WrongAgent(ServiceError):
+    """A conversation named with an agent it does not belong to."""
+
+    status = 409
+    code = "conversation_of_another_agent"
+
+
 class TooManyRuns(ServiceError):
     status = 429
     code = "too_many_runs"

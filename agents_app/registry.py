@@ -24,6 +24,9 @@ class AgentSpec:
     # final output.
     pipeline: Callable[[Any], Awaitable[Any]] | None = None
     uses_memory: bool = True
+    # What the agent needs of a run's input beyond the API's checks: a function of the input
+    # that returns why it cannot be run (the run is then refused with a 400), or None.
+    input_problem: Callable[[Any], str | None] | None = None
 
 
 _REGISTRY: dict[str, AgentSpec] = {}

@@ -13,6 +13,15 @@ from django.conf import settings
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 REASON = "contains a NUL character or a lone surrogate, which cannot be stored"
 NOT_FINITE = "is a number too large to store (it overflows to infinity)"
+# A character that is white space to neither Python nor JSON Schema's (ECMAScript's) regular
+# expressions: text with none of them is blank (a message, a question, a document). The OpenAPI
+# schema states it with this same pattern.
+NOT_BLANK = r"[^\s\u001c-\u001f\u0085\ufeff]"
+_SOMETHING = re.compile(NOT_BLANK)
+
+
+def blank(text: str) -> bool:
+    return _SOMETHING.search(text) is None
 
 
 def storable(value: str) -> str:

@@ -55,6 +55,18 @@ class ResearchState:
         return list(seen.values())
 
 
+def input_problem(input: Any) -> str | None:
+    """Why a run input cannot be researched (the spec's `input_problem`: refused at the start,
+    on every surface), or None."""
+    query = query_text(input)
+    if not query:
+        return "the research question is empty: send it as the input, or as the last user message"
+    # The generic agent endpoints allow longer inputs than a research question.
+    if len(query) > settings.RESEARCH_MAX_QUERY_CHARS:
+        return f"the research question is longer than {settings.RESEARCH_MAX_QUERY_CHARS} characters"
+    return None
+
+
 def query_text(input: Any) -> str:
     """The research question: the run input, or the last user message of an input list."""
     if isinstance(input, str):
@@ -108,13 +120,6 @@ async def research_pipeline(ctx: RunContext) -> dict[str, Any] | None:
     # The run's trace (the executor opened it): planner, searches and writer in one.
     await _save(report, status=ResearchReport.Status.RUNNING, trace_id=ctx.run.trace_id)
     try:
-        if not state.query:
-            raise ValueError("the research question is empty")
-        # The generic agent endpoints allow longer inputs than a research question.
-        if len(state.query) > settings.RESEARCH_MAX_QUERY_CHARS:
-            raise ValueError(
-                f"the research question is longer than {settings.RESEARCH_MAX_QUERY_CHARS} characters"
-            )
         await _plan(ctx, state)
         if not ctx.cancelled:
             await _search_all(ctx, state)
@@ -281,5 +286,6 @@ register(
         build=build_planner_agent,
         pipeline=research_pipeline,
         uses_memory=False,
+        input_problem=input_problem,
     )
 )

@@ -1,6 +1,10 @@
 """Response shapes of the research API (requests are validated by the services)."""
 
+from django.core.validators import RegexValidator
 from rest_framework import serializers
+
+from agents_app.api.serializers import Text
+from agents_app.text import NOT_BLANK
 
 from .models import Document, ResearchReport
 
@@ -46,11 +50,23 @@ class DocumentSerializer(serializers.ModelSerializer):
         return len(document.body.encode("utf-8"))
 
 
+class StrictBoolean(serializers.BooleanField):
+    """true or false, not DRF's "yes", 1 or "0" (JSON has booleans)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class DocumentInputSerializer(serializers.Serializer):
     """JSON upload; sizes and emptiness are checked by `document_validate` so every path shares them."""
 
-    title = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, default="")
-    body = serializers.CharField(allow_blank=True, trim_whitespace=False)
-    source = serializers.CharField(required=False, allow_blank=True, default="")
+    title = Text(required=False, allow_blank=True, trim_whitespace=False, default="", max_length=300)
+    body = Text(
+        trim_whitespace=False,
+        validators=[RegexValidator(NOT_BLANK, "must not be empty (or only white space)")],
+    )
+    source = Text(required=False, allow_blank=True, default="", max_length=500)
     # Staff only: every user lists, searches and researches the document.
-    shared = serializers.BooleanField(required=False, default=False)
+    shared = StrictBoolean(required=False, default=False)

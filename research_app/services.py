@@ -8,7 +8,7 @@ from django.db import transaction
 from agents_app.errors import ServiceError
 from agents_app.registry import get_spec
 from agents_app.runs.start import RunRequest, start_run
-from agents_app.text import REASON, UNSTORABLE
+from agents_app.text import REASON, UNSTORABLE, blank
 
 from .models import Document
 from .pipeline import report_for_run
@@ -33,7 +33,7 @@ class UnsupportedFileType(ServiceError):
 
 
 def query_validate(query: object) -> str:
-    if not isinstance(query, str) or not query.strip():
+    if not isinstance(query, str) or blank(query):
         raise ServiceError("query must be a non-empty string", field="query")
     if UNSTORABLE.search(query):
         raise ServiceError(f"query {REASON}", field="query")
@@ -56,14 +56,13 @@ def document_validate(title: str, body: str, source: str) -> tuple[str, str, str
     size = len(body.encode("utf-8"))
     if size > limit:
         raise DocumentTooLarge(f"document is {size} bytes, more than the limit of {limit}", max_bytes=limit)
-    if not body.strip():
+    if blank(body):
         raise ServiceError("body must not be empty", field="body")
     for field, text in (("title", title), ("body", body), ("source", source)):
         if UNSTORABLE.search(text):
             raise ServiceError(f"{field} {REASON}", field=field)
-    title = " ".join(title.split()) or title_from(body, "")
-    if not title:
-        raise ServiceError("title must not be empty (or start the body with a '# ' heading)", field="title")
+    # No title and no heading: the body's first words name it.
+    title = " ".join(title.split()) or title_from(body, "") or " ".join(body.split())[:80]
     if len(title) > 300:
         raise ServiceError("title is longer than 300 characters", field="title")
     if len(source) > 500:

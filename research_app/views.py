@@ -5,18 +5,19 @@ from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents_app.api.errors import choice_param, cursor, error_body
-from agents_app.api.pagination import Pagination, paginated
+from agents_app.api.pagination import MAX_OFFSET, Pagination, paginated
 from agents_app.api.parsers import CleanJSONParser
 from agents_app.api.throttles import RunStartThrottle
 from agents_app.db import in_sync_thread
 from agents_app.errors import NotFound
 from agents_app.runs.errors import UPSTREAM_ERROR_CODES
 from agents_app.runs.read import RunFollower
+from agents_app.text import NOT_BLANK
 
 from . import services
 from .models import ResearchReport
@@ -29,10 +30,39 @@ from .serializers import (
     ResearchReportSerializer,
 )
 
-# A multipart upload's `shared` form field, read as the JSON body's is.
-SHARED_FIELD = serializers.BooleanField()
+# A multipart upload's `shared` form field: the text of a boolean.
+SHARED_FIELD = serializers.ChoiceField(choices=["true", "false"])
+UPLOAD = {
+    "type": "object",
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "A .md or .txt file (UTF-8)."},
+        "title": {"type": "string", "maxLength": 300, "description": "Default: its first heading."},
+        "source": {"type": "string", "maxLength": 500, "description": "Default: the file's name."},
+        "shared": {"type": "string", "enum": ["true", "false"], "description": "Staff only."},
+    },
+    "required": ["file"],
+}
 # Multipart framing and JSON escaping add to the document's own size.
 UPLOAD_OVERHEAD = 64 * 1024
+
+
+def query_schema() -> dict:
+    """A research question as the services take it (`query_validate`)."""
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": settings.RESEARCH_MAX_QUERY_CHARS,
+        "pattern": NOT_BLANK,
+    }
+
+
+RESEARCH_REQUEST = {"type": "object", "properties": {"query": query_schema()}, "required": ["query"]}
+# The reference server's clients may name the question `input`.
+RESEARCH_REQUEST_INPUT = {
+    "type": "object",
+    "properties": {"input": query_schema(), "query": {"not": {}}},
+    "required": ["input"],
+}
 
 
 def _request_query(request) -> str:
@@ -64,6 +94,7 @@ class ResearchCollectionView(AsyncAPIView):
 
     @extend_schema(
         operation_id="api_research_list",
+        parameters=[OpenApiParameter("status", str, enum=ResearchReport.Status.values)],
         responses={200: paginated("PaginatedResearchReportList", ResearchReportListSerializer(many=True))},
     )
     async def get(self, request):
@@ -79,7 +110,7 @@ class ResearchCollectionView(AsyncAPIView):
         return paginator.get_paginated_response(ResearchReportListSerializer(page, many=True).data)
 
     @extend_schema(
-        request={"application/json": {"type": "object", "properties": {"query": {"type": "string"}}}},
+        request={"application/json": {"oneOf": [RESEARCH_REQUEST, RESEARCH_REQUEST_INPUT]}},
         responses={202: dict},
     )
     async def post(self, request):
@@ -107,7 +138,9 @@ class ReferenceResearchView(AsyncAPIView):
     throttle_classes = [RunStartThrottle]
 
     @extend_schema(
-        parameters=[OpenApiParameter("query", str, required=True)], request=None, responses={200: dict}
+        parameters=[OpenApiParameter("query", query_schema(), required=True)],
+        request=None,
+        responses={200: dict},
     )
     async def post(self, request):
         query = _request_query(request)
@@ -166,13 +199,17 @@ DOCUMENTS_OR_HITS = {
 class DocumentCollectionView(APIView):
     """GET ?q=: search the corpus (or list it). POST: add a document, as JSON or a .md/.txt file upload."""
 
-    parser_classes = [CleanJSONParser, MultiPartParser, FormParser]
+    parser_classes = [CleanJSONParser, MultiPartParser]
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("q", str),
-            OpenApiParameter("limit", int),
-            OpenApiParameter("offset", int),
+            OpenApiParameter("q", str, description="Search the corpus for these words (their best hits)."),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": 9_999_999_999},
+                description="Hits (at most 50) or documents per page (at most 500).",
+            ),
+            OpenApiParameter("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}),
         ],
         responses={200: DOCUMENTS_OR_HITS},
     )
@@ -181,8 +218,9 @@ class DocumentCollectionView(APIView):
         if q:
             services.query_validate(q)
             limit = cursor(request.query_params.get("limit", "10"))
-            if limit is None:
-                raise ValidationError({"limit": ["must be a non-negative integer"]})
+            if not limit:
+                raise ValidationError({"limit": ["must be an integer from 1 to 9999999999"]})
+            Pagination.bounded(request, "offset", 0, MAX_OFFSET)  # hits have no pages, but the same rule
             hits = documents_search(q, min(limit, 50), request.user.pk)
             return Response({"query": q, "results": [hit.as_dict() for hit in hits]})
         paginator = Pagination()
@@ -191,7 +229,10 @@ class DocumentCollectionView(APIView):
         )
         return paginator.get_paginated_response(DocumentSerializer(page, many=True).data)
 
-    @extend_schema(request=DocumentInputSerializer, responses={201: DocumentSerializer})
+    @extend_schema(
+        request={"application/json": DocumentInputSerializer, "multipart/form-data": UPLOAD},
+        responses={201: DocumentSerializer},
+    )
     def post(self, request):
         limit = settings.RESEARCH_MAX_DOCUMENT_BYTES
         # Refuse a huge body before reading it; the exact check happens on the decoded document.
@@ -209,7 +250,12 @@ class DocumentCollectionView(APIView):
             title, body = services.document_from_file(upload.name, upload.read())
             title = data.get("title") or title
             source = data.get("source") or upload.name
-            shared = SHARED_FIELD.run_validation(data.get("shared", False))
+            try:
+                shared = SHARED_FIELD.run_validation(data.get("shared", "false")) == "true"
+            except serializers.ValidationError as exc:
+                raise ValidationError({"shared": exc.detail}) from None
+        elif request.content_type.startswith("multipart/"):
+            raise ValidationError({"file": ["a multipart upload needs its file (or send JSON)"]})
         else:
             if not isinstance(data, dict) or not data:
                 raise ValidationError({"body": ["send JSON {title, body, source} or a multipart 'file'"]})

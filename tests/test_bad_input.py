@@ -88,8 +88,11 @@ async def test_query_parameters_and_uploads(api_for, alice):
 async def test_numbers_a_database_cannot_take(api_for, alice):
     api = api_for(alice)
     huge = "1" + "0" * 20
-    capped = await api.get(f"/api/runs/?limit={huge}")
+    capped = await api.get("/api/runs/?limit=9999999999")  # more than a page holds: a full page
     assert capped.status_code == 200
+    for path in (f"/api/runs/?limit={huge}", "/api/runs/?limit=0"):
+        response = await api.get(path)
+        assert response.status_code == 400 and "limit" in response.json()["error"]["fields"], path
     for path in (
         f"/api/runs/?offset={huge}",
         f"/api/conversations/?offset={huge}",
@@ -107,13 +110,66 @@ async def test_numbers_a_database_cannot_take(api_for, alice):
         ({"type": "function_call", "call_id": "c1"}, "needs name, arguments"),
         ({"type": "function_call_output", "output": "1"}, "needs call_id"),
         ({"content": "no role"}, "not None"),
+        # Each was a 500 (schemathesis): a type or field of the wrong JSON type, content parts
+        # the model cannot take.
+        ({"role": "user", "content": "x", "type": {}}, "not {}"),
+        ({"type": "function_call_output", "call_id": [], "output": "1"}, "call_id must be a string"),
+        ({"type": "function_call_output", "call_id": "c", "output": {}}, "output must be a string or array"),
+        ({"role": "user", "content": [{}, 16211]}, "content parts are objects of type"),
+        ({"role": "user", "content": [{"type": "input_text"}]}, "needs its text"),
+        ({"role": "assistant", "content": [{"type": "input_text", "text": "hi"}]}, None),
     ],
 )
 async def test_input_items_a_run_cannot_use(api_for, alice, item, problem):
     response = await api_for(alice).post("/api/agents/chat/run", {"input": [item]})
+    if problem is None:  # the control: a well-formed item runs
+        assert response.status_code != 400, response.json()
+        return
     assert response.status_code == 400
     assert problem in response.json()["error"]["message"]
     assert await Run.objects.acount() == 0
+
+
+@pytest.mark.parametrize(
+    "path,field",
+    [
+        ("/api/runs/?offset=null", "offset"),
+        ("/api/runs/?limit=-5", "limit"),
+        ("/api/conversations/?limit=0", "limit"),
+        ("/api/approvals/?status=", "status"),
+        ("/api/runs/?agent=", "agent"),
+        ("/api/runs/?conversation=", "conversation"),
+        ("/api/usage/?to=", "to"),
+        ("/api/research/documents/?q=rivers&offset=-1", "offset"),
+    ],
+)
+async def test_query_values_the_schema_refuses_are_400s(api_for, alice, path, field):
+    """DRF reads a limit or offset it cannot parse as the default, and an empty filter as none:
+    the schema says neither is valid, so both are refused naming the parameter."""
+    response = await api_for(alice).get(path)
+    assert response.status_code == 400, path
+    assert field in response.json()["error"]["fields"], path
+
+
+async def test_ranges_and_conversations_the_schema_allows(api_for, alice):
+    api = api_for(alice)
+    # Any range: only the days with usage come back (`from` after `to`: none).
+    for query in ("from=2000-01-01", "from=2026-03-16&to=2026-01-05"):
+        response = await api.get(f"/api/usage/?{query}")
+        assert response.status_code == 200 and response.json()["days"] == [], query
+    # A conversation of another agent is a conflict with the conversation, not a malformed request.
+    conversation = (await api.post("/api/conversations/", {"agent": "ops"})).json()
+    wrong = await api.post("/api/agents/chat/run", {"input": "hi", "conversation_id": conversation["id"]})
+    assert wrong.status_code == 409 and wrong.json()["error"]["code"] == "conversation_of_another_agent"
+    # A misspelt field of a new conversation is refused, not ignored.
+    typo = await api.post("/api/conversations/", {"agent": "chat", "titel": "x"})
+    assert typo.status_code == 400 and "titel" in typo.json()["error"]["fields"]
+    # Text fields take text only.
+    number = await api.patch(f"/api/conversations/{conversation['id']}/", {"title": 0})
+    assert number.status_code == 400 and "title" in number.json()["error"]["fields"]
+    # The research agent needs a question: refused at the start, not a failed run.
+    question = await api.post("/api/agents/research/run", {"input": [{"role": "assistant", "content": "x"}]})
+    assert question.status_code == 400 and "question" in question.json()["error"]["message"]
 
 
 async def test_missing_objects_are_404s_in_the_api_shape(api_for, alice):

@@ -141,7 +141,9 @@ async def test_bad_json_documents_are_rejected(alice, api_for, settings):
         ({"title": "Big", "body": "é" * 1001}, 413, "too_large"),  # 2002 bytes in UTF-8
         ({"title": "Huge", "body": "x" * 200_000}, 413, "too_large"),  # refused from Content-Length alone
         ({"title": "Empty", "body": ""}, 400, "invalid"),
-        ({"title": "", "body": "no heading here"}, 400, "invalid"),
+        ({"title": "", "body": " \u3000\ufeff\x1e "}, 400, "invalid"),  # white space only
+        ({"title": "", "body": "x", "shared": 0}, 400, "invalid"),  # a boolean is true or false
+        ({"title": 7, "body": "x"}, 400, "invalid"),  # text is a string
         ({"title": "No body"}, 400, "invalid"),
         ({}, 400, "invalid"),
     ]
@@ -155,6 +157,9 @@ async def test_bad_json_documents_are_rejected(alice, api_for, settings):
         await api_for(None).post("/api/research/documents/", {"title": "t", "body": "b"})
     ).status_code == 401
     assert await Document.objects.acount() == 0
+    # No title and no heading: the body's first words name it.
+    untitled = await api.post("/api/research/documents/", {"body": "no heading   here"})
+    assert untitled.status_code == 201 and untitled.json()["title"] == "no heading here"
 
 
 async def test_reference_research_says_502_when_the_model_provider_fails(

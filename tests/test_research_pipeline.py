@@ -121,18 +121,20 @@ async def test_failed_search_is_reported_and_skipped(alice, corpus, monkeypatch)
     assert "failed, skipped" in report.markdown_report
 
 
-async def test_empty_question_fails_the_run_and_report(alice, corpus):
+async def test_an_input_with_no_question_is_refused_before_any_run(alice, corpus, settings):
+    """The research agent's `input_problem`: every surface refuses it (400), no run or report
+    is made (it was a failed run, and a 500 on /run)."""
+    from agents_app.errors import ServiceError
     from agents_app.registry import get_spec
     from agents_app.runs.start import RunRequest, start_run
-    from research_app.pipeline import report_for_run
 
-    run = await start_run(
-        RunRequest(user=alice, spec=get_spec("research"), input=[{"role": "assistant", "content": "x"}])
-    )
-    run = await wait_for_end(run)
-    report = await report_for_run(run)
-    assert run.status == Run.Status.FAILED and report.status == ResearchReport.Status.FAILED
-    assert "empty" in report.error
+    request = RunRequest(user=alice, spec=get_spec("research"), input=[{"role": "assistant", "content": "x"}])
+    with pytest.raises(ServiceError, match="question is empty"):
+        await start_run(request)
+    settings.RESEARCH_MAX_QUERY_CHARS = 10
+    with pytest.raises(ServiceError, match="longer than 10 characters"):
+        await start_run(RunRequest(user=alice, spec=get_spec("research"), input="x" * 11))
+    assert await Run.objects.acount() == 0 and await ResearchReport.objects.acount() == 0
 
 
 @pytest.mark.parametrize("api", ["chat_completions", "responses"])

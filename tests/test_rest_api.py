@@ -190,8 +190,9 @@ async def test_conversation_of_other_agent_rejected(api_for, alice):
     response = await api.post(
         "/api/agents/assistant/run", {"input": "hi", "conversation_id": body["conversation_id"]}
     )
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert response.json()["error"]["field"] == "conversation_id"
+    assert response.json()["error"]["code"] == "conversation_of_another_agent"
 
 
 async def test_twenty_concurrent_runs_do_not_serialise(api_for, alice, slow_model, admin_client):

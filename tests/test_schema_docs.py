@@ -39,3 +39,31 @@ def test_docs_pages_load_assets_from_this_server_only(client):
     for page in ("/docs", "/redoc"):
         html = client.get(page).content.decode()
         assert "http://" not in html.replace("http://testserver", "") and "https://" not in html, page
+
+
+def test_the_schema_states_what_the_views_answer(client):
+    """Each was a schemathesis conformance failure: the lists' real shapes, the statuses and
+    limits the server keeps."""
+    schema = client.get("/api/schema/?format=json").json()
+    paths, components = schema["paths"], schema["components"]["schemas"]
+
+    def results(path: str) -> dict:
+        page = paths[path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        page = components[page["$ref"].rsplit("/", 1)[1]] if "$ref" in page else page
+        return page["properties"]["results"]["items"]
+
+    assert results("/api/conversations/{id}/items/")["$ref"].endswith("/ConversationItem")
+    assert results("/api/runs/{id}/events/")["$ref"].endswith("/RunEvent")
+    assert "html" in results("/api/conversations/{id}/turns/")["properties"]
+    assert (
+        "steps"
+        in paths["/api/runs/{id}/turn/"]["get"]["responses"]["200"]["content"]["application/json"]["schema"][
+            "properties"
+        ]
+    )
+    assert "409" in paths["/api/runs/{id}/cancel"]["post"]["responses"]
+    offset = next(p for p in paths["/api/runs/"]["get"]["parameters"] if p["name"] == "offset")
+    assert offset["schema"]["minimum"] == 0 and offset["schema"]["maximum"] == 1_000_000_000
+    text = components["RunRequest"]["properties"]["input"]["oneOf"][0]
+    assert text["minLength"] == 1 and text["pattern"] and text["maxLength"] == 32_000
+    assert components["ConversationCreate"]["additionalProperties"] is False

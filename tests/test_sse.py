@@ -376,3 +376,23 @@ async def test_a_session_stream_ends_when_the_session_does(alice, client, settin
     again = SSEClient("GET", f"/api/runs/{run_id}/stream", None, headers=[cookie])
     assert await again.start() == 401
     await started.disconnect()
+
+
+@pytest.mark.parametrize(
+    "method,path,allow",
+    [
+        ("GET", "/api/agents/chat/stream", "POST"),
+        ("TRACE", "/api/runs/00000000-0000-0000-0000-000000000000/stream", "GET"),
+        ("PUT", "/v1/chat/completions", "POST"),
+        ("GET", "/v1/responses", "POST"),
+        ("PATCH", "/v1/responses/resp_0", "GET, DELETE"),
+        ("GET", "/api/agents/chat/ui", "POST"),
+        ("GET", "/api/agents/chat/ag-ui", "POST"),
+    ],
+)
+async def test_a_method_a_stream_does_not_take_is_405_with_allow(alice, method, path, allow):
+    """RFC 9110: a 405 names the methods that path takes."""
+    client = SSEClient(method, path, None, alice.token)
+    assert await client.start() == 405
+    assert client.headers["allow"] == allow
+    await client.read_chunk()

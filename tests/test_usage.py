@@ -50,7 +50,7 @@ async def test_the_usage_endpoint_reports_the_callers_own(alice, bob, api_for):
     assert report["total"]["total_tokens"] == run.total_tokens > 0
     assert report["quota"] == {"daily_tokens": None, "used_today": run.total_tokens}
     assert (await api_for(alice).get("/api/usage/?agent=assistant")).json()["days"] == []
-    bad = [("from=yesterday", "from"), ("from=2026-01-02&to=2026-01-01", "from"), ("agent=x", "agent")]
+    bad = [("from=yesterday", "from"), ("to=", "to"), ("agent=x", "agent"), ("agent=", "agent")]
     for query, field in bad:
         answer = await api_for(alice).get(f"/api/usage/?{query}")
         assert answer.status_code == 400 and field in answer.json()["error"]["fields"], query

@@ -258,7 +258,11 @@ def openapi_paths() -> dict:
                                 "is the run's input; `tools` must be empty; `resume` answers the "
                                 "interrupts of a run paused for approval (its messages are not read).",
                                 "properties": {
-                                    "threadId": {"type": "string", "maxLength": THREAD_ID_MAX},
+                                    "threadId": {
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "maxLength": THREAD_ID_MAX,
+                                    },
                                     "runId": {"type": "string"},
                                     "messages": {"type": "array", "items": MESSAGE_SCHEMA},
                                     "resume": {"type": "array", "items": RESUME_SCHEMA},

@@ -28,11 +28,11 @@ def first_message(detail) -> str:
 
 def choice_param(params, field: str, choices: list[str]) -> str | None:
     """A query parameter that must be one of `choices`: its value, None when absent, else a
-    400 naming the field (an unknown filter value is a mistake, not an empty result)."""
+    400 naming the field (an unknown or empty filter value is a mistake, not an empty result)."""
     value = params.get(field)
-    if value and value not in choices:
+    if value is not None and value not in choices:
         raise exceptions.ValidationError({field: [f"must be one of {', '.join(choices)}"]})
-    return value or None
+    return value
 
 
 CURSOR_DIGITS = 10  # a stream position (an event's seq) fits in 2**31

@@ -7,7 +7,7 @@ from adrf.views import APIView as AsyncAPIView
 from adrf.viewsets import GenericViewSet as AsyncGenericViewSet
 from django.http import JsonResponse
 from django.shortcuts import render
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -28,8 +28,9 @@ from ..selectors import agent_describe, conversations_for, run_events_after, run
 from ..session import DjangoSession
 from ..transcript import turns_of
 from .approvals import pending_approvals
-from .errors import choice_param, error_body
-from .pagination import Pagination
+from .errors import choice_param, cursor, error_body
+from .pagination import Pagination, paginated
+from .schema import CURSOR
 from .serializers import (
     CancelRequestSerializer,
     ConversationCreateSerializer,
@@ -45,6 +46,41 @@ from .serializers import (
 from .throttles import RunStartThrottle
 
 UUID_RE = "[0-9a-fA-F-]{36}"
+# A run as the chat page shows it (transcript.turn_of).
+TURN = {
+    "type": "object",
+    "properties": {
+        "run_id": {"type": "string", "format": "uuid"},
+        "agent": {"type": "string"},
+        "status": {"type": "string"},
+        "input": {"type": "string"},
+        "steps": {"type": "array", "items": {"type": "object"}},
+        "answer": {"type": "string"},
+        "html": {"type": "string"},
+        "usage": {"type": "object"},
+        "model": {"type": "string"},
+        "error": {"type": "string"},
+        "error_code": {"type": "string"},
+        "last_seq": {"type": "integer"},
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+    "required": ["run_id", "agent", "status", "input", "steps", "answer", "html", "created_at"],
+}
+PAGE_OF_TURNS = {
+    "type": "object",
+    "properties": {
+        "count": {"type": "integer"},
+        "next": {"type": "string", "format": "uri", "nullable": True},
+        "previous": {"type": "string", "format": "uri", "nullable": True},
+        "results": {"type": "array", "items": TURN},
+    },
+    "required": ["count", "next", "previous", "results"],
+}
+NOT_ACTIVE = OpenApiResponse(description="The run has already ended (`run_not_active`, with its `status`).")
+
+
+def agent_filter(description: str) -> OpenApiParameter:
+    return OpenApiParameter("agent", str, enum=[spec.slug for spec in all_specs()], description=description)
 
 
 class AgentListView(APIView):
@@ -136,7 +172,7 @@ class SessionHistoryView(AsyncAPIView):
 
 
 class RunCancelView(AsyncAPIView):
-    @extend_schema(request=CancelRequestSerializer, responses={202: RunSerializer})
+    @extend_schema(request=CancelRequestSerializer, responses={202: RunSerializer, 409: NOT_ACTIVE})
     async def post(self, request, pk):
         serializer = CancelRequestSerializer(data=request.data if isinstance(request.data, dict) else {})
         serializer.is_valid(raise_exception=True)
@@ -148,6 +184,14 @@ class RunCancelView(AsyncAPIView):
         return Response(RunSerializer(run).data, status=202)
 
 
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            agent_filter("Only the conversations with this agent."),
+            OpenApiParameter("search", str, description="Only titles that contain this text."),
+        ]
+    )
+)
 class ConversationViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -162,8 +206,9 @@ class ConversationViewSet(
     def get_queryset(self):
         qs = conversations_for(self.request.user)
         params = self.request.query_params
-        if params.get("agent"):
-            qs = qs.filter(agent=params["agent"])
+        agent = choice_param(params, "agent", [spec.slug for spec in all_specs()])
+        if agent:
+            qs = qs.filter(agent=agent)
         if params.get("search"):
             qs = qs.filter(title__icontains=params["search"])
         return qs
@@ -178,12 +223,16 @@ class ConversationViewSet(
     def perform_destroy(self, instance):
         conversation_delete(instance)
 
+    @extend_schema(
+        responses={200: paginated("PaginatedConversationItemList", ConversationItemSerializer(many=True))}
+    )
     @action(detail=True, methods=["get"])
     def items(self, request, pk=None):
         conversation = self.get_object()
         page = self.paginate_queryset(conversation.items.order_by("id"))
         return self.get_paginated_response(ConversationItemSerializer(page, many=True).data)
 
+    @extend_schema(responses={200: PAGE_OF_TURNS})
     @action(detail=True, methods=["get"])
     def turns(self, request, pk=None):
         """The conversation's runs as the chat page shows them, newest page first, each page in order."""
@@ -197,6 +246,15 @@ class EventPagination(Pagination):
     max_limit = 2000
 
 
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            agent_filter("Only the runs of this agent."),
+            OpenApiParameter("status", str, enum=Run.Status.values),
+            OpenApiParameter("conversation", uuid.UUID, description="Only the runs of this conversation."),
+        ]
+    )
+)
 class RunViewSet(mixins.ListModelMixin, AsyncGenericViewSet):
     """The caller's runs. Reading one whose process died ends it first (`interrupted`), rather
     than showing it `running` for ever: the engine does that, so the reads of one run are async."""
@@ -209,12 +267,13 @@ class RunViewSet(mixins.ListModelMixin, AsyncGenericViewSet):
         if self.action != "list":
             return qs
         params = self.request.query_params
-        if params.get("agent"):
-            qs = qs.filter(agent=params["agent"])
+        agent = choice_param(params, "agent", [spec.slug for spec in all_specs()])
+        if agent:
+            qs = qs.filter(agent=agent)
         status = choice_param(params, "status", Run.Status.values)
         if status:
             qs = qs.filter(status=status)
-        if params.get("conversation"):
+        if params.get("conversation") is not None:
             try:
                 conversation = uuid.UUID(params["conversation"])
             except ValueError:
@@ -231,19 +290,23 @@ class RunViewSet(mixins.ListModelMixin, AsyncGenericViewSet):
     async def retrieve(self, request, pk=None):
         return Response(RunSerializer(await self.live_object()).data)
 
+    @extend_schema(
+        parameters=[OpenApiParameter("after", CURSOR, description="Only the events after this seq.")],
+        responses={200: paginated("PaginatedRunEventList", RunEventSerializer(many=True))},
+    )
     @action(detail=True, methods=["get"], pagination_class=EventPagination)
     async def events(self, request, pk=None):
         run = await self.live_object()
-        try:
-            after = int(request.query_params.get("after", 0))
-        except ValueError:
-            raise ValidationError({"after": ["must be an integer"]}) from None
+        after = cursor(request.query_params.get("after", 0))
+        if after is None:
+            raise ValidationError({"after": ["must be a non-negative integer of at most 10 digits"]})
         return await in_sync_thread(self.events_page)(run, after)
 
     def events_page(self, run: Run, after: int) -> Response:
         page = self.paginate_queryset(run_events_after(run, after))
         return self.get_paginated_response(RunEventSerializer(page, many=True).data)
 
+    @extend_schema(responses={200: TURN})
     @action(detail=True, methods=["get"])
     async def turn(self, request, pk=None):
         """The run as the chat page shows it: input, steps, the answer as sanitized HTML, usage."""

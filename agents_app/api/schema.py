@@ -6,7 +6,12 @@ response that names the event union of each protocol. Each protocol adapter desc
 paths (`openapi_paths()`). It also documents the errors every view can answer with, by rule
 (`error_codes`), which drf-spectacular cannot infer."""
 
+from ..registry import all_specs
 from . import ag_ui, ai_sdk
+from .errors import CURSOR_DIGITS
+
+# A stream position a client resumes from (errors.cursor reads every one).
+CURSOR = {"type": "integer", "minimum": 0, "maximum": 10**CURSOR_DIGITS - 1}
 
 RUN_REQUEST = {"$ref": "#/components/schemas/RunRequest"}
 ERROR = {
@@ -45,7 +50,9 @@ def _event(kind: str, description: str, **fields: str) -> dict:
         "seq": {"type": "integer"},
         "run_id": {"type": "string"},
     }
-    properties.update({name: {"type": json_type} for name, json_type in fields.items()})
+    # Any of an event's own fields may be null (a run with no conversation, a tool output whose call
+    # is not in this stream).
+    properties.update({name: {"type": json_type, "nullable": True} for name, json_type in fields.items()})
     return {
         "title": kind,
         "description": description,
@@ -155,7 +162,7 @@ def native_paths() -> dict:
                 "required": True,
                 "schema": {"type": "string", "format": "uuid"},
             },
-            {"name": "last_event_id", "in": "query", "schema": {"type": "integer"}},
+            {"name": "last_event_id", "in": "query", "schema": CURSOR},
         ],
         "responses": {
             "200": sse(frames, EVENT_UNION),
@@ -175,6 +182,18 @@ def native_paths() -> dict:
     return paths
 
 
+def openai_request(*required: str) -> dict:
+    """An OpenAI request body: its model (an agent's slug) and what it must carry; the rest is
+    OpenAI's own shape (docs/openai-compatible.md)."""
+    model = {"type": "string", "enum": [spec.slug for spec in all_specs()], "description": "An agent's slug."}
+    needs = {
+        "messages": {"type": "array", "minItems": 1},
+        "input": {"oneOf": [{"type": "string"}, {"type": "array"}]},
+    }
+    properties = {"model": model, **{name: needs[name] for name in required}}
+    return {"type": "object", "properties": properties, "required": ["model", *required]}
+
+
 def openai_paths() -> dict:
     free = {"type": "object", "additionalProperties": True}
     errors = refusals(OPENAI_ERROR, "400", "401", "404", "409", "429", "500", "502")
@@ -191,7 +210,7 @@ def openai_paths() -> dict:
             "post": {
                 "tags": ["openai"],
                 "summary": "Chat completion (model = agent slug), whole or streamed",
-                "requestBody": json_body(free),
+                "requestBody": json_body(openai_request("messages")),
                 "responses": {
                     "200": {
                         **sse(chunk),
@@ -205,7 +224,7 @@ def openai_paths() -> dict:
             "post": {
                 "tags": ["openai"],
                 "summary": "Create a response (stream, background, previous_response_id)",
-                "requestBody": json_body(free),
+                "requestBody": json_body(openai_request("input")),
                 "responses": {
                     "200": {
                         **sse(events),
@@ -222,7 +241,7 @@ def openai_paths() -> dict:
                 "parameters": [
                     response_id,
                     {"name": "stream", "in": "query", "schema": {"type": "boolean"}},
-                    {"name": "starting_after", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "starting_after", "in": "query", "schema": CURSOR},
                 ],
                 "responses": {
                     "200": {
@@ -283,8 +302,45 @@ def document_errors(result: dict) -> None:
                 responses.setdefault(code, response)
 
 
+# A run names its conversation one way: a session_id or a conversation_id (either may be null).
+ONE_CONVERSATION = {
+    "not": {
+        "properties": {"session_id": {"type": "string"}, "conversation_id": {"type": "string"}},
+        "required": ["session_id", "conversation_id"],
+    }
+}
+
+
+# `always` (approve this tool for the rest of the run) goes with an approval only.
+ALWAYS_APPROVES = {
+    "not": {
+        "properties": {
+            "decision": {"type": "string", "enum": ["reject"]},
+            "always": {"type": "boolean", "enum": [True]},
+        },
+        "required": ["decision", "always"],
+    }
+}
+
+
+def state_rules(result: dict) -> None:
+    """What the views check that their serializers cannot say."""
+    schemas = result["components"]["schemas"]
+    schemas["RunRequest"].update(ONE_CONVERSATION)
+    schemas["ApprovalDecision"].update(ALWAYS_APPROVES)
+    schemas["ConversationCreate"]["additionalProperties"] = False
+    upload = result["paths"]["/api/research/documents/"]["post"]["responses"]
+    upload["415"] = {
+        "description": "A file that is not .md, .markdown or .txt",
+        "content": upload["400"]["content"],
+    }
+    for path in ("/api/research/", "/api/research/documents/"):
+        result["paths"][path]["post"]["requestBody"]["required"] = True
+
+
 def add_stream_paths(result, generator, request, public):
-    """drf-spectacular postprocessing hook: the streaming endpoints, and every operation's errors."""
+    """drf-spectacular postprocessing hook: the streaming endpoints, every operation's errors,
+    and the rules `state_rules` adds."""
     for paths in (native_paths(), openai_paths(), ai_sdk.openapi_paths(), ag_ui.openapi_paths()):
         for path, item in paths.items():
             for method, operation in item.items():
@@ -292,4 +348,5 @@ def add_stream_paths(result, generator, request, public):
                 operation.setdefault("operationId", f"{words}_{method}")
             result["paths"].setdefault(path, {}).update(item)
     document_errors(result)
+    state_rules(result)
     return result

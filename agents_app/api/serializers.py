@@ -7,14 +7,25 @@ from ..errors import NotFound
 from ..models import Conversation, ConversationItem, Run, RunEvent
 from ..registry import AgentSpec, all_specs, get_spec
 from ..runs.start import IF_BUSY, RunRequest
+from ..text import blank
 
 EVENT_SETS = ("standard", "full")
-# The input items a run accepts, by type, with the fields each needs.
+# The input items a run accepts, by type, with the fields each needs and their JSON types.
 INPUT_ITEM_FIELDS = {
-    "message": ("role", "content"),
-    "function_call": ("call_id", "name", "arguments"),
-    "function_call_output": ("call_id", "output"),
-    "reasoning": ("summary",),
+    "message": {"role": "string", "content": "string or array"},
+    "function_call": {"call_id": "string", "name": "string", "arguments": "string"},
+    "function_call_output": {"call_id": "string", "output": "string or array"},
+    "reasoning": {"summary": "array"},
+}
+JSON_TYPES = {"string": str, "array": list, "string or array": str | list}
+# The parts a message's content list may hold, by type, with the text field each needs.
+CONTENT_PARTS = {
+    "input_text": "text",
+    "output_text": "text",
+    "refusal": "refusal",
+    "input_image": None,
+    "input_file": None,
+    "input_audio": None,
 }
 
 
@@ -30,7 +41,7 @@ def validate_run_input(value):
     """A non-empty string, or a non-empty list of SDK input items (dicts), within the size limit."""
     limit = settings.AGENTS_MAX_INPUT_CHARS
     if isinstance(value, str):
-        if not value.strip():
+        if blank(value):
             raise serializers.ValidationError("input must not be empty")
         if len(value) > limit:
             raise serializers.ValidationError(f"input is longer than {limit} characters")
@@ -49,22 +60,52 @@ def validate_run_input(value):
             # and its output, reasoning): anything else fails at the model, after it was saved to
             # the conversation's memory.
             kind = item.get("type", "message" if "role" in item else None)
-            if kind not in INPUT_ITEM_FIELDS:
+            if not isinstance(kind, str) or kind not in INPUT_ITEM_FIELDS:
                 raise serializers.ValidationError(
                     f"input items are messages (role and content) or of type {', '.join(INPUT_ITEM_FIELDS)}; "
                     f"not {kind!r}"
                 )
-            missing = [name for name in INPUT_ITEM_FIELDS[kind] if name not in item]
+            fields = INPUT_ITEM_FIELDS[kind]
+            missing = [name for name in fields if name not in item]
             if missing:
                 raise serializers.ValidationError(f"a {kind} input item needs {', '.join(missing)}")
-            if "content" in item and not isinstance(item["content"], str | list):
-                raise serializers.ValidationError("input item content must be a string or a list")
+            for name, json_type in fields.items():
+                if not isinstance(item[name], JSON_TYPES[json_type]):
+                    raise serializers.ValidationError(f"a {kind} input item's {name} must be a {json_type}")
+            if "content" in item:
+                check_content(item["content"])
             if "role" in item and item["role"] not in ("user", "assistant", "system", "developer"):
                 raise serializers.ValidationError(f"unknown role {item['role']!r}")
         if len(str(value)) > limit:
             raise serializers.ValidationError(f"input is larger than {limit} characters")
         return value
     raise serializers.ValidationError("input must be a string or a list of input items")
+
+
+def check_content(content) -> None:
+    """A message's content: text, or a list of content parts (CONTENT_PARTS)."""
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise serializers.ValidationError("input item content must be a string or a list")
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(kind, str) or kind not in CONTENT_PARTS:
+            raise serializers.ValidationError(
+                f"content parts are objects of type {', '.join(CONTENT_PARTS)}; not {kind!r}"
+            )
+        field = CONTENT_PARTS[kind]
+        if field and not isinstance(part.get(field), str):
+            raise serializers.ValidationError(f"a {kind} content part needs its {field} (a string)")
+
+
+class Text(serializers.CharField):
+    """A string field that takes strings only (DRF's CharField turns a number into its text)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class RunInputField(serializers.Field):
@@ -79,7 +120,7 @@ class RunRequestSerializer(serializers.Serializer):
     input = RunInputField()
     context = serializers.DictField(required=False, default=dict)
     # null is the same as leaving the field out (clients send `"conversation_id": null` for "new").
-    session_id = serializers.CharField(required=False, allow_null=True, max_length=128, allow_blank=False)
+    session_id = Text(required=False, allow_null=True, min_length=1, max_length=128, allow_blank=False)
     conversation_id = serializers.UUIDField(required=False, allow_null=True)
     on_disconnect = serializers.ChoiceField(choices=["continue", "cancel"], default="continue")
     # What a message to a conversation with an active run does: 409 (reject), wait its turn
@@ -134,7 +175,7 @@ class CancelRequestSerializer(serializers.Serializer):
 
 class RunSerializer(serializers.ModelSerializer):
     usage = serializers.DictField(read_only=True)
-    duration = serializers.FloatField(read_only=True)
+    duration = serializers.FloatField(read_only=True, allow_null=True)
 
     class Meta:
         model = Run
@@ -162,18 +203,31 @@ class RunSerializer(serializers.ModelSerializer):
 
 
 class ConversationSerializer(serializers.ModelSerializer):
+    title = Text(max_length=200, required=False, allow_blank=True)
+
     class Meta:
         model = Conversation
         fields = ["id", "agent", "title", "session_key", "created_at", "updated_at"]
         read_only_fields = ["id", "agent", "session_key", "created_at", "updated_at"]
 
 
+class MemoryAgentField(Text):
+    """The slug of an agent that keeps memory (the schema lists them)."""
+
+
 class ConversationCreateSerializer(serializers.Serializer):
     """A new, empty conversation with an agent that keeps memory; titled by its first message
     unless a title is given."""
 
-    agent = serializers.CharField(max_length=64)
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    agent = MemoryAgentField(max_length=64)
+    title = Text(max_length=200, required=False, allow_blank=True, default="")
+
+    def validate(self, attrs):
+        # Refused, not ignored: a misspelt `title` would otherwise make an untitled conversation.
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return attrs
 
     def validate_agent(self, value):
         spec = get_spec(value)

@@ -46,7 +46,7 @@ NO_CHANNEL_LAYER = "none"
 
 def query_params(scope: dict) -> dict[str, list[str]]:
     """A consumer's query string (bytes that are not UTF-8 too: the values then fail their checks)."""
-    return parse_qs(scope["query_string"].decode("latin-1"))
+    return parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
 
 
 def sse_frames(batch: Batch) -> bytes:
@@ -136,7 +136,10 @@ class RunStreamConsumer(StreamPlace, AsyncHttpConsumer):
             await self._refuse(503, error, [(b"Retry-After", str(RETRY_AFTER).encode())])
             return False
         if self.scope["method"] not in self.methods:
-            await self._refuse(405, error_body("method_not_allowed", f"use {' or '.join(self.methods)}"))
+            allow = [(b"Allow", ", ".join(self.methods).encode())]
+            await self._refuse(
+                405, error_body("method_not_allowed", f"use {' or '.join(self.methods)}"), allow
+            )
             return False
         try:
             opened = await self.open(body)

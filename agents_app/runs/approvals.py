@@ -47,7 +47,7 @@ def approval_body(approval: Approval) -> dict:
 
 def check_decision(decision: Any, reason: Any, always: Any) -> tuple[str, str, bool]:
     """A decision's fields as a client sent them, or a 400 naming the one that is wrong."""
-    if decision not in DECISIONS:
+    if not isinstance(decision, str) or decision not in DECISIONS:
         raise ServiceError("decision must be 'approve' or 'reject'", field="decision")
     if reason is None:
         reason = ""

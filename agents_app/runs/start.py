@@ -19,7 +19,15 @@ from django.utils import timezone
 
 from .. import providers
 from ..db import in_sync_thread
-from ..errors import AlreadyDecided, ConversationBusy, NotFound, RunNotActive, ServiceError, TooManyRuns
+from ..errors import (
+    AlreadyDecided,
+    ConversationBusy,
+    NotFound,
+    RunNotActive,
+    ServiceError,
+    TooManyRuns,
+    WrongAgent,
+)
 from ..models import Conversation, Run
 from ..registry import AgentSpec
 from ..usage import daily_quota, quota_reservation
@@ -81,6 +89,10 @@ def _admit(request: RunRequest | Callable[[], RunRequest], worker: str) -> tuple
         request = request()
     if request.if_busy not in IF_BUSY:
         raise ServiceError(f"if_busy must be one of {', '.join(IF_BUSY)}", field="if_busy")
+    check = request.spec.input_problem
+    problem = check(request.input) if check is not None else None
+    if problem:
+        raise ServiceError(problem, field="input")
     return (request, *create_run(request, worker))
 
 
@@ -193,7 +205,7 @@ def _conversation(request: RunRequest) -> tuple[Conversation | None, bool]:
         if conversation is None:
             raise NotFound(f"conversation {request.conversation_id} not found")
         if conversation.agent != spec.slug:
-            raise ServiceError(
+            raise WrongAgent(
                 f"conversation {request.conversation_id} belongs to agent {conversation.agent!r}, "
                 f"not {spec.slug!r}",
                 field="conversation_id",

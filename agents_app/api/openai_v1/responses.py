@@ -175,15 +175,18 @@ class ResponseConsumer(ResponseStream):
             run.delete()
             return 200, {"id": value, "object": "response", "deleted": True}, []
         query = query_params(self.scope)
-        self.streaming = query.get("stream", ["false"])[0].lower() == "true"
+        stream = query.get("stream", ["false"])[0]
+        if stream not in ("true", "false"):
+            raise OpenAIError(400, "stream: must be true or false", param="stream")
+        self.streaming = stream == "true"
+        raw = query.get("starting_after", [None])[0]
+        starting_after = cursor(raw) if raw is not None else None
+        if raw is not None and starting_after is None:
+            raise OpenAIError(400, "starting_after: must be a non-negative integer", "starting_after")
         if not self.streaming:
             return 200, as_json(translated(run)), []
         check_throttles(request, STREAM_OPEN)
-        raw = query.get("starting_after", [""])[0]
-        if raw:
-            starting_after = cursor(raw)
-            if starting_after is None:
-                raise OpenAIError(400, "starting_after: must be a non-negative integer", "starting_after")
+        if starting_after is not None:
             self.starting_after = starting_after
             if not run.is_active and self.starting_after > translated(run).events.sequence:
                 raise OpenAIError(
