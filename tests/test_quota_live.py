@@ -44,7 +44,11 @@ async def test_forty_parallel_starts_on_two_processes(alice):
             proc.terminate()
             proc.wait(10)
     codes = [answer.status_code for answer in answers]
-    assert codes.count(200) == 1 and codes.count(429) == 39, codes
-    run = await Run.objects.aget(owner=alice)
+    assert set(codes) == {200, 429} and codes.count(200) <= 2, codes
+    # A run is admitted only while no other holds a reservation and the day's usage is under the
+    # quota (a run that ended under the 50 tokens left leaves room for one more): past the quota
+    # by at most the last admitted run, never by forty.
+    runs = [run async for run in Run.objects.filter(owner=alice).order_by("created_at")]
+    assert 950 + sum(run.total_tokens for run in runs[:-1]) < 1_000
     used = (await UsageDay.objects.aget(user=alice, day=today, agent="chat")).total_tokens
-    assert used == 950 + run.total_tokens
+    assert used == 950 + sum(run.total_tokens for run in runs)
