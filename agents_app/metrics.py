@@ -19,6 +19,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily
+
+from .models import Run
 
 RUNS_STARTED = Counter("agents_runs_started", "Runs that began executing.", ["agent"])
 RUNS_FINISHED = Counter("agents_runs_finished", "Runs that ended, by their status.", ["agent", "status"])
@@ -40,12 +43,34 @@ RUN_DURATION = Histogram(
 )
 
 
+class QueueDepth:
+    """Runs waiting for their turn, in every process: counted in the database at each scrape (a
+    figure of the deployment, not of the process that answers the scrape)."""
+
+    def collect(self):
+        count = Run.objects.filter(status=Run.Status.QUEUED).count()
+        yield GaugeMetricFamily(
+            "agents_runs_queued", "Runs waiting for their turn (queued), in all.", value=count
+        )
+
+
 def registry() -> CollectorRegistry:
-    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        return REGISTRY
-    combined = CollectorRegistry()
-    multiprocess.MultiProcessCollector(combined)
-    return combined
+    """This scrape's metrics: the process's (or, with PROMETHEUS_MULTIPROC_DIR, every process's
+    summed) and the queue's depth."""
+    scrape = CollectorRegistry()
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        multiprocess.MultiProcessCollector(scrape)
+    else:
+        scrape.register(ProcessMetrics())
+    scrape.register(QueueDepth())
+    return scrape
+
+
+class ProcessMetrics:
+    """The default registry's metrics (this process's), inside a scrape's registry."""
+
+    def collect(self):
+        return REGISTRY.collect()
 
 
 def _allowed(request) -> bool:

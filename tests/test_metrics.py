@@ -114,3 +114,18 @@ def test_processes_sharing_a_directory_report_their_sum(alice, tmp_path):
         metrics = samples(page.read().decode())
     assert value(metrics, "agents_runs_started_total", agent="chat") == 2
     assert value(metrics, "agents_runs_finished_total", agent="chat", status="completed") == 2
+
+
+async def test_the_queue_depth_counts_runs_waiting_their_turn(alice, settings):
+    """agents_runs_queued: the runs queued behind a conversation's running one, from the database."""
+    settings.METRICS_TOKEN, settings.OFFLINE_MODEL_DELAY = TOKEN, 0.05
+    assert value(await scrape(), "agents_runs_queued") == 0
+    body = {"input": "Tell me a story about owls", "session_id": "q", "if_busy": "enqueue"}
+    clients = [SSEClient("POST", "/api/agents/chat/stream", body, alice.token) for _ in range(3)]
+    for client in clients:  # the first runs, the other two wait behind it
+        assert await client.start() == 200
+        await client.read_chunk()
+    assert value(await scrape(), "agents_runs_queued") == 2
+    for client in clients:
+        assert (await client.read_all())[-1]["status"] == "completed"
+    assert value(await scrape(), "agents_runs_queued") == 0
