@@ -9,7 +9,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents_app.api.errors import choice_param, cursor, error_body
+from agents_app.api.errors import CURSOR_MAX, choice_param, error_body
 from agents_app.api.pagination import MAX_OFFSET, Pagination, paginated
 from agents_app.api.parsers import CleanJSONParser
 from agents_app.api.throttles import RunStartThrottle
@@ -206,7 +206,7 @@ class DocumentCollectionView(APIView):
             OpenApiParameter("q", str, description="Search the corpus for these words (their best hits)."),
             OpenApiParameter(
                 "limit",
-                {"type": "integer", "minimum": 1, "maximum": 9_999_999_999},
+                {"type": "integer", "minimum": 1, "maximum": CURSOR_MAX},
                 description="Hits (at most 50) or documents per page (at most 500).",
             ),
             OpenApiParameter("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}),
@@ -217,10 +217,9 @@ class DocumentCollectionView(APIView):
         q = request.query_params.get("q", "").strip()
         if q:
             services.query_validate(q)
-            limit = cursor(request.query_params.get("limit", "10"))
-            if not limit:
-                raise ValidationError({"limit": ["must be an integer from 1 to 9999999999"]})
-            Pagination.bounded(request, "offset", 0, MAX_OFFSET)  # hits have no pages, but the same rule
+            # Hits have no pages, but their limit and offset keep the pages' rules.
+            limit = Pagination.bounded(request, "limit", 1, CURSOR_MAX) or 10
+            Pagination.bounded(request, "offset", 0, MAX_OFFSET)
             hits = documents_search(q, min(limit, 50), request.user.pk)
             return Response({"query": q, "results": [hit.as_dict() for hit in hits]})
         paginator = Pagination()

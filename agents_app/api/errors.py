@@ -36,6 +36,7 @@ def choice_param(params, field: str, choices: list[str]) -> str | None:
 
 
 CURSOR_DIGITS = 10  # a stream position (an event's seq) fits in 2**31
+CURSOR_MAX = 10**CURSOR_DIGITS - 1
 
 
 def cursor(raw: Any) -> int | None:
@@ -43,7 +44,7 @@ def cursor(raw: Any) -> int | None:
     `last_event_id`, `starting_after`, a socket's `resume`, `limit`): a non-negative integer, or
     ASCII digits of it (at most CURSOR_DIGITS); None for anything else (the caller answers 400)."""
     if isinstance(raw, int) and not isinstance(raw, bool):
-        return raw if 0 <= raw < 10**CURSOR_DIGITS else None
+        return raw if 0 <= raw <= CURSOR_MAX else None
     if isinstance(raw, bytes):
         raw = raw.decode("latin-1")
     if isinstance(raw, str) and 0 < len(raw) <= CURSOR_DIGITS and raw.isascii() and raw.isdigit():

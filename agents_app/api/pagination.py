@@ -8,7 +8,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 
-from .errors import CURSOR_DIGITS, cursor
+from .errors import CURSOR_MAX, cursor
 
 MAX_OFFSET = 1_000_000_000
 
@@ -17,7 +17,7 @@ class Pagination(LimitOffsetPagination):
     max_limit = 500
 
     def get_limit(self, request):
-        limit = self.bounded(request, self.limit_query_param, 1, 10**CURSOR_DIGITS - 1)
+        limit = self.bounded(request, self.limit_query_param, 1, CURSOR_MAX)
         return min(limit, self.max_limit) if limit else self.default_limit
 
     def get_offset(self, request):
@@ -37,7 +37,7 @@ class Pagination(LimitOffsetPagination):
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
             if parameter["name"] == self.limit_query_param:
-                parameter["schema"].update(minimum=1, maximum=10**CURSOR_DIGITS - 1)
+                parameter["schema"].update(minimum=1, maximum=CURSOR_MAX)
                 parameter["description"] = (
                     f"Items per page, at most {self.max_limit} (a larger limit gives that many)."
                 )

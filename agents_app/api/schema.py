@@ -8,10 +8,10 @@ paths (`openapi_paths()`). It also documents the errors every view can answer wi
 
 from ..registry import all_specs
 from . import ag_ui, ai_sdk
-from .errors import CURSOR_DIGITS
+from .errors import CURSOR_MAX
 
 # A stream position a client resumes from (errors.cursor reads every one).
-CURSOR = {"type": "integer", "minimum": 0, "maximum": 10**CURSOR_DIGITS - 1}
+CURSOR = {"type": "integer", "minimum": 0, "maximum": CURSOR_MAX}
 
 RUN_REQUEST = {"$ref": "#/components/schemas/RunRequest"}
 ERROR = {
