@@ -45,6 +45,11 @@ def all_specs() -> list[AgentSpec]:
     return list(_REGISTRY.values())
 
 
+def slugs() -> list[str]:
+    """The agents' slugs: what an `agent` parameter or field may name."""
+    return list(_REGISTRY)
+
+
 # The built-in agents are built once per model name and shared by every run: SDK agents hold
 # configuration, not run state, and building one per run cost ~0.2 ms of each run's start.
 register(

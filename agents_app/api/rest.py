@@ -18,7 +18,7 @@ from ..conversations import conversation_clear, conversation_delete
 from ..db import in_sync_thread
 from ..errors import NotFound
 from ..models import Conversation, Run
-from ..registry import all_specs
+from ..registry import all_specs, slugs
 from ..runs.cancel import cancel_run
 from ..runs.errors import UPSTREAM_ERROR_CODES
 from ..runs.read import RunFollower, refresh_liveness
@@ -80,7 +80,7 @@ NOT_ACTIVE = OpenApiResponse(description="The run has already ended (`run_not_ac
 
 
 def agent_filter(description: str) -> OpenApiParameter:
-    return OpenApiParameter("agent", str, enum=[spec.slug for spec in all_specs()], description=description)
+    return OpenApiParameter("agent", str, enum=slugs(), description=description)
 
 
 class AgentListView(APIView):
@@ -206,7 +206,7 @@ class ConversationViewSet(
     def get_queryset(self):
         qs = conversations_for(self.request.user)
         params = self.request.query_params
-        agent = choice_param(params, "agent", [spec.slug for spec in all_specs()])
+        agent = choice_param(params, "agent", slugs())
         if agent:
             qs = qs.filter(agent=agent)
         if params.get("search"):
@@ -267,7 +267,7 @@ class RunViewSet(mixins.ListModelMixin, AsyncGenericViewSet):
         if self.action != "list":
             return qs
         params = self.request.query_params
-        agent = choice_param(params, "agent", [spec.slug for spec in all_specs()])
+        agent = choice_param(params, "agent", slugs())
         if agent:
             qs = qs.filter(agent=agent)
         status = choice_param(params, "status", Run.Status.values)

@@ -6,7 +6,7 @@ response that names the event union of each protocol. Each protocol adapter desc
 paths (`openapi_paths()`). It also documents the errors every view can answer with, by rule
 (`error_codes`), which drf-spectacular cannot infer."""
 
-from ..registry import all_specs
+from ..registry import slugs
 from . import ag_ui, ai_sdk
 from .errors import CURSOR_MAX
 
@@ -185,7 +185,7 @@ def native_paths() -> dict:
 def openai_request(*required: str) -> dict:
     """An OpenAI request body: its model (an agent's slug) and what it must carry; the rest is
     OpenAI's own shape (docs/openai-compatible.md)."""
-    model = {"type": "string", "enum": [spec.slug for spec in all_specs()], "description": "An agent's slug."}
+    model = {"type": "string", "enum": slugs(), "description": "An agent's slug."}
     needs = {
         "messages": {"type": "array", "minItems": 1},
         "input": {"oneOf": [{"type": "string"}, {"type": "array"}]},

@@ -5,7 +5,7 @@ from rest_framework import serializers
 
 from ..errors import NotFound
 from ..models import Conversation, ConversationItem, Run, RunEvent
-from ..registry import AgentSpec, all_specs, get_spec
+from ..registry import AgentSpec, all_specs, get_spec, slugs
 from ..runs.start import IF_BUSY, RunRequest
 from ..text import blank
 
@@ -33,7 +33,7 @@ def spec_or_404(slug) -> AgentSpec:
     """The agent a request names, or a 404 listing the agents there are."""
     spec = get_spec(slug) if isinstance(slug, str) else None
     if spec is None:
-        raise NotFound(f"unknown agent {slug!r}", agents=[s.slug for s in all_specs()])
+        raise NotFound(f"unknown agent {slug!r}", agents=slugs())
     return spec
 
 

@@ -10,7 +10,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..registry import all_specs
+from ..registry import slugs
 from ..usage import daily_quota, tokens_used, usage_report
 from .errors import choice_param
 
@@ -32,7 +32,7 @@ class UsageView(APIView):
         parameters=[
             OpenApiParameter("from", dt.date, description=f"first day (UTC); {DEFAULT_DAYS} days back"),
             OpenApiParameter("to", dt.date, description="last day, included; default: today"),
-            OpenApiParameter("agent", str, enum=[spec.slug for spec in all_specs()]),
+            OpenApiParameter("agent", str, enum=slugs()),
         ],
         responses={200: dict},
     )
@@ -42,7 +42,7 @@ class UsageView(APIView):
         end = _date(params, "to", today)
         # By ordinal: `to=0001-01-01` minus 29 days is before the first date there is (no 500).
         start = _date(params, "from", dt.date.fromordinal(max(1, end.toordinal() - (DEFAULT_DAYS - 1))))
-        agent = choice_param(params, "agent", [spec.slug for spec in all_specs()])
+        agent = choice_param(params, "agent", slugs())
         report = usage_report(request.user.pk, start, end, agent)
         quota = daily_quota(request.user.pk)
         report["quota"] = {"daily_tokens": quota or None, "used_today": tokens_used(request.user.pk, today)}

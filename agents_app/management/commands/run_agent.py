@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agents_app.api.serializers import validate_run_input
 from agents_app.providers.responses_stream import TEXT_DELTA
-from agents_app.registry import all_specs, get_spec
+from agents_app.registry import get_spec, slugs
 from agents_app.runs.engine import close_engine
 from agents_app.runs.read import RunFollower
 from agents_app.runs.start import RunRequest, start_run
@@ -26,7 +26,7 @@ class Command(BaseCommand):
     def handle(self, slug, input, user, session, **options):
         spec = get_spec(slug)
         if spec is None:
-            raise CommandError(f"unknown agent {slug!r}; known: {', '.join(s.slug for s in all_specs())}")
+            raise CommandError(f"unknown agent {slug!r}; known: {', '.join(slugs())}")
         try:
             validate_run_input(input)
         except Exception as exc:
