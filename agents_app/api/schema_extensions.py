@@ -6,7 +6,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSe
 
 from ..registry import all_specs
 from ..text import NOT_BLANK
-from .serializers import CONTENT_PARTS, INPUT_ITEM_FIELDS
+from .serializers import CONTENT_PARTS, INPUT_ITEM_FIELDS, ROLES
 
 
 class TokenScheme(OpenApiAuthenticationExtension):
@@ -74,12 +74,7 @@ def _item(kind: str, fields: dict) -> dict:
     kinds = {"type": "string", "enum": [kind]}
     properties = {"type": kinds, "role": ROLE, "content": CONTENT}
     for name, json_type in fields.items():
-        properties.setdefault(
-            name,
-            {"oneOf": [{"type": "string"}, {"type": "array"}]}
-            if " or " in json_type
-            else {"type": json_type},
-        )
+        properties.setdefault(name, JSON_SCHEMAS[json_type])
     return {
         "type": "object",
         "properties": properties,
@@ -88,7 +83,13 @@ def _item(kind: str, fields: dict) -> dict:
     }
 
 
-ROLE = {"type": "string", "enum": ["user", "assistant", "system", "developer"]}
+ROLE = {"type": "string", "enum": list(ROLES)}
+# serializers.JSON_TYPES as schemas.
+JSON_SCHEMAS = {
+    "string": {"type": "string"},
+    "array": {"type": "array"},
+    "string or array": {"oneOf": [{"type": "string"}, {"type": "array"}]},
+}
 
 
 def _part(kind: str, field: str | None) -> dict:

@@ -18,6 +18,7 @@ INPUT_ITEM_FIELDS = {
     "reasoning": {"summary": "array"},
 }
 JSON_TYPES = {"string": str, "array": list, "string or array": str | list}
+ROLES = ("user", "assistant", "system", "developer")
 # The parts a message's content list may hold, by type, with the text field each needs.
 CONTENT_PARTS = {
     "input_text": "text",
@@ -74,7 +75,7 @@ def validate_run_input(value):
                     raise serializers.ValidationError(f"a {kind} input item's {name} must be a {json_type}")
             if "content" in item:
                 check_content(item["content"])
-            if "role" in item and item["role"] not in ("user", "assistant", "system", "developer"):
+            if "role" in item and item["role"] not in ROLES:
                 raise serializers.ValidationError(f"unknown role {item['role']!r}")
         if len(str(value)) > limit:
             raise serializers.ValidationError(f"input is larger than {limit} characters")
