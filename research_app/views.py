@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents_app.api.errors import CURSOR_MAX, choice_param, error_body
-from agents_app.api.pagination import MAX_OFFSET, Pagination, paginated
+from agents_app.api.pagination import MAX_OFFSET, Pagination, page_of, paginated
 from agents_app.api.parsers import CleanJSONParser
 from agents_app.api.throttles import RunStartThrottle
 from agents_app.db import in_sync_thread
@@ -174,16 +174,7 @@ class ReferenceResearchView(AsyncAPIView):
 # A page of documents, or (with ?q=) the search's hits.
 DOCUMENTS_OR_HITS = {
     "oneOf": [
-        {
-            "type": "object",
-            "properties": {
-                "count": {"type": "integer"},
-                "next": {"type": "string", "nullable": True},
-                "previous": {"type": "string", "nullable": True},
-                "results": {"type": "array", "items": {"$ref": "#/components/schemas/Document"}},
-            },
-            "required": ["count", "next", "previous", "results"],
-        },
+        page_of({"$ref": "#/components/schemas/Document"}),
         {
             "type": "object",
             "properties": {

@@ -46,6 +46,21 @@ class Pagination(LimitOffsetPagination):
         return parameters
 
 
+def page_of(items: dict) -> dict:
+    """The schema of a page of `items` (a schema), where the items have no serializer."""
+    link = {"type": "string", "format": "uri", "nullable": True}
+    return {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "next": link,
+            "previous": link,
+            "results": {"type": "array", "items": items},
+        },
+        "required": ["count", "next", "previous", "results"],
+    }
+
+
 def paginated(name: str, serializer: serializers.Serializer) -> serializers.Serializer:
     """The schema of a page of `serializer` items, for a view that paginates by hand."""
     return inline_serializer(

@@ -29,7 +29,7 @@ from ..session import DjangoSession
 from ..transcript import turns_of
 from .approvals import pending_approvals
 from .errors import choice_param, cursor, error_body
-from .pagination import Pagination, paginated
+from .pagination import Pagination, page_of, paginated
 from .schema import CURSOR
 from .serializers import (
     CancelRequestSerializer,
@@ -65,16 +65,6 @@ TURN = {
         "created_at": {"type": "string", "format": "date-time"},
     },
     "required": ["run_id", "agent", "status", "input", "steps", "answer", "html", "created_at"],
-}
-PAGE_OF_TURNS = {
-    "type": "object",
-    "properties": {
-        "count": {"type": "integer"},
-        "next": {"type": "string", "format": "uri", "nullable": True},
-        "previous": {"type": "string", "format": "uri", "nullable": True},
-        "results": {"type": "array", "items": TURN},
-    },
-    "required": ["count", "next", "previous", "results"],
 }
 NOT_ACTIVE = OpenApiResponse(description="The run has already ended (`run_not_active`, with its `status`).")
 
@@ -232,7 +222,7 @@ class ConversationViewSet(
         page = self.paginate_queryset(conversation.items.order_by("id"))
         return self.get_paginated_response(ConversationItemSerializer(page, many=True).data)
 
-    @extend_schema(responses={200: PAGE_OF_TURNS})
+    @extend_schema(responses={200: page_of(TURN)})
     @action(detail=True, methods=["get"])
     def turns(self, request, pk=None):
         """The conversation's runs as the chat page shows them, newest page first, each page in order."""
