@@ -43,11 +43,7 @@ def prune(batch: int = 5_000, log: Callable[[str], None] = lambda _: None) -> Pr
     events_before = _cutoff(settings.RETAIN_RUN_EVENTS_DAYS)
     if events_before is not None:
         old = RunEvent.objects.filter(run__finished_at__lt=events_before).exclude(type__in=TERMINAL_TYPES)
-        pruned.events = _in_batches(
-            old.values_list("pk", flat=True),
-            lambda pks: RunEvent.objects.filter(pk__in=pks).delete()[0],
-            batch,
-        )
+        pruned.events = _in_batches(old.values_list("pk", flat=True), _delete_events, batch)
         log(f"{pruned.events} events of runs finished before {events_before:%Y-%m-%d}")
     traces_before = _cutoff(settings.RETAIN_TRACES_DAYS)
     stale = Trace.objects.filter(run__isnull=False).exclude(run__in=Run.objects.all())
@@ -67,6 +63,10 @@ def prune(batch: int = 5_000, log: Callable[[str], None] = lambda _: None) -> Pr
     return pruned
 
 
+def _delete_events(pks: list) -> int:
+    return RunEvent.objects.filter(pk__in=pks).delete()[0]
+
+
 def _delete_traces(pks: list) -> int:
     Span.objects.filter(trace_id__in=pks).delete()
     return Trace.objects.filter(pk__in=pks).delete()[1].get(Trace._meta.label, 0)
@@ -75,5 +75,5 @@ def _delete_traces(pks: list) -> int:
 def _delete_conversations(pks: list, batch: int) -> int:
     """Conversations with their runs: the runs' events first, in batches, then the rest."""
     events = RunEvent.objects.filter(run__conversation_id__in=pks).values_list("pk", flat=True)
-    _in_batches(events, lambda chunk: RunEvent.objects.filter(pk__in=chunk).delete()[0], batch)
+    _in_batches(events, _delete_events, batch)
     return Conversation.objects.filter(pk__in=pks).delete()[1].get(Conversation._meta.label, 0)

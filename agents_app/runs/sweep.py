@@ -13,6 +13,7 @@ from ..db import in_sync_thread
 from ..models import Run, RunEvent
 from ..providers.responses_stream import TEXT_DELTA
 from ..registry import get_spec
+from ..usage import COUNTERS
 from .journal import COMMITTED, Journal, RunEnd
 
 COMPLETED = "response.completed"  # a model call's end, with its usage
@@ -41,7 +42,7 @@ def journalled(run_id, agent: str) -> tuple[str | None, dict]:
     its finished model calls (their `response.completed` events)."""
     spec = get_spec(agent)
     answer: list[str] = []
-    usage = dict.fromkeys(("requests", "input_tokens", "output_tokens", "total_tokens"), 0)
+    usage = dict.fromkeys(COUNTERS, 0)
     events = RunEvent.objects.filter(run_id=run_id, type__in=("raw_response", "agent_updated"))
     for data in events.order_by("seq").values_list("data", flat=True).iterator():
         if data["type"] == "agent_updated":
