@@ -56,9 +56,12 @@ def quota_reservation(user_id: int, quota: int, now: dt.datetime) -> int:
     Called with the user's starts serialized (runs/start.py locks the user's row), so parallel
     starts can take the user at most one reservation past the quota."""
     today = now.astimezone(dt.UTC).date()
-    used = tokens_used(user_id, today)
+    # Reservations before usage: a run that ends between the two reads (its usage is recorded
+    # in the transaction that ends it) is then counted once or twice, never not at all, as it
+    # would be in the other order under READ COMMITTED.
     active = Run.objects.filter(owner_id=user_id, status__in=Run.ACTIVE)
     reserved = active.aggregate(reserved=Sum("reserved_tokens"))["reserved"] or 0
+    used = tokens_used(user_id, today)
     if used + reserved >= quota:
         resets_at = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
         held = f" and your runs in progress hold {reserved} more" if reserved else ""

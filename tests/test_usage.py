@@ -5,10 +5,13 @@ import asyncio
 import datetime as dt
 
 import pytest
+from django.db import connection
 from django.db.models import Sum
 from django.test import Client
+from django.utils import timezone
 
 from agents_app.models import Run, UsageDay, UserQuota
+from agents_app.usage import QuotaExceeded, quota_reservation, usage_record
 
 from .streams import SSEClient, stream_run, wait_finished, ws_client
 
@@ -131,3 +134,26 @@ async def test_parallel_starts_cannot_slip_under_the_quota(alice, settings, api_
     used = (await UsageDay.objects.aget(user=alice, day=today, agent="chat")).total_tokens
     assert used == 950 + sum(run.total_tokens for run in runs)
     assert (await api.post("/api/agents/chat/run", {"input": "more"})).status_code == 429
+
+
+def test_a_run_ending_during_the_quota_check_is_counted(alice, settings):
+    """The quota check reads the active runs' reservations and the day's usage in two statements;
+    a run that ends between them (its usage recorded as it ends) must be seen in one of them."""
+    settings.AGENTS_RUN_TOKEN_RESERVATION = 4_000
+    now = timezone.now()
+    UsageDay.objects.create(user=alice, day=now.date(), agent="chat", runs=1, total_tokens=950)
+    run = Run.objects.create(owner=alice, agent="chat", input="hi", status="running", reserved_tokens=4_000)
+    ended = []
+
+    def end_the_run_after_the_first_read(execute, sql, params, many, context):
+        answer = execute(sql, params, many, context)
+        if "SUM" in sql and not ended:
+            ended.append(sql)
+            Run.objects.filter(pk=run.pk).update(status="completed", total_tokens=113)
+            usage_record(alice.pk, "chat", {"total_tokens": 113}, now)
+        return answer
+
+    with connection.execute_wrapper(end_the_run_after_the_first_read):
+        with pytest.raises(QuotaExceeded):
+            quota_reservation(alice.pk, 1_000, now)
+    assert ended
