@@ -71,6 +71,9 @@ class Run(models.Model):
     EXECUTING = (Status.QUEUED, Status.RUNNING)
     # A conversation's current run: the one that runs, or waits for approval.
     CURRENT = (Status.RUNNING, Status.AWAITING_APPROVAL)
+    # The `worker_channel` of a run that waits for a worker to take its job (not a channel's name:
+    # the channel layer refuses to send to it).
+    UNCLAIMED = "(unclaimed)"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs")
@@ -132,6 +135,16 @@ class Run(models.Model):
     def beat_before(cutoff) -> Q:
         """Runs whose last heartbeat (or, before their first, their creation) is older than `cutoff`."""
         return Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+
+    @staticmethod
+    def unclaimed() -> Q:
+        """Runs no process holds yet (RUN_EXECUTION=worker: accepted, or decided after a pause,
+        waiting for a worker to take them): no heartbeat is kept for them, and none is missed."""
+        return Q(worker_channel=Run.UNCLAIMED, status__in=Run.EXECUTING)
+
+    @property
+    def is_claimed(self) -> bool:
+        return self.worker_channel != self.UNCLAIMED or self.status not in self.EXECUTING
 
     @property
     def is_active(self) -> bool:

@@ -95,6 +95,17 @@ GC_GEN0_THRESHOLD = env_int("GC_GEN0_THRESHOLD", 20_000)
 RUN_HEARTBEAT_INTERVAL = env_float("RUN_HEARTBEAT_INTERVAL", 3.0)
 RUN_STALE_AFTER = env_float("RUN_STALE_AFTER", 10.0)
 RUN_SWEEP_INTERVAL = env_float("RUN_SWEEP_INTERVAL", 5.0)
+# Where runs execute: "in-process" (in the process that accepted the start: the default, and
+# the only mode on SQLite) or "worker" (PostgreSQL: `manage.py run_worker` processes take runs from
+# the database's job queue, procrastinate's; web processes accept, stream, replay and cancel).
+RUN_EXECUTION = env_str("RUN_EXECUTION", "in-process")
+if RUN_EXECUTION not in ("in-process", "worker"):
+    raise ImproperlyConfigured(f"RUN_EXECUTION must be 'in-process' or 'worker', got {RUN_EXECUTION!r}")
+# Runs one worker process executes at once (a run mostly waits on the model: they are cheap).
+WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 100)
+# Seconds between a worker's looks for jobs it was not notified of (a run freed by its
+# conversation's previous run, a retried one); new runs are notified at once.
+WORKER_POLL_INTERVAL = env_float("WORKER_POLL_INTERVAL", 0.5)
 # A cancel of a run of another process waits this long for that process to answer (through the
 # channel layer); one that does not is taken for dead, and the run ends `cancelled` at once.
 RUN_OWNER_TIMEOUT = env_float("RUN_OWNER_TIMEOUT", 1.0)

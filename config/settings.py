@@ -184,6 +184,12 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_PO
         "timeout": DB_POOL_TIMEOUT,
     }
 
+# The job queue of the worker tier (RUN_EXECUTION=worker): its tables are PostgreSQL's only.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    INSTALLED_APPS.append("procrastinate.contrib.django")
+PROCRASTINATE_IMPORT_PATHS = ["agents_app.runs.worker"]
+PROCRASTINATE_AUTODISCOVER_MODULE_NAME = ""
+
 REDIS_URL = env_str("REDIS_URL")
 # Seconds a read from Redis may take. channels_redis waits for messages with a blocking pop of
 # 5 s; redis-py's default read timeout is also 5 s, so every receive on a channel that stayed
@@ -325,6 +331,9 @@ SPECTACULAR_SETTINGS = {
 # --- agents, their runs and streams: config/agents_settings.py --------------
 from .agents_settings import *  # noqa: E402, F403
 
+if RUN_EXECUTION == "worker" and "procrastinate.contrib.django" not in INSTALLED_APPS:  # noqa: F405
+    raise ImproperlyConfigured("RUN_EXECUTION=worker needs PostgreSQL (DATABASE_URL): the job queue is there")
+
 PORT = env_int("PORT", 8000)
 
 # /metrics (Prometheus) answers staff, and a scraper that sends `Authorization: Bearer <this>`.
@@ -355,5 +364,7 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
         "openai.agents": {"level": "WARNING"},
+        # A line per job (a run's start and end are logged by the engine already).
+        "procrastinate": {"level": "WARNING"},
     },
 }

@@ -64,6 +64,13 @@ def start_server(port: int, **env) -> subprocess.Popen:
     return listening(proc, port, "daphne")
 
 
+def start_worker(**env) -> subprocess.Popen:
+    """A worker process of the worker tier (`manage.py run_worker`) on the test database; the
+    web processes that hand it runs need RUN_EXECUTION=worker too."""
+    command = [sys.executable, "manage.py", "run_worker"]
+    return subprocess.Popen(command, cwd=ROOT, env={**server_env(), "RUN_EXECUTION": "worker", **env})
+
+
 @contextlib.contextmanager
 def serving(**env) -> Iterator[str]:
     """A server on a free port while the block runs: its base URL."""

@@ -21,6 +21,7 @@ from ..errors import AlreadyDecided, NotFound, RunNotActive, ServiceError
 from ..models import Approval, ConversationItem, Run, RunPause
 from ..registry import get_spec
 from .execute import Resume, call_body, unowned_complete
+from .jobs import defer_run, in_workers
 from .journal import COMMITTED, RunEnd
 
 log = logging.getLogger(__name__)
@@ -76,12 +77,13 @@ async def decide(
     """Record a decision (the caller has checked that `user` may decide on this run); returns its
     `approval_decided` event. The last decision of a pause resumes the run on `executor` (the
     running loop's `RunExecutor`)."""
-    channel = await executor.ensure_started()
+    # In worker mode the run goes on in whichever worker takes its job (deferred with the decision).
+    channel = Run.UNCLAIMED if in_workers() else await executor.ensure_started()
     change = _decision(
         str(run_id), str(approval_id), DECISIONS[decision], reason, always, user, surface, channel
     )
     event = await executor.journal.change(str(run_id), change)
-    if event["pending"] == 0:
+    if event["pending"] == 0 and channel != Run.UNCLAIMED:
         await resume(executor, run_id)
     return event
 
@@ -117,8 +119,10 @@ def _decision(
         pending = Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING).count()
         seq = run.last_seq + 1
         fields: dict[str, Any] = {"last_seq": seq}
-        if not pending:  # the run goes on, here
+        if not pending:  # the run goes on, here (or, unclaimed, in the worker that takes its job)
             fields.update(status=Run.Status.RUNNING, worker_channel=channel, heartbeat_at=now)
+            if channel == Run.UNCLAIMED:
+                defer_run(run_id, resume=True)
         Run.objects.filter(pk=run_id).update(**fields)
         return {
             "type": "approval_decided",
@@ -184,15 +188,19 @@ def _expired_ids() -> list[tuple]:
 
 async def resume(executor: Any, run_id: Any) -> None:
     """Go on with a run this process took at its last decision, from its stored state."""
-    run, resume_from = await in_sync_thread(_resume_from)(run_id)
-    executor.resume(run, get_spec(run.agent), resume_from)
+    run, state = await in_sync_thread(_resumed)(run_id)
+    executor.resume(run, get_spec(run.agent), state)
 
 
-def _resume_from(run_id: Any) -> tuple[Run, Resume]:
-    run = Run.objects.select_related("conversation").get(pk=run_id)
+def _resumed(run_id: Any) -> tuple[Run, Resume]:
+    return Run.objects.select_related("conversation").get(pk=run_id), resume_from(run_id)
+
+
+def resume_from(run_id: Any) -> Resume:
+    """What a decided run goes on from: its stored SDK state and the decisions on its calls."""
     state = RunPause.objects.get(run_id=run_id).state
     decisions = {a.call_id: a for a in Approval.objects.select_related("decided_by").filter(run_id=run_id)}
-    return run, Resume(state, decisions)
+    return Resume(state, decisions)
 
 
 async def end_paused(journal: Any, run: Run, status: str = Run.Status.CANCELLED) -> bool:

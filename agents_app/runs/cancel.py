@@ -64,7 +64,13 @@ async def cancel_run(run: Run, mode: str = "immediate") -> Run:
     engine = current_engine()
     if engine is not None and engine.executor.cancel_local(run.pk, mode):
         return run
-    if run.worker_channel:
+    if not run.is_claimed:
+        # Worker mode, no worker has it yet: it ends now and never starts, in either mode (a
+        # worker claiming it meanwhile gets the request with its row, and the signal below).
+        if await end_orphan(run):
+            return run
+        await in_sync_thread(run.refresh_from_db)(fields=["worker_channel", "status"])
+    if run.worker_channel and run.is_active and run.is_claimed:
         try:
             await layer.send(run.worker_channel, _signal(run, mode))
         except Exception:
@@ -77,16 +83,18 @@ async def cancel_run(run: Run, mode: str = "immediate") -> Run:
 
 
 async def end_orphan(run: Run) -> bool:
-    """End, `cancelled`, a run whose process did not answer: with its text so far and the usage of
-    its finished model calls, numbered after its last stored event; True if this ended it (False:
-    it ended, or moved, meanwhile)."""
+    """End, `cancelled`, a run whose process did not answer (or that no worker has claimed yet):
+    with its text so far and the usage of its finished model calls, numbered after its last
+    stored event; True if this ended it (False: it ended, or moved, meanwhile)."""
     text, usage = await in_sync_thread(journalled)(run.pk, run.agent)
     event = unowned_complete(run, text, usage, Run.Status.CANCELLED)
     fields = {"status": Run.Status.CANCELLED, "final_output": text, **usage}
     end = RunEnd(fields, run.agent, owner_id=run.owner_id, orphan_of=run.worker_channel)
+    claimed = run.is_claimed
     ended = await get_engine().journal.end(str(run.pk), event, end) == COMMITTED
     if ended:
-        log.warning("run %s cancelled for its process, which did not answer", run.pk)
+        if claimed:
+            log.warning("run %s cancelled for its process, which did not answer", run.pk)
         await in_sync_thread(run.refresh_from_db)()
     return ended
 
@@ -96,7 +104,7 @@ def cancel_run_from_sync(run: Run, mode: str = "immediate") -> None:
     this process or another, signalled through the channel layer."""
     _check(run, mode)
     _record(run, timezone.now(), mode)
-    if run.worker_channel:
+    if run.worker_channel and run.is_claimed:  # an unclaimed run's worker finds the request
         try:
             layer.send_from_sync(run.worker_channel, _signal(run, mode))
         except Exception:

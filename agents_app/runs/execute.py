@@ -61,7 +61,7 @@ class RunContext:
         self.spec = spec
         self.journal = journal
         self.fresh_conversation = fresh_conversation  # no memory to read yet
-        self.seq = 0
+        self.seq = run.last_seq  # 0, or the events stored before it began (worker mode's run_queued)
         self.cancel_mode: str | None = None
         # Set when the serving process stops before the run ends (RunExecutor.shutdown).
         self.interrupted = False

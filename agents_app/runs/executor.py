@@ -92,7 +92,6 @@ class RunExecutor:
         """Go on with a run whose pause was decided (its row says `running` on our channel now):
         its events follow the last stored one, and go to its group too, where its readers are."""
         ctx = RunContext(run, spec, self.journal)
-        ctx.seq = run.last_seq
         ctx.resume = resume
         self.hub.own(ctx.run_key)
         self.hub.watch(ctx.run_key)

@@ -2,9 +2,10 @@
 waits, in the order the runs came, until the conversation is free, then starts running.
 
 One run per conversation is `running` at a time (the database enforces it); any number may be
-`queued`. A queued run's task announces it (`run_queued`), then tries to take its turn whenever a
-run of its conversation ends in this process, and at least every QUEUE_POLL seconds for runs
-that end in other processes.
+`queued`. A queued run's task tries to take its turn, announces that it waits (`run_queued`) if
+it must, then tries again whenever a run of its conversation ends in this process, and at least
+every QUEUE_POLL seconds for runs that end in other processes. In worker mode every run is
+queued until its worker takes its turn.
 """
 
 import asyncio
@@ -14,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from ..db import in_sync_thread
-from ..models import Run
+from ..models import Run, RunEvent
 from .execute import RunContext
 
 QUEUE_POLL = 0.5  # seconds between a queued run's checks for runs ended in other processes
@@ -40,24 +41,43 @@ class Turns:
             pass
 
     async def wait_for_turn(self, ctx: RunContext) -> None:
-        """Hold a queued run until it runs; the run's events show it waiting."""
+        """Hold a queued run until it runs; a run that must wait says so first (`run_queued`)."""
         run = ctx.run
-        ahead = await in_sync_thread(_runs_ahead)(run)
-        ctx.emit(
-            {
-                "type": "run_queued",
-                "conversation_id": str(run.conversation_id),
-                "position": len(ahead),
-                "waiting_for": ahead[0] if ahead else None,
-            }
-        )
-        while True:
-            outcome = await in_sync_thread(_take_turn)(run)
-            if outcome == "running":
-                return
+        outcome, ahead = await in_sync_thread(_first_try)(run)
+        if outcome == "wait":
+            ctx.emit(queued_body(run, ahead))
+        while outcome != "running":
             if outcome == "gone":  # it was ended meanwhile (cancelled, swept): nothing to run
                 raise asyncio.CancelledError
             await self.wait(run.conversation_id, QUEUE_POLL)
+            outcome = await in_sync_thread(_take_turn)(run)
+
+
+def queued_body(run: Run, ahead: list[str]) -> dict:
+    """A `run_queued` event: the runs of its conversation it waits for (none: it waits for a
+    worker), the running one first."""
+    return {
+        "type": "run_queued",
+        "conversation_id": str(run.conversation_id) if run.conversation_id else None,
+        "position": len(ahead),
+        "waiting_for": ahead[0] if ahead else None,
+    }
+
+
+def announce_waiting(run: Run) -> dict:
+    """Worker mode: a run's first event, stored with its row and its job (in the admission's
+    transaction, before any worker can number events of its own): it waits to be taken."""
+    ahead = _runs_ahead(run) if run.conversation_id else []
+    event = {"seq": 1, "run_id": str(run.pk), **queued_body(run, ahead)}
+    event = {"type": event.pop("type"), **event}
+    RunEvent.objects.create(run=run, seq=1, type=event["type"], data=event)
+    return event
+
+
+def _first_try(run: Run) -> tuple[str, list[str]]:
+    """`_take_turn`, and the runs ahead of this one when it must wait."""
+    outcome = _take_turn(run)
+    return outcome, _runs_ahead(run) if outcome == "wait" else []
 
 
 def _runs_ahead(run: Run) -> list[str]:
@@ -67,14 +87,18 @@ def _runs_ahead(run: Run) -> list[str]:
 
 
 def _take_turn(run: Run) -> str:
-    """`running` if the run took its turn, `wait` if it must wait, `gone` if it is no longer queued."""
+    """`running` if the run took its turn, `wait` if it must wait, `gone` if it is no longer queued.
+    A run with no conversation (worker mode queues every run) waits for nobody."""
     conversation = Run.objects.filter(conversation_id=run.conversation_id)
-    if conversation.filter(status__in=Run.CURRENT).exists():  # running, or awaiting approval
+    if run.conversation_id is None:
+        conversation = Run.objects.filter(pk=run.pk)
+    elif conversation.filter(status__in=Run.CURRENT).exists():  # running, or awaiting approval
         return "wait"
-    first = conversation.filter(status=Run.Status.QUEUED).order_by("created_at", "pk").first()
-    if first is None or first.pk != run.pk:
-        still_queued = conversation.filter(pk=run.pk, status=Run.Status.QUEUED).exists()
-        return "wait" if still_queued else "gone"
+    else:
+        first = conversation.filter(status=Run.Status.QUEUED).order_by("created_at", "pk").first()
+        if first is None or first.pk != run.pk:
+            still_queued = conversation.filter(pk=run.pk, status=Run.Status.QUEUED).exists()
+            return "wait" if still_queued else "gone"
     now = timezone.now()
     try:
         with transaction.atomic():

@@ -155,7 +155,8 @@ class RunCursor:
         if engine is not None and engine.hub.subscribe(run.pk, channel.inbox):
             self.set_local(True)
             return
-        await self._join_group(channel, run.worker_channel if run.is_active else "")
+        owner = run.worker_channel if run.is_active and run.is_claimed else ""
+        await self._join_group(channel, owner)
 
     async def follow_group(self, channel: LayerChannel) -> Batch:
         """The run paused and left this process: follow its group from now on (whichever process
@@ -265,9 +266,12 @@ class RunReader:
 
     def started(self, run_id: Any) -> RunCursor:
         """A run started with this reader's inbox as its `reader` (subscribed before its first
-        event): followed from the start, nothing to replay."""
+        event): followed from the start, nothing to replay. A run that no executor here runs (in
+        worker mode a worker takes it) is followed through its group, which the pump joins at
+        its first step, then reads what was stored before."""
         cursor = self.cursors[str(run_id)] = RunCursor(run_id, 0)
-        cursor.set_local(True)
+        cursor.set_local(runs_here(run_id))
+        cursor.regroup = not cursor.local
         return cursor
 
     async def follow(self, run: Run, after: int = 0, write: bool = True) -> tuple[Batch, bool]:
@@ -358,7 +362,8 @@ class RunReader:
 
     async def _step(self) -> bool:
         """One wake-up's work; False when the reading is over."""
-        await self.inbox.wait()
+        if not any(cursor.regroup for cursor in self.cursors.values()):
+            await self.inbox.wait()
         if self.credential_watch is not None and not await self.credential_watch.still_usable():
             if self.on_credentials_lost is not None:
                 await self.on_credentials_lost()

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from .. import providers
@@ -33,8 +34,11 @@ from ..registry import AgentSpec
 from ..usage import daily_quota, quota_reservation
 from .approvals import reject_pending
 from .cancel import cancel_run
+from .events import encode
+from .jobs import defer_run, in_workers
 from .lifespan import start_engine
-from .publish import Reader
+from .publish import Reader, events_message
+from .queue import announce_waiting
 from .read import refresh_liveness
 from .sweep import stale_cutoff
 
@@ -70,21 +74,27 @@ async def start_run(request: RunRequest | Callable[[], RunRequest], reader: Read
     Raises a ServiceError (nothing is started) for a conversation that is not the caller's or
     is busy (`reject`), or when the caller has too many active runs."""
     engine = await start_engine()
-    worker = engine.executor.channel_name
+    # In worker mode the run waits, unclaimed, for a worker to take its job.
+    worker = Run.UNCLAIMED if in_workers() else engine.executor.channel_name
     try:
-        request, run, fresh = await in_sync_thread(_admit)(request, worker)
+        request, run, fresh, first = await in_sync_thread(_admit)(request, worker)
     except ConversationBusy as busy:
         # A run left active by a process that died no longer holds the conversation.
         if not await _swept(busy.extra.get("active_run_id")):
             raise
-        request, run, fresh = await in_sync_thread(_admit)(request, worker)
-    engine.executor.launch(run, request.spec, reader=reader, fresh_conversation=fresh)
+        request, run, fresh, first = await in_sync_thread(_admit)(request, worker)
+    if worker != Run.UNCLAIMED:
+        engine.executor.launch(run, request.spec, reader=reader, fresh_conversation=fresh)
+    else:  # the first event, stored at admission, published now that it is committed
+        await engine.hub.publish(events_message(str(run.pk), [first["seq"]], [encode(first)], False))
     if request.if_busy == "interrupt" and run.status == Run.Status.QUEUED:
         await _cancel_others(engine.executor, run)
     return run
 
 
-def _admit(request: RunRequest | Callable[[], RunRequest], worker: str) -> tuple[RunRequest, Run, bool]:
+def _admit(
+    request: RunRequest | Callable[[], RunRequest], worker: str
+) -> tuple[RunRequest, Run, bool, dict | None]:
     if callable(request):
         request = request()
     if request.if_busy not in IF_BUSY:
@@ -93,7 +103,13 @@ def _admit(request: RunRequest | Callable[[], RunRequest], worker: str) -> tuple
     problem = check(request.input) if check is not None else None
     if problem:
         raise ServiceError(problem, field="input")
-    return (request, *create_run(request, worker))
+    if worker != Run.UNCLAIMED:
+        return (request, *create_run(request, worker), None)
+    with transaction.atomic():  # worker mode: the run, its first event and its job, or nothing
+        run, fresh = create_run(request, worker)
+        first = announce_waiting(run)
+        defer_run(run.pk, fresh)
+    return request, run, fresh, first
 
 
 async def _swept(run_id: str | None) -> bool:
@@ -122,8 +138,9 @@ async def _cancel_others(executor: Any, run: Run) -> None:
 def create_run(request: RunRequest, worker: str, queue: bool = False) -> tuple[Run, bool]:
     """The database half of a start (in the sync thread): the Run row, and whether its
     conversation is new (it has no memory to read). `worker` is the control channel of the
-    executor that will run it; `queue`: queue it even if the conversation looks free. A refused
-    start leaves nothing behind, not even a new conversation.
+    executor that will run it, or Run.UNCLAIMED in worker mode: the run is queued with its job,
+    for a worker to take. `queue`: queue it even if the conversation looks free. A refused start
+    leaves nothing behind, not even a new conversation.
 
     On PostgreSQL a transaction only for the per-user cap or a quota (their checks and the insert
     hold the user's row lock): each costs two more round trips, on the way to the first token;
@@ -175,7 +192,7 @@ def _new_run(
     busy = None if fresh or conversation is None else _active_run(conversation)
     if busy is not None and request.if_busy == "reject":
         raise _busy(conversation, busy)
-    waits = queue or busy is not None
+    waits = queue or busy is not None or worker == Run.UNCLAIMED
     info = providers.provider_info()
     now = timezone.now()
     # owner_id, not owner: the run's instance (held by its readers and executor for the run's
@@ -194,6 +211,7 @@ def _new_run(
         started_at=None if waits else now,
         heartbeat_at=now,
         worker_channel=worker,
+        last_seq=1 if worker == Run.UNCLAIMED else 0,  # worker mode: its `run_queued` (announce_waiting)
     )
 
 
@@ -242,7 +260,8 @@ def _check_active_runs(user) -> None:
     """The per-user cap (AGENTS_MAX_ACTIVE_RUNS_PER_USER), across processes. Runs of processes that
     died do not count."""
     limit = settings.AGENTS_MAX_ACTIVE_RUNS_PER_USER
-    active = Run.objects.filter(owner=user, status__in=Run.EXECUTING, heartbeat_at__gte=stale_cutoff())
+    alive = Q(heartbeat_at__gte=stale_cutoff()) | Run.unclaimed()
+    active = Run.objects.filter(alive, owner=user, status__in=Run.EXECUTING)
     active_ids = [str(pk) for pk in active.values_list("pk", flat=True)]
     if len(active_ids) >= limit:
         raise TooManyRuns(

@@ -27,12 +27,12 @@ def stale_cutoff() -> datetime:
 
 
 def stale_runs(cutoff: datetime):
-    return Run.objects.filter(Run.beat_before(cutoff), status__in=Run.EXECUTING)
+    return Run.objects.filter(Run.beat_before(cutoff), status__in=Run.EXECUTING).exclude(Run.unclaimed())
 
 
 def is_stale(run: Run) -> bool:
     beat = run.heartbeat_at or run.created_at
-    return run.status in Run.EXECUTING and beat < stale_cutoff()
+    return run.status in Run.EXECUTING and run.is_claimed and beat < stale_cutoff()
 
 
 def journalled(run_id, agent: str) -> tuple[str | None, dict]:
