@@ -29,7 +29,7 @@ def _close_worker_thread_connections(django_db_setup):
     from asgiref.sync import sync_to_async
     from django.db import connections
 
-    from agents_app.runs.journal import on_writer_thread
+    from agents_app.runs.store import on_writer_thread
 
     on_writer_thread(connections.close_all)
     asyncio.run(sync_to_async(connections.close_all)())  # thread-sensitive: the sync thread's

@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from agents_app.models import Run, RunEvent
-from agents_app.runs.journal import on_writer_thread
+from agents_app.runs.store import on_writer_thread
 
 from .streams import SSEClient, stream_run, stream_until_first_delta, text_of, wait_finished
 

@@ -8,9 +8,10 @@ import pytest
 from django.db import DataError, OperationalError
 
 from agents_app.models import Conversation, Run, RunEvent
-from agents_app.runs import journal as journal_module
+from agents_app.runs import store as store_module
 from agents_app.runs.engine import get_engine
-from agents_app.runs.journal import COMMITTED, VOID, Entry, RunEnd, store
+from agents_app.runs.journal import COMMITTED, VOID
+from agents_app.runs.store import Entry, RunEnd, store
 
 from .streams import SSEClient, stream_run, stream_until_first_delta
 
@@ -23,7 +24,7 @@ def delta(run_id, seq: int, text: str = "word ") -> dict:
 
 def failing_commit(monkeypatch, fails) -> dict:
     """The journal's commit raises what `fails(entries)` returns (None: commit as usual)."""
-    real = journal_module._commit
+    real = store_module._commit
     state = {"failed": 0}
 
     def commit(entries):
@@ -33,14 +34,14 @@ def failing_commit(monkeypatch, fails) -> dict:
             raise error
         return real(entries)
 
-    monkeypatch.setattr(journal_module, "_commit", commit)
+    monkeypatch.setattr(store_module, "_commit", commit)
     return state
 
 
 def slow_commit(monkeypatch, seconds: float, when=lambda entries: True) -> threading.Event:
     """The journal's commits of the batches `when` picks take `seconds` longer; the event is set
     as such a commit begins."""
-    real = journal_module._commit
+    real = store_module._commit
     writing = threading.Event()
 
     def commit(entries):
@@ -49,7 +50,7 @@ def slow_commit(monkeypatch, seconds: float, when=lambda entries: True) -> threa
             time.sleep(seconds)
         return real(entries)
 
-    monkeypatch.setattr(journal_module, "_commit", commit)
+    monkeypatch.setattr(store_module, "_commit", commit)
     return writing
 
 
@@ -174,7 +175,7 @@ async def test_ends_that_arrive_together_share_a_commit(alice, slow_model, monke
     from agents_app.runs.start import RunRequest, start_run
 
     batches = []
-    real = journal_module._commit
+    real = store_module._commit
 
     def counting(entries):
         ends = sum(entry.end is not None for entry in entries)
@@ -182,7 +183,7 @@ async def test_ends_that_arrive_together_share_a_commit(alice, slow_model, monke
             batches.append(ends)
         return real(entries)
 
-    monkeypatch.setattr(journal_module, "_commit", counting)
+    monkeypatch.setattr(store_module, "_commit", counting)
     slow_model["seconds"] = 30
     chat = get_spec("chat")
     started = [

@@ -22,7 +22,8 @@ from ..models import Approval, ConversationItem, Run, RunPause
 from ..registry import get_spec
 from .execute import Resume, call_body, unowned_complete
 from .jobs import defer_run, in_workers
-from .journal import COMMITTED, RunEnd
+from .journal import COMMITTED
+from .store import RunEnd
 
 log = logging.getLogger(__name__)
 

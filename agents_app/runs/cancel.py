@@ -14,7 +14,8 @@ from . import layer
 from .approvals import end_paused
 from .engine import current_engine, get_engine
 from .execute import unowned_complete
-from .journal import COMMITTED, RunEnd
+from .journal import COMMITTED
+from .store import RunEnd
 from .sweep import journalled
 
 log = logging.getLogger(__name__)

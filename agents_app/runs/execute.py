@@ -25,7 +25,8 @@ from ..registry import AgentSpec
 from ..session import DjangoSession, MemoryWindow
 from .errors import JOURNAL_FAILED, RunTimeout, error_code, error_text
 from .events import FIRST_OUTPUT_TYPES, PAUSE_TYPE, final_output_json, translate
-from .journal import COMMITTED, REFUSED, VOID, Journal, Pause, RunEnd
+from .journal import COMMITTED, REFUSED, VOID, Journal
+from .store import Pause, RunEnd
 
 log = logging.getLogger(__name__)
 

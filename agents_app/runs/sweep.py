@@ -14,7 +14,8 @@ from ..models import Run, RunEvent
 from ..providers.responses_stream import TEXT_DELTA
 from ..registry import get_spec
 from ..usage import COUNTERS
-from .journal import COMMITTED, Journal, RunEnd
+from .journal import COMMITTED, Journal
+from .store import RunEnd
 
 COMPLETED = "response.completed"  # a model call's end, with its usage
 STALE_ERROR = "the process running this run stopped (stale heartbeat)"
