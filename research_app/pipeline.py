@@ -17,7 +17,7 @@ from agents_app.db import in_sync_thread
 from agents_app.models import Run
 from agents_app.providers import register_structured_composer
 from agents_app.registry import AgentSpec, register
-from agents_app.runs.execute import RunContext
+from agents_app.runs.context import RunContext
 
 from .ai_agents import (
     SearchContext,

@@ -395,7 +395,7 @@ def test_a_started_run_holds_no_user_or_token():
 
 async def test_runs_of_a_built_in_agent_share_one_agent(alice, monkeypatch):
     """The chat agent is built once, not per run; runs on it at once still keep apart."""
-    from agents_app.runs.execute import RunContext
+    from agents_app.runs.context import RunContext
 
     agents = []
     stream_agent = RunContext.stream_agent

@@ -20,7 +20,8 @@ from ..db import in_sync_thread
 from ..errors import AlreadyDecided, NotFound, RunNotActive, ServiceError
 from ..models import Approval, ConversationItem, Run, RunPause
 from ..registry import get_spec
-from .execute import Resume, call_body, unowned_complete
+from .context import Resume
+from .execute import call_body, unowned_complete
 from .jobs import defer_run, in_workers
 from .journal import COMMITTED
 from .store import RunEnd

@@ -24,7 +24,8 @@ from ..models import Run
 from ..registry import AgentSpec
 from . import layer
 from .approvals import end_cancelled, expire_pending
-from .execute import Resume, RunContext, execute
+from .context import Resume, RunContext
+from .execute import execute
 from .journal import Journal
 from .publish import Hub, Reader
 from .queue import Turns

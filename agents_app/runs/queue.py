@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from ..db import in_sync_thread
 from ..models import Run, RunEvent
-from .execute import RunContext
+from .context import RunContext
 
 QUEUE_POLL = 0.5  # seconds between a queued run's checks for runs ended in other processes
 
