@@ -1,4 +1,5 @@
-"""The deployment's nginx config (deploy/nginx/agents.conf) in front of two web processes: a run
+"""The deployment's nginx config (deploy/nginx/agents.conf) in front of two web processes (and, in
+worker mode, two workers that execute the runs): a run
 streamed through it arrives as it is written, is joined and resumed with Last-Event-ID and
 cancelled through it (round robin takes those requests to both processes), a socket runs through
 it, and static files come from nginx itself."""
@@ -14,11 +15,12 @@ import httpx
 import pytest
 import websockets
 from django.conf import settings
+from django.db import connection
 from httpx_sse import aconnect_sse
 
 from agents_app.models import Run
 
-from .live_server import ROOT, free_port, listening, start_server
+from .live_server import ROOT, free_port, listening, start_server, start_worker
 
 pytestmark = [
     pytest.mark.live,
@@ -53,9 +55,12 @@ def nginx_config(tmp: Path, port: int, upstreams: list[int]) -> Path:
     return config
 
 
-@pytest.fixture
-def through_nginx(tmp_path):
-    """The base URL of nginx in front of two web processes."""
+@pytest.fixture(params=["in-process", "worker"])
+def through_nginx(request, tmp_path):
+    """The base URL of nginx in front of two web processes (in worker mode, and two workers)."""
+    workers = request.param == "worker"
+    if workers and connection.vendor != "postgresql":
+        pytest.skip("worker mode: its queue is PostgreSQL's")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists():
         if os.environ.get("CI"):
@@ -66,7 +71,10 @@ def through_nginx(tmp_path):
     procs = []
     try:
         ports = [free_port(), free_port()]
-        procs += [start_server(port, OFFLINE_MODEL_DELAY="0.1") for port in ports]
+        mode = {"RUN_EXECUTION": request.param}
+        procs += [start_server(port, OFFLINE_MODEL_DELAY="0.1", **mode) for port in ports]
+        if workers:
+            procs += [start_worker(OFFLINE_MODEL_DELAY="0.1") for _ in range(2)]
         port = free_port()
         config = nginx_config(tmp_path, port, ports)
         proxy = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(config)])

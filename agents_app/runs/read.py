@@ -272,6 +272,8 @@ class RunReader:
         cursor = self.cursors[str(run_id)] = RunCursor(run_id, 0)
         cursor.set_local(runs_here(run_id))
         cursor.regroup = not cursor.local
+        if cursor.regroup:
+            self.inbox.wake()  # a pump already running (a socket's) joins the group now
         return cursor
 
     async def follow(self, run: Run, after: int = 0, write: bool = True) -> tuple[Batch, bool]:
