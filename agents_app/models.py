@@ -96,6 +96,8 @@ class Run(models.Model):
     total_tokens = models.PositiveIntegerField(default=0)
     current_turn = models.PositiveIntegerField(default=0)
     last_seq = models.PositiveIntegerField(default=0)
+    # Worker mode: how many times another worker took the run over from a dead (or stopping) one.
+    restarts = models.PositiveSmallIntegerField(default=0)
     on_disconnect = models.CharField(max_length=16, default="continue")
     # Options of the request that started the run: `events` ("full": every raw model event is
     # journalled, as the reference server streams them), and what a protocol adapter keeps to
@@ -189,13 +191,23 @@ class RunEvent(models.Model):
 
 
 class RunPause(models.Model):
-    """What a run paused for approval needs to go on, in any process: the SDK's `RunState` as its
-    public serialisation (`RunState.to_json`) gives it. Written with the run's `approval_required`
-    event; replaced at the run's next pause."""
+    """Where a run goes on from, in any process: the SDK's `RunState` as its public serialisation
+    (`RunState.to_json`) gives it. Written with the run's `approval_required` event (a pause), or
+    at a turn boundary in worker mode (a checkpoint, from which another worker restarts the run
+    if its worker dies); each replaces the one before."""
+
+    class Kind(models.TextChoices):
+        PAUSE = "pause"  # waits for decisions on its tool calls
+        TURN = "turn"  # a checkpoint: the turns before `turn` are done
 
     run = models.OneToOneField(Run, on_delete=models.CASCADE, primary_key=True, related_name="pause")
     state = models.JSONField()
     paused_at = models.DateTimeField()
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.PAUSE)
+    turn = models.PositiveIntegerField(default=0)  # a checkpoint's: the turn that comes next
+    seq = models.PositiveIntegerField(default=0)  # the run's events the state covers
+    # A checkpoint's: the conversation items the run added so far (written at its end).
+    memory = models.JSONField(default=list)
 
     def __str__(self) -> str:
         return f"pause of run {str(self.run_id)[:8]}"

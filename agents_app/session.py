@@ -109,6 +109,14 @@ class DjangoSession(SessionABC):
         self._empty = False
         await in_sync_thread(ConversationItem.objects.bulk_create)(self._rows([_plain(i) for i in items]))
 
+    def pending_items(self) -> list:
+        """The deferred items so far (a checkpoint keeps them, to give them to `restore`)."""
+        return list(self._pending or [])
+
+    def restore(self, items: list) -> None:
+        """Defer `items` again: a run taken over from its checkpoint (they were never written)."""
+        self._pending = [*items, *(self._pending or [])]
+
     def take_rows(self) -> list[ConversationItem]:
         """The deferred items as unsaved rows, in order, for the caller to save."""
         if not self._pending:

@@ -2,7 +2,9 @@
 
 Steps come from the run's stored `run_item` events and its approvals (`approval_required`,
 `approval_decided`, named by their type), so a finished turn reads the same as the live stream
-showed it; the answer is the run's final output rendered as sanitized markdown.
+showed it; the answer is the run's final output rendered as sanitized markdown. The steps of a
+turn that was cut and done again (`turn_restarted`, worker mode) are left out, as the live page
+drops them.
 """
 
 import json
@@ -16,6 +18,7 @@ from .rendering import render_markdown
 # The `run_item` events shown as steps (the answer itself is the final output).
 STEP_NAMES = ("tool_called", "tool_output", "handoff_requested", "handoff_occured", "reasoning_item_created")
 APPROVAL_TYPES = ("approval_required", "approval_decided")
+RESTART_TYPE = "turn_restarted"
 STEP_FIELDS = (
     "seq", "name", "agent_name", "tool_name", "tool_arguments", "call_id", "output", "source_agent",
     "target_agent", "content", "approvals", "approval_id", "decision", "reason", "decided_by", "pending",
@@ -74,10 +77,13 @@ def turns_of(runs: list[Run]) -> list[dict]:
     steps: dict[Any, list[dict]] = {run.pk: [] for run in runs}
     events = (
         RunEvent.objects.filter(run__in=list(steps))
-        .filter(Q(type="run_item", data__name__in=STEP_NAMES) | Q(type__in=APPROVAL_TYPES))
+        .filter(Q(type="run_item", data__name__in=STEP_NAMES) | Q(type__in=(*APPROVAL_TYPES, RESTART_TYPE)))
         .order_by("run", "seq")
         .values_list("run_id", "data")
     )
     for run_id, data in events:
-        steps[run_id].append(step_of(data))
+        if data["type"] == RESTART_TYPE:
+            steps[run_id] = [step for step in steps[run_id] if step["seq"] <= data["after_seq"]]
+        else:
+            steps[run_id].append(step_of(data))
     return [turn_of(run, steps[run.pk]) for run in runs]

@@ -106,6 +106,11 @@ WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 100)
 # Seconds between a worker's looks for jobs it was not notified of (a run freed by its
 # conversation's previous run, a retried one); new runs are notified at once.
 WORKER_POLL_INTERVAL = env_float("WORKER_POLL_INTERVAL", 0.5)
+# A worker whose heartbeat in the job queue is older than this is taken for dead (SIGKILL, a lost
+# machine): another worker takes its runs over, each from its last checkpoint (a turn boundary).
+RUN_WORKER_DEAD_AFTER = env_float("RUN_WORKER_DEAD_AFTER", 30.0)
+# Takeovers a run survives; one more and it ends `failed` with code `interrupted`.
+RUN_MAX_RESTARTS = env_int("RUN_MAX_RESTARTS", 2)
 # A cancel of a run of another process waits this long for that process to answer (through the
 # channel layer); one that does not is taken for dead, and the run ends `cancelled` at once.
 RUN_OWNER_TIMEOUT = env_float("RUN_OWNER_TIMEOUT", 1.0)

@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from agents import Runner
+from agents import Runner, RunState
 
 from .. import metrics, providers
 from ..models import Run
@@ -16,7 +16,9 @@ from ..providers.responses_stream import TEXT_DELTA
 from ..registry import AgentSpec
 from ..session import DjangoSession
 from .events import FIRST_OUTPUT_TYPES, translate
+from .jobs import in_workers
 from .journal import Journal
+from .store import Checkpoint
 
 
 class Resume:
@@ -26,6 +28,24 @@ class Resume:
     def __init__(self, state: dict, decisions: dict) -> None:
         self.state = state
         self.decisions = decisions
+
+
+class Restart:
+    """A run taken over from a worker that stopped: it says so first (`turn_restarted`: the turn it
+    does again, why, and the last event that stays), then goes on from its checkpoint (the
+    context's `resume`) or, with none, from its start. `memory`: the checkpoint's unwritten
+    conversation items."""
+
+    def __init__(self, turn: int, reason: str, after_seq: int, memory: list, usage: dict) -> None:
+        self.turn = turn
+        self.reason = reason
+        self.after_seq = after_seq
+        self.memory = memory
+        self.usage = usage  # of the model calls made before (a taken-over run's count too)
+
+    def event(self) -> dict:
+        body = {"type": "turn_restarted", "turn": self.turn, "reason": self.reason}
+        return {**body, "after_seq": self.after_seq}
 
 
 class Paused:
@@ -69,6 +89,11 @@ class RunContext:
         self.began = time.monotonic()
         self._first_token = False
         self.resume: Resume | None = None  # set for a run that goes on after its pause
+        self.restart: Restart | None = None  # set for a run taken over from a stopped worker
+        # Worker mode: the run's SDK state is stored at every turn boundary (a single agent's).
+        self.checkpoints = in_workers() and spec.pipeline is None
+        # Set when its worker stops and hands the run to another (`worker.release`).
+        self.released = False
 
     def next_event(self, body: dict) -> dict:
         """`body` as this run's next event: numbered, with the run's id."""
@@ -99,8 +124,11 @@ class RunContext:
             result.cancel(mode="after_turn")
         if answering:
             self.answer = []
+        boundary = TurnBoundary(input) if self.checkpoints and answering else None
         try:
             async for sdk_event in result.stream_events():
+                if boundary is not None and boundary.crossed(sdk_event):
+                    self._checkpoint(result, boundary)
                 body = translate(sdk_event, self.full_events)
                 if body is None:
                     continue
@@ -116,6 +144,18 @@ class RunContext:
             self._results.remove(result)
             self._add_usage(result)
         return result
+
+    def _checkpoint(self, result: Any, boundary: "TurnBoundary") -> None:
+        """The SDK's state now that a turn ended and the next began, stored with the events it
+        covers (those emitted so far). Skipped when the SDK has already gone further than the
+        events read (its state holds items not yet streamed): the last checkpoint stays."""
+        state = result.to_state().to_json()
+        if len(state.get("generated_items") or ()) != boundary.items:
+            return
+        turn = state["current_turn"]  # the turn that began: a restart does it again
+        state["current_turn"] = turn - 1
+        memory = self.session.pending_items() if self.session is not None else []
+        self.journal.checkpoint(self.run_key, Checkpoint(state, self.seq, turn, memory))
 
     def _follow_answer(self, body: dict) -> None:
         if body["type"] == "agent_updated":
@@ -155,3 +195,23 @@ class RunContext:
             return self.partial_output
         text = "".join(self.answer)
         return text if text or status != Run.Status.FAILED else None
+
+
+class TurnBoundary:
+    """Where a streamed agent's turn ends: its model call completed (and its tools ran), and the
+    next call's first event comes. Counts the items the stream has shown, to compare with the
+    SDK's state (`input`: a state the agent goes on from already holds its own)."""
+
+    def __init__(self, input: Any) -> None:
+        self.items = len(input.to_json().get("generated_items") or ()) if isinstance(input, RunState) else 0
+        self._completed = False
+
+    def crossed(self, sdk_event: Any) -> bool:
+        if sdk_event.type == "run_item_stream_event":
+            self.items += 1
+        elif sdk_event.type == "raw_response_event":
+            if self._completed:
+                self._completed = False
+                return True
+            self._completed = getattr(sdk_event.data, "type", "") == "response.completed"
+        return False

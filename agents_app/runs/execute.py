@@ -39,7 +39,7 @@ async def execute(ctx: RunContext, wait_for_turn: Callable[[RunContext], Awaitab
     log.info(
         "run %s %s (agent %s, user %s)",
         run.pk,
-        "resumed" if ctx.resume else "started",
+        "restarted" if ctx.restart else "resumed" if ctx.resume else "started",
         run.agent,
         run.owner_id,
         extra={**who, "model": run.model},
@@ -47,7 +47,9 @@ async def execute(ctx: RunContext, wait_for_turn: Callable[[RunContext], Awaitab
     try:
         if run.status == Run.Status.QUEUED:
             await wait_for_turn(ctx)
-        if ctx.resume is None:
+        if ctx.restart is not None:
+            ctx.emit(ctx.restart.event())
+        elif ctx.resume is None:
             metrics.RUNS_STARTED.labels(run.agent).inc()
             ctx.emit(
                 {
@@ -72,6 +74,11 @@ async def execute(ctx: RunContext, wait_for_turn: Callable[[RunContext], Awaitab
         if ctx.cancelled:
             status = Run.Status.CANCELLED
     except asyncio.CancelledError:
+        if ctx.released:  # its worker stops: another one goes on with it (worker.release)
+            await ctx.journal.flush()
+            metrics.ACTIVE_RUNS.dec()
+            log.info("run %s handed over to another worker", run.pk, extra=who)
+            return
         status = Run.Status.CANCELLED
     except Exception as exc:
         status, error, code = Run.Status.FAILED, error_text(exc), error_code(exc)
@@ -129,6 +136,8 @@ async def _run_body(ctx: RunContext) -> Any:
         session = ctx.session = DjangoSession(
             conversation, empty=ctx.fresh_conversation, deferred=True, window=memory_window()
         )
+        if ctx.restart is not None:
+            session.restore(ctx.restart.memory)
     agent = ctx.spec.build(None)
     if ctx.resume is not None:
         state = await _decided_state(agent, ctx.resume, run.context or None)

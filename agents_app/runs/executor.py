@@ -24,7 +24,7 @@ from ..models import Run
 from ..registry import AgentSpec
 from . import layer
 from .approvals import end_cancelled, expire_pending
-from .context import Resume, RunContext
+from .context import Restart, Resume, RunContext
 from .execute import execute
 from .journal import Journal
 from .publish import Hub, Reader
@@ -89,11 +89,17 @@ class RunExecutor:
             self.hub.subscribe(ctx.run_key, reader)
         return self._start(ctx)
 
-    def resume(self, run: Run, spec: AgentSpec, resume: Resume) -> asyncio.Task:
-        """Go on with a run whose pause was decided (its row says `running` on our channel now):
-        its events follow the last stored one, and go to its group too, where its readers are."""
+    def resume(
+        self, run: Run, spec: AgentSpec, resume: Resume | None, restart: Restart | None = None
+    ) -> asyncio.Task:
+        """Go on with a run whose pause was decided, or (`restart`) that another worker stopped
+        executing (its row says `running` on our channel now): from `resume`'s state (none: from
+        its start), its events following the last stored one, and going to its group too, where
+        its readers are."""
         ctx = RunContext(run, spec, self.journal)
-        ctx.resume = resume
+        ctx.resume, ctx.restart = resume, restart
+        if restart is not None:
+            ctx.usage.update(restart.usage)
         self.hub.own(ctx.run_key)
         self.hub.watch(ctx.run_key)
         return self._start(ctx)
@@ -115,6 +121,16 @@ class RunExecutor:
             self.hub.disown(ctx.run_key)
             if ctx.run.conversation_id:
                 self.turns.ended(ctx.run.conversation_id)
+
+    async def release(self, run_id: Any) -> None:
+        """Stop executing a run without ending it (this worker stops; another takes it over from
+        its checkpoint): its task ends once what it emitted is stored."""
+        ctx, task = self.contexts.get(str(run_id)), self.tasks.get(str(run_id))
+        if ctx is None or task is None or task.done():
+            return
+        ctx.released = True
+        task.cancel()
+        await asyncio.wait([task], timeout=10)
 
     def on_lost(self, run_id: str, error: BaseException) -> None:
         """The journal could not store this run's events: end it, `failed`."""

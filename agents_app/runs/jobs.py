@@ -12,7 +12,7 @@ from procrastinate.contrib.django import app
 
 TASK = "agents.execute_run"
 QUEUE = "runs"
-# A run whose last tool call was decided goes on before new runs that wait for a worker.
+# A run whose last tool call was decided, or whose worker stopped, goes on before new runs.
 RESUME_PRIORITY = 10
 
 
@@ -21,8 +21,12 @@ def in_workers() -> bool:
     return settings.RUN_EXECUTION == "worker"
 
 
-def defer_run(run_id: object, fresh_conversation: bool = False, resume: bool = False) -> None:
-    """The run's job, through Django's connection: in the caller's transaction (sync code)."""
-    app.configure_task(TASK, queue=QUEUE, priority=RESUME_PRIORITY if resume else 0).defer(
-        run_id=str(run_id), fresh_conversation=fresh_conversation, resume=resume
+def defer_run(
+    run_id: object, fresh_conversation: bool = False, resume: bool = False, restart: bool = False
+) -> None:
+    """The run's job, through Django's connection: in the caller's transaction (sync code).
+    `resume`: its last tool call was decided; `restart`: its worker stopped before it ended."""
+    priority = RESUME_PRIORITY if resume or restart else 0
+    app.configure_task(TASK, queue=QUEUE, priority=priority).defer(
+        run_id=str(run_id), fresh_conversation=fresh_conversation, resume=resume, restart=restart
     )

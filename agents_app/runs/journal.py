@@ -24,7 +24,7 @@ from ..errors import Unavailable
 from .events import TERMINAL_TYPES, encode
 from .publish import Hub, events_message
 from .retry import OUTAGE_ERRORS, Patience
-from .store import Entry, RunEnd, store, writer
+from .store import Checkpoint, Entry, RunEnd, store, writer
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,11 @@ class Journal:
         self._add(Entry(run_id, event, encode(event)))
         if urgent:
             self._hurry()
+
+    def checkpoint(self, run_id: str, checkpoint: Checkpoint) -> None:
+        """Queue a run's checkpoint: committed with (or after) the events it covers."""
+        if run_id not in self.lost:
+            self._add(Entry(run_id, {}, None, checkpoint=checkpoint))
 
     async def end(self, run_id: str, event: dict, end: RunEnd) -> str:
         """Commit a run's terminal event with its end; COMMITTED, VOID (the run had already ended),
@@ -191,7 +196,8 @@ class Journal:
     async def _publish(self, stored: list[Entry]) -> None:
         by_run: dict[str, list[Entry]] = {}
         for entry in stored:
-            by_run.setdefault(entry.run_id, []).append(entry)
+            if entry.checkpoint is None:  # a checkpoint is no event
+                by_run.setdefault(entry.run_id, []).append(entry)
         for run_id, entries in by_run.items():
             seqs = [e.event["seq"] for e in entries]
             if self.hub.owns(run_id):

@@ -81,6 +81,17 @@ class RunEnd:
 
 
 @dataclass(slots=True)
+class Checkpoint:
+    """Worker mode: a run's SDK state at a turn boundary, covering its events through `seq`, and
+    the conversation items it added so far (stored as `RunPause` of kind `turn`; no event)."""
+
+    state: dict
+    seq: int
+    turn: int
+    memory: list
+
+
+@dataclass(slots=True)
 class Entry:
     run_id: str
     event: dict  # the sweep's end gets its `seq` when it is stored: the run's next one
@@ -91,6 +102,7 @@ class Entry:
     # event that records it (numbered after the run's last) or refuses with a ServiceError.
     change: Callable[[datetime], dict] | None = None
     refusal: ServiceError | None = None
+    checkpoint: Checkpoint | None = None  # not an event: `event` and `text` are empty
 
 
 def store(batch: list[Entry]) -> tuple[list[Entry], dict[str, BaseException]]:
@@ -140,8 +152,12 @@ def _commit(entries: list[Entry]) -> list[Entry]:
         void = {id(entry) for entry in entries if entry.end is not None and not _end_run(entry, now)}
         void |= {id(entry) for entry in entries if entry.change is not None and not _apply(entry, now)}
         stored = [entry for entry in entries if id(entry) not in void]
-        _insert_events(stored, now)
-        metrics.EVENTS_JOURNALLED.inc(len(stored))
+        events = [entry for entry in stored if entry.checkpoint is None]
+        _insert_events(events, now)
+        metrics.EVENTS_JOURNALLED.inc(len(events))
+        for entry in stored:
+            if entry.checkpoint is not None:
+                _checkpoint(entry.run_id, entry.checkpoint, now)
         ends = [entry for entry in stored if entry.end is not None]
         ConversationItem.objects.bulk_create([item for entry in ends for item in entry.end.memory])
         conversations = {item.conversation_id for entry in ends for item in entry.end.memory}
@@ -151,6 +167,12 @@ def _commit(entries: list[Entry]) -> list[Entry]:
             for pk in sorted(conversations, key=str):
                 Conversation.objects.filter(pk=pk).update(updated_at=now)
     return stored
+
+
+def _checkpoint(run_id: str, checkpoint: Checkpoint, now: datetime) -> None:
+    fields = {"kind": RunPause.Kind.TURN, "paused_at": now, "state": checkpoint.state}
+    fields.update(seq=checkpoint.seq, turn=checkpoint.turn, memory=checkpoint.memory)
+    RunPause.objects.update_or_create(run_id=run_id, defaults=fields)
 
 
 def _apply(entry: Entry, now: datetime) -> bool:
@@ -172,9 +194,9 @@ def _pause_run(entry: Entry, now: datetime) -> bool:
     runs = Run.objects.filter(pk=entry.run_id, status__in=Run.EXECUTING)
     if not runs.update(last_seq=entry.event["seq"], **end.fields):
         return False
-    RunPause.objects.update_or_create(
-        run_id=entry.run_id, defaults={"state": end.pause.state, "paused_at": now}
-    )
+    fields = {"kind": RunPause.Kind.PAUSE, "state": end.pause.state, "paused_at": now}
+    fields.update(seq=entry.event["seq"], turn=0, memory=[])
+    RunPause.objects.update_or_create(run_id=entry.run_id, defaults=fields)
     for approval in end.pause.approvals:
         approval.created_at = now
     Approval.objects.bulk_create(end.pause.approvals)

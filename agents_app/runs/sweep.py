@@ -14,6 +14,7 @@ from ..models import Run, RunEvent
 from ..providers.responses_stream import TEXT_DELTA
 from ..registry import get_spec
 from ..usage import COUNTERS
+from .jobs import in_workers
 from .journal import COMMITTED, Journal
 from .store import RunEnd
 
@@ -28,12 +29,15 @@ def stale_cutoff() -> datetime:
 
 
 def stale_runs(cutoff: datetime):
+    """In worker mode none: a dead worker's runs are taken over by another (runs/worker.py)."""
+    if in_workers():
+        return Run.objects.none()
     return Run.objects.filter(Run.beat_before(cutoff), status__in=Run.EXECUTING).exclude(Run.unclaimed())
 
 
 def is_stale(run: Run) -> bool:
     beat = run.heartbeat_at or run.created_at
-    return run.status in Run.EXECUTING and run.is_claimed and beat < stale_cutoff()
+    return not in_workers() and run.status in Run.EXECUTING and run.is_claimed and beat < stale_cutoff()
 
 
 def journalled(run_id, agent: str) -> tuple[str | None, dict]:

@@ -3,9 +3,16 @@ queue (runs/jobs.py) and executes each on its engine, as a web process would in-
 events go to the run's channel-layer group from the first (the readers are all elsewhere), and
 cancel signals come to its executor's control channel like to any process's.
 
-Workers reach the queue through a psycopg connector of their own (procrastinate's Django connector
-cannot listen for new jobs). A worker that is asked to stop takes no new job, gives its runs
-RUN_SHUTDOWN_GRACE seconds, then ends the rest `interrupted`, as a web process does."""
+Runs outlive their worker. A worker that stops (SIGTERM) takes no new job, gives its runs
+RUN_SHUTDOWN_GRACE seconds, then hands the others over (`release`: unclaimed, with a new job).
+A worker that dies (SIGKILL, a lost machine) stops beating in the queue: after
+RUN_WORKER_DEAD_AFTER seconds any live worker retries its jobs (`recover_stalled`). Either way
+the next worker takes the run over (`takeover`) from its last checkpoint, a turn boundary: it
+says so (`turn_restarted`) and does that turn again. A run taken over more than
+RUN_MAX_RESTARTS times ends `failed` (`interrupted`).
+
+Workers reach the queue through a psycopg connector of their own (procrastinate's Django
+connector cannot listen for new jobs)."""
 
 import asyncio
 import logging
@@ -13,52 +20,160 @@ import os
 import socket
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Max
 from django.utils import timezone
 from procrastinate.contrib.django import app
 
 from ..db import in_sync_thread
-from ..models import Run
+from ..models import Run, RunEvent, RunPause
 from ..registry import get_spec
 from .approvals import resume_from
 from .cancel import end_orphan
+from .context import Restart, Resume
 from .engine import get_engine, shutdown_engine
-from .jobs import QUEUE, TASK
+from .jobs import QUEUE, TASK, defer_run
+from .journal import COMMITTED
 from .lifespan import start_engine
+from .store import RunEnd
+from .sweep import journalled
 
 log = logging.getLogger(__name__)
 
+STOPPED = "the worker running it stopped"
+DIED = "the worker running it stopped answering"
 
-@app.task(name=TASK, queue=QUEUE)
-async def execute_run(run_id: str, fresh_conversation: bool = False, resume: bool = False) -> None:
+
+@app.task(name=TASK, queue=QUEUE, pass_context=True)
+async def execute_run(
+    job: object, run_id: str, fresh_conversation: bool = False, resume: bool = False, restart: bool = False
+) -> None:
     """The job of one run: claim it (nothing to do if it was cancelled, or another worker has it),
-    then execute it here until it ends or pauses."""
+    then execute it here until it ends, pauses, or this worker stops. A retried job (its worker
+    died) or a `restart` one (its worker stopped) takes the run over."""
     executor = get_engine().executor
     channel = await executor.ensure_started()
-    run = await in_sync_thread(_claim)(run_id, channel)
+    retried = job.job.attempts > 0
+    run = await in_sync_thread(_claim)(run_id, channel, takeover=restart or retried)
     if run is None:
         return
     spec = get_spec(run.agent)
     if run.cancel_requested_at is not None and (run.status == Run.Status.QUEUED or spec is None):
         await end_orphan(run)  # cancelled before it began: it never starts
         return
-    if resume:
+    if (restart or retried) and run.status == Run.Status.RUNNING:
+        task = await takeover(run, spec, DIED if retried else STOPPED)
+    elif resume:
         task = executor.resume(run, spec, await in_sync_thread(resume_from)(run_id))
     else:
         task = executor.launch(run, spec, fresh_conversation=fresh_conversation)
         executor.hub.watch(run.pk)
+    if task is None:
+        return
     if run.cancel_requested_at is not None:
         executor.cancel_local(run.pk, run.cancel_mode or "immediate")
-    # The job lasts as long as the run's task: a worker that stops waits for it (shield: a job
-    # cancelled by the worker's shutdown leaves the run to the engine's shutdown).
-    await asyncio.shield(task)
+    try:
+        # The job lasts as long as the run's task (shielded: the worker's shutdown cancels the job).
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await release(run)
+        raise
 
 
-def _claim(run_id: str, channel: str) -> Run | None:
-    """The run, now held by this worker's executor; None if it is no longer waiting for one."""
-    unclaimed = Run.objects.filter(Run.unclaimed(), pk=run_id)
-    if not unclaimed.update(worker_channel=channel, heartbeat_at=timezone.now()):
+def _claim(run_id: str, channel: str, takeover: bool) -> Run | None:
+    """The run, now held by this worker's executor; None if it is no longer waiting for one (a
+    takeover takes an active run from whichever worker had it)."""
+    runs = Run.objects.filter(pk=run_id)
+    runs = runs.filter(status__in=Run.EXECUTING) if takeover else runs.filter(Run.unclaimed())
+    if not runs.update(worker_channel=channel, heartbeat_at=timezone.now()):
         return None
     return Run.objects.select_related("conversation").get(pk=run_id)
+
+
+async def takeover(run: Run, spec, reason: str) -> asyncio.Task | None:
+    """Go on with a run another worker was executing: from its checkpoint, after a
+    `turn_restarted`; or end it `failed` if it was taken over too often."""
+    executor = get_engine().executor
+    restarts, pause, after_seq, last_seq = await in_sync_thread(_restart_point)(run)
+    run.restarts, run.last_seq = restarts, last_seq
+    if restarts > settings.RUN_MAX_RESTARTS:
+        await _give_up(run, f"the run was interrupted {restarts} times: {reason}")
+        return None
+    if after_seq is None:  # it had not begun: it starts again
+        return executor.resume(run, spec, None)
+    resume = None
+    if pause is not None and pause.kind == RunPause.Kind.TURN:
+        resume = Resume(pause.state, {})
+    elif pause is not None:
+        resume = await in_sync_thread(resume_from)(run.pk)
+    turn = pause.turn if pause is not None and pause.kind == RunPause.Kind.TURN else 1
+    if pause is not None and pause.kind == RunPause.Kind.PAUSE:
+        turn = pause.state.get("current_turn") or 1
+    memory = pause.memory if pause is not None else []
+    _text, usage = await in_sync_thread(journalled)(run.pk, run.agent)
+    log.warning("run %s taken over (%s), turn %d again", run.pk, reason, turn)
+    return executor.resume(run, spec, resume, Restart(turn, reason, after_seq, memory, usage))
+
+
+def _restart_point(run: Run) -> tuple[int, RunPause | None, int | None, int]:
+    """The run's takeovers so far (this one counted), its checkpoint, the last event that stays
+    (None: it had not begun) and its last stored event."""
+    Run.objects.filter(pk=run.pk).update(restarts=F("restarts") + 1)
+    restarts = Run.objects.values_list("restarts", flat=True).get(pk=run.pk)
+    events = RunEvent.objects.filter(run_id=run.pk)
+    last_seq = events.aggregate(last=Max("seq"))["last"] or 0
+    pause = RunPause.objects.filter(run_id=run.pk).first()
+    if pause is not None and pause.kind == RunPause.Kind.TURN:
+        return restarts, pause, pause.seq, last_seq
+    if pause is not None:  # resumed after its decisions: they stay
+        decided = events.filter(type="approval_decided").aggregate(last=Max("seq"))["last"]
+        return restarts, pause, decided or pause.seq, last_seq
+    started = events.filter(type="run_started").values_list("seq", flat=True).first()
+    return restarts, None, started, last_seq
+
+
+async def _give_up(run: Run, error: str) -> None:
+    text, usage = await in_sync_thread(journalled)(run.pk, run.agent)
+    fields = {"status": Run.Status.FAILED, "error": error, "error_code": "interrupted", "final_output": text}
+    event = {"type": "error", "seq": None, "run_id": str(run.pk), "message": error, "code": "interrupted"}
+    end = RunEnd({**fields, **usage}, run.agent, owner_id=run.owner_id, orphan_of=run.worker_channel)
+    if await get_engine().journal.end(str(run.pk), event, end) == COMMITTED:
+        log.warning("run %s failed: %s", run.pk, error)
+
+
+async def release(run: Run) -> None:
+    """This worker stops before the run ended: its task stops (what it emitted is stored), and
+    the run waits, unclaimed, for the worker that takes its new job."""
+    executor = get_engine().executor
+    await executor.release(run.pk)
+    if await in_sync_thread(_unclaim)(run.pk, executor.channel_name):
+        log.warning("run %s handed over: this worker stops", run.pk)
+
+
+def _unclaim(run_id, channel: str) -> bool:
+    with transaction.atomic():
+        mine = Run.objects.filter(pk=run_id, worker_channel=channel, status__in=Run.EXECUTING)
+        if not mine.update(worker_channel=Run.UNCLAIMED):
+            return False
+        defer_run(run_id, restart=True)
+    return True
+
+
+async def recover_stalled() -> None:
+    """Retry the jobs of workers that stopped beating in the queue (every worker looks; a job
+    retried once is not `doing` any more for the others)."""
+    every = min(5.0, settings.RUN_WORKER_DEAD_AFTER / 3)
+    while True:
+        await asyncio.sleep(every)
+        try:
+            stalled = await app.job_manager.get_stalled_jobs(
+                queue=QUEUE, seconds_since_heartbeat=settings.RUN_WORKER_DEAD_AFTER
+            )
+            for job in stalled:
+                await app.job_manager.retry_job(job)
+                log.warning("job %s of a dead worker retried (run %s)", job.id, job.task_kwargs.get("run_id"))
+        except Exception:
+            log.warning("could not look for the jobs of dead workers", exc_info=True)
 
 
 async def work(concurrency: int) -> None:
@@ -68,13 +183,19 @@ async def work(concurrency: int) -> None:
     with app.replace_connector(app.connector.get_worker_connector()):
         async with app.open_async():
             log.info("worker %s takes runs, %d at a time", name, concurrency)
-            await app.run_worker_async(
-                queues=[QUEUE],
-                name=name,
-                concurrency=concurrency,
-                fetch_job_polling_interval=settings.WORKER_POLL_INTERVAL,
-                shutdown_graceful_timeout=settings.RUN_SHUTDOWN_GRACE,
-                delete_jobs="successful",
-                install_signal_handlers=True,
-            )
+            recovering = asyncio.create_task(recover_stalled())
+            try:
+                await app.run_worker_async(
+                    queues=[QUEUE],
+                    name=name,
+                    concurrency=concurrency,
+                    fetch_job_polling_interval=settings.WORKER_POLL_INTERVAL,
+                    update_heartbeat_interval=settings.RUN_WORKER_DEAD_AFTER / 3,
+                    stalled_worker_timeout=settings.RUN_WORKER_DEAD_AFTER,
+                    shutdown_graceful_timeout=settings.RUN_SHUTDOWN_GRACE,
+                    delete_jobs="successful",
+                    install_signal_handlers=True,
+                )
+            finally:
+                recovering.cancel()
     await shutdown_engine(0)
