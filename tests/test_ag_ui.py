@@ -373,3 +373,25 @@ async def test_http_agent_runs_the_agents(live_url, alice, tmp_path):
         "what is 17 * 23?",
         "and 2 + 2?",
     ]
+
+
+def test_a_restarted_turn_closes_its_message_and_names_what_it_cut():
+    """Worker mode: the CUSTOM `turn_restarted` names the messages and tool calls of the cut turn
+    (a client drops them); the turn streams again in a new message. Every event valid AG-UI."""
+    out = translated(
+        [
+            {"type": "run_started", "seq": 1, "run_id": "R", "conversation_id": "c"},
+            {"type": "run_item", "seq": 2, "run_id": "R", "name": "tool_called", "call_id": "k1",
+             "tool_name": "calculate", "tool_arguments": "{}"},
+            delta(3, "6*7 ", item="cut"),
+            {"type": "turn_restarted", "seq": 4, "run_id": "R", "turn": 2, "reason": "stopped",
+             "after_seq": 2},
+            delta(5, "6*7 = 42.", item="again"),
+        ]
+    )  # fmt: skip
+    names = [e["type"] for e in out]
+    custom = next(e for e in out if e["type"] == "CUSTOM" and e["name"] == "turn_restarted")
+    assert custom["value"] == {"turn": 2, "reason": "stopped", "discardIds": ["R:3"]}
+    at = out.index(custom)
+    assert names[at - 1] == "TEXT_MESSAGE_END" and out[at - 1]["messageId"] == "R:3"
+    assert out[at + 1]["type"] == "TEXT_MESSAGE_START" and out[at + 1]["messageId"] == "R:5"

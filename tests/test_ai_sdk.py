@@ -159,6 +159,38 @@ def test_translator_handoff_reasoning_cancel_and_error_chunks():
     assert chunks[2]["errorText"] == "down"
 
 
+def test_a_restarted_turn_closes_its_parts_and_names_them():
+    """Worker mode: a turn cut by a dead worker is done again; the client learns which parts and
+    tool calls were the cut turn's, and the turn streams again in new parts."""
+    events = [
+        {"type": "run_started", "conversation_id": "c", "agent": "chat", "model": "m"},
+        raw("response.completed", response_id="resp"),
+        item("tool_called", tool_name="calculate", tool_arguments="{}", call_id="k1"),
+        item("tool_output", call_id="k1", output="42"),
+        raw("response.output_text.delta", delta="6*7 ", item_id="cut"),
+        {"type": "turn_restarted", "turn": 2, "reason": "the worker running it stopped", "after_seq": 4},
+        raw("response.output_text.delta", delta="6*7 = 42.", item_id="again"),
+        {
+            "type": "stream_complete",
+            "status": "completed",
+            "final_output": "6*7 = 42.",
+            "conversation_id": "c",
+        },
+    ]
+    translator = UIMessageTranslator()
+    batch = [(seq, json.dumps({**e, "seq": seq, "run_id": "r-1"})) for seq, e in enumerate(events, 1)]
+    chunks = chunks_of(translator.frames(batch))
+    restarted = next(c for c in chunks if c != "[DONE]" and c["type"] == "data-turn-restarted")
+    assert restarted["data"] == {
+        "turn": 2,
+        "reason": "the worker running it stopped",
+        "discardPartIds": ["cut"],
+    }
+    at = chunks.index(restarted)
+    assert {"type": "text-end", "id": "cut"} in chunks[:at]
+    assert {"type": "text-start", "id": "again"} in chunks[at:]
+
+
 def last_message(role="user", **message) -> bytes:
     return json.dumps({"id": "c", "messages": [{"role": role, **message}]}).encode()
 

@@ -231,7 +231,7 @@ the `X-Run-Id` header); then STEP_STARTED/STEP_FINISHED (stepName: the agent ans
 research stage), TEXT_MESSAGE_START/CONTENT/END (role assistant), REASONING_START/
 REASONING_MESSAGE_START/CONTENT/END/REASONING_END, TOOL_CALL_START/ARGS/END then
 TOOL_CALL_RESULT, CUSTOM (`run_queued`, `research_progress`, `approval_required`,
-`approval_decided`); last RUN_FINISHED (`result`: the final output, `usage`; `outcome.type`
+`approval_decided`, `turn_restarted`); last RUN_FINISHED (`result`: the final output, `usage`; `outcome.type`
 `cancelled` for a cancelled run, `interrupt` with one interrupt per call for a run paused for
 approval: answer them in the next request's `resume`) or RUN_ERROR (`message`, `code`)."""
 

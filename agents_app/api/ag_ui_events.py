@@ -77,6 +77,7 @@ class AgUiTranslator:
         self.provider: str | None = None
         self.model: str | None = None
         self.conversation_id: str | None = None
+        self.began: dict[str, int] = {}  # the seq each message and tool call began at (`turn_restarted`)
 
     def events(self, batch: Batch) -> Iterator[BaseEvent]:
         """A batch of our events as AG-UI events; those through `after` are only read. The first
@@ -119,6 +120,13 @@ class AgUiTranslator:
             yield from self.close_message()
             self.pause = event
             yield CustomEvent(name="approval_required", value={"approvals": event["approvals"]})
+        elif kind == "turn_restarted":
+            # A worker took the run over: what began after `after_seq` was the cut turn's (a
+            # client drops it), and that turn streams again, in new messages.
+            yield from self.close_message()
+            cut = [key for key, seq in self.began.items() if seq > event["after_seq"]]
+            value = {"turn": event["turn"], "reason": event["reason"], "discardIds": cut}
+            yield CustomEvent(name="turn_restarted", value=value)
         elif kind == "approval_decided":
             keys = ("approval_id", "call_id", "tool_name", "decision", "reason", "decided_by", "surface")
             yield CustomEvent(name="approval_decided", value={key: event.get(key) for key in keys})
@@ -157,6 +165,7 @@ class AgUiTranslator:
             # Unique even when a provider repeats item ids (Chat Completions' placeholder id).
             message_id = f"{event['run_id']}:{event['seq']}"
             self.open = (kind, item, message_id)
+            self.began[message_id] = event["seq"]
             if kind == "text":
                 yield TextMessageStartEvent(message_id=message_id, role="assistant")
             else:
@@ -173,6 +182,7 @@ class AgUiTranslator:
         name = event.get("name")
         if name == "tool_called":
             call_id = event["call_id"]
+            self.began.setdefault(call_id, event["seq"])
             yield ToolCallStartEvent(tool_call_id=call_id, tool_call_name=event["tool_name"])
             arguments = event.get("tool_arguments")
             if arguments:

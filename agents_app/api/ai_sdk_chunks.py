@@ -55,6 +55,7 @@ class UIMessageTranslator:
         self.pause: dict | None = None
         self.ended = False
         self.done = False  # `[DONE]` sent
+        self.began: dict[str, int] = {}  # the seq each part and tool call began at (`turn_restarted`)
 
     def frames(self, batch: Batch) -> bytes:
         out = bytearray()
@@ -83,6 +84,8 @@ class UIMessageTranslator:
             return [{"type": "data-research-progress", "id": "research-progress", "data": data}]
         if kind == "approval_required":
             return self._approval_required(event)
+        if kind == "turn_restarted":
+            return self._restarted(event)
         if kind == "approval_decided":
             if event.get("decision") == "rejected":
                 self.denied.add(event.get("call_id"))
@@ -119,6 +122,7 @@ class UIMessageTranslator:
         part_id = event.get("item_id") or part
         if part_id not in open_ids:
             open_ids.append(part_id)
+            self.began.setdefault(part_id, event["seq"])
             out.append({"type": f"{part}-start", "id": part_id})
         out.append({"type": f"{part}-delta", "id": part_id, "delta": event.get("delta") or ""})
         self.any_text = self.any_text or part == "text"
@@ -129,6 +133,7 @@ class UIMessageTranslator:
         if name in ("tool_called", "handoff_requested") and call_id:
             out = self._content()
             self.tool_calls.add(call_id)
+            self.began.setdefault(call_id, event["seq"])
             if name == "handoff_requested":
                 self.pending_handoffs.append(call_id)
             input = tool_input(event.get("tool_arguments"))
@@ -158,6 +163,13 @@ class UIMessageTranslator:
                 }
             ]
         return []  # message_output_created, reasoning_item_created: the deltas said it already
+
+    def _restarted(self, event: dict) -> list[dict]:
+        """A worker took the run over: the parts and tool calls that began after `after_seq` were
+        the cut turn's (a client drops them), and that turn streams again, in new parts."""
+        cut = [part for part, seq in self.began.items() if seq > event["after_seq"]]
+        data = {"turn": event["turn"], "reason": event["reason"], "discardPartIds": cut}
+        return [*self._close_parts(), {"type": "data-turn-restarted", "data": data}]
 
     def _approval_required(self, event: dict) -> list[dict]:
         """The calls that wait, in the step that made them, which ends here: the client answers

@@ -57,7 +57,10 @@ export class TurnView {
     }
     switch (event.type) {
       case "run_queued":
-        this.meta.textContent = "Waiting for the answer before it…";
+        this.meta.textContent = event.waiting_for ? "Waiting for the answer before it…" : "Waiting to start…";
+        break;
+      case "turn_restarted":
+        this.restart(event);
         break;
       case "run_started":
         this.meta.textContent = "";
@@ -67,7 +70,7 @@ export class TurnView {
         this.agent.textContent = event.agent_name;
         break;
       case "raw_response":
-        if (TEXT_DELTAS.has(event.event_type)) this.appendText(event.item_id, event.delta);
+        if (TEXT_DELTAS.has(event.event_type)) this.appendText(event.item_id, event.delta, event.seq);
         break;
       case "run_item":
         this.addStep(event);
@@ -89,18 +92,31 @@ export class TurnView {
     return true;
   }
 
-  appendText(itemId, delta) {
+  appendText(itemId, delta, seq) {
     let node = this.texts.get(itemId);
     if (!node) {
-      node = el("div", { class: "answer live" });
+      node = el("div", { class: "answer live", "data-seq": String(seq ?? 0) });
       this.texts.set(itemId, node);
       this.body.append(node);
     }
     node.append(delta);
   }
 
+  // The server took the run over from a worker that stopped: what came after `after_seq` (the
+  // cut turn's text and steps) goes, and that turn streams again.
+  restart(event) {
+    for (const node of [...this.body.children]) {
+      if (Number(node.dataset.seq || 0) > event.after_seq) node.remove();
+    }
+    for (const nodes of [this.texts, this.calls]) {
+      for (const [key, node] of nodes) if (!node.isConnected) nodes.delete(key);
+    }
+    this.meta.textContent = `Interrupted (${event.reason}): the answer goes on from where it was.`;
+  }
+
   addStep(event) {
-    const step = (summary, ...rest) => el("details", { class: "step" }, el("summary", {}, summary), ...rest);
+    const seq = String(event.seq ?? 0);
+    const step = (summary, ...rest) => el("details", { class: "step", "data-seq": seq }, el("summary", {}, summary), ...rest);
     const block = (label, text) => [el("div", { class: "step-label" }, label), el("pre", {}, text)];
     switch (event.name) {
       case "tool_called": {

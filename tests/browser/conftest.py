@@ -40,10 +40,12 @@ async def chromium():
 @pytest.fixture(scope="module")
 def site(request, django_db_setup, django_db_blocker):
     """The base URL of a live server. Its offline model waits MODEL_DELAY seconds (a module's
-    global, else 0.06: slow enough to act mid-answer) between deltas."""
+    global, else 0.06: slow enough to act mid-answer) between deltas; SERVER_ENV (a module's
+    global) adds to its environment."""
     port = free_port()
     delay = getattr(request.module, "MODEL_DELAY", "0.06")
-    proc = start_server(port, OFFLINE_MODEL_DELAY=delay, RUN_HEARTBEAT_INTERVAL="1")
+    env = getattr(request.module, "SERVER_ENV", {})
+    proc = start_server(port, OFFLINE_MODEL_DELAY=delay, RUN_HEARTBEAT_INTERVAL="1", **env)
     yield f"http://127.0.0.1:{port}"
     proc.terminate()
     proc.wait(10)
