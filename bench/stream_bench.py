@@ -112,6 +112,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne", help="ASGI server")
     p.add_argument("--postgres", action="store_true", help="PostgreSQL on 127.0.0.1:5432 (temp database)")
     p.add_argument("--redis", action="store_true", help="Redis channel layer on 127.0.0.1:6379/0")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="worker mode (needs --postgres --redis): this many run_worker processes beside the web "
+        "process, all on the server's core; server CPU counts them all",
+    )
     p.add_argument("--run-event-batch-size", type=int, help="server RUN_EVENT_BATCH_SIZE override")
     p.add_argument("--run-event-flush-interval", type=float, help="server RUN_EVENT_FLUSH_INTERVAL override")
     p.add_argument("--channel-capacity", type=int, help="server CHANNEL_CAPACITY override")
@@ -142,6 +149,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--load-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)  # trace names
     args = p.parse_args(argv)
+    if args.workers and not (args.postgres and args.redis):
+        p.error("--workers needs --postgres and --redis (worker mode's queue and channel layer)")
     if args.smoke and args.role == "main":
         args.concurrency, args.deltas, args.streams = 4, 20, 8
         args.idle_streams, args.disconnect_reps, args.warmup = 20, 2, 1

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import HOST, ROOT, SCRIPT, free_port
+from .common import HOST, ROOT, SCRIPT, cpu_seconds, free_port
 
 
 class Harness:
@@ -30,6 +30,7 @@ class Harness:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="stream-bench-"))
         self.procs: list[subprocess.Popen] = []
+        self.workers: list[subprocess.Popen] = []  # --workers: the worker tier's processes
         self.python = sys.executable
         self.pg_db: str | None = None
         self.env = dict(os.environ)
@@ -196,10 +197,19 @@ class Harness:
         else:
             daphne = str(Path(self.python).parent / "daphne")
             cmd = [daphne, "-b", HOST, "-p", str(port), "config.asgi:application"]
+        if self.args.workers:
+            env["RUN_EXECUTION"] = "worker"
+            for n in range(self.args.workers):
+                worker = [self.python, "manage.py", "run_worker"]
+                self.workers.append(self.spawn(worker, f"worker{n}.log", env=env, side="server"))
         proc = self.spawn(cmd, "server.log", env=env, side="server")
         if wait:
             self.wait_port(port, proc, "daphne")
         return proc, port
+
+    def server_cpu(self, server: subprocess.Popen) -> float:
+        """CPU seconds of the server's side: the web process and, with --workers, its workers."""
+        return cpu_seconds(server.pid) + sum(cpu_seconds(worker.pid) for worker in self.workers)
 
     def role(self, role: str, extra: list[str], env: dict | None = None, timeout: float = 900) -> dict:
         """Run the entry script as a client/floor/sink subprocess and return its JSON result."""

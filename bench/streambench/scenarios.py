@@ -55,10 +55,10 @@ class Bench(Harness):
         for delay_ms in delays:
             say(f"server: {a.streams} streams, C={a.concurrency}, {a.deltas} deltas, {delay_ms} ms/delta")
             configure_fake(fake_port, a.deltas, delay_ms / 1000)
-            cpu0 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
+            cpu0 = (self.server_cpu(server), cpu_seconds(fake.pid))
             load_args = self.client_args(port, token, "load", a.streams, a.concurrency, delay_ms)
             load = self.role("client", load_args)
-            cpu1 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
+            cpu1 = (self.server_cpu(server), cpu_seconds(fake.pid))
             scenarios[delay_ms] = self.scenario_result(delay_ms, load, floors[str(delay_ms)], cpu0, cpu1)
             scenarios[delay_ms]["server_rss_kb_after"] = rss_kb(server.pid)
         ratio_rounds = []
@@ -68,10 +68,10 @@ class Bench(Harness):
                 say(f"ratio round {n}/{a.ratio_rounds}: plain floor, then server, {a.delay_ms} ms/delta")
                 configure_fake(fake_port, a.deltas, a.delay_ms / 1000)
                 round_floor = self.role("floor", floor_args(a.delay_ms), env=plain_env)[str(a.delay_ms)]
-                cpu0 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
+                cpu0 = (self.server_cpu(server), cpu_seconds(fake.pid))
                 load_args = self.client_args(port, token, "load", a.streams, a.concurrency, a.delay_ms)
                 load = self.role("client", load_args)
-                cpu1 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
+                cpu1 = (self.server_cpu(server), cpu_seconds(fake.pid))
                 result = self.scenario_result(a.delay_ms, load, dict(round_floor), cpu0, cpu1)
                 result["db"] = self.db_check(result.pop("run_events"))
                 ratio_rounds.append(self.ratio_round(round_floor, result))
@@ -84,10 +84,10 @@ class Bench(Harness):
                 configure_fake(fake_port, a.deltas, a.ttfd_delay_ms / 1000)
                 round_floor = self.role("floor", floor_args(a.ttfd_delay_ms), env=floor_env)
                 round_floor = round_floor[str(a.ttfd_delay_ms)]
-                cpu0 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
+                cpu0 = (self.server_cpu(server), cpu_seconds(fake.pid))
                 load_args = self.client_args(port, token, "load", a.streams, a.concurrency, a.ttfd_delay_ms)
                 load = self.role("client", load_args)
-                cpu1 = (cpu_seconds(server.pid), cpu_seconds(fake.pid))
+                cpu1 = (self.server_cpu(server), cpu_seconds(fake.pid))
                 result = self.scenario_result(a.ttfd_delay_ms, load, round_floor, cpu0, cpu1)
                 result["db"] = self.db_check(result.pop("run_events"))
                 rounds.append(result)
@@ -169,9 +169,9 @@ class Bench(Harness):
             "floor", floor_args, env=dict(self.env, OPENAI_BASE_URL=f"http://{HOST}:{fake_port}/v1")
         )
         configure_fake(fake_port, a.deltas, delay_ms / 1000)
-        cpu0 = (cpu_seconds(server.pid), 0.0)
+        cpu0 = (self.server_cpu(server), 0.0)
         load = self.role("client", self.client_args(port, token, "load", streams, conc, delay_ms))
-        cpu1 = (cpu_seconds(server.pid), 0.0)
+        cpu1 = (self.server_cpu(server), 0.0)
         return self.scenario_result(delay_ms, load, floor[str(delay_ms)], cpu0, cpu1)
 
     @staticmethod
@@ -283,9 +283,9 @@ class Bench(Harness):
                 time.sleep(2.0)  # let tickers and GC settle
                 result["rss_after_kb"] = rss_kb(server.pid)
                 mem_probe(server.pid)
-                c0, t0 = cpu_seconds(server.pid), time.monotonic()
+                c0, t0 = self.server_cpu(server), time.monotonic()
                 time.sleep(a.idle_cpu_window)
-                result["idle_server_cpu_pct"] = 100 * (cpu_seconds(server.pid) - c0) / (time.monotonic() - t0)
+                result["idle_server_cpu_pct"] = 100 * (self.server_cpu(server) - c0) / (time.monotonic() - t0)
                 say("disconnect probes with the idle streams open")
                 result["disconnect_loaded"] = self.disconnect_probes(port, token)
 
