@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
+from procrastinate import JobContext
 from procrastinate.contrib.django import app
 
 from ..db import in_sync_thread
@@ -46,7 +47,11 @@ DIED = "the worker running it stopped answering"
 
 @app.task(name=TASK, queue=QUEUE, pass_context=True)
 async def execute_run(
-    job: object, run_id: str, fresh_conversation: bool = False, resume: bool = False, restart: bool = False
+    job: JobContext,
+    run_id: str,
+    fresh_conversation: bool = False,
+    resume: bool = False,
+    restart: bool = False,
 ) -> None:
     """The job of one run: claim it (nothing to do if it was cancelled, or another worker has it),
     then execute it here until it ends, pauses, or this worker stops. A retried job (its worker
@@ -58,7 +63,10 @@ async def execute_run(
     if run is None:
         return
     spec = get_spec(run.agent)
-    if run.cancel_requested_at is not None and (run.status == Run.Status.QUEUED or spec is None):
+    if spec is None:  # a deploy removed its agent
+        await _give_up(run, f"agent {run.agent!r} does not exist any more", "agent_not_found")
+        return
+    if run.cancel_requested_at is not None and run.status == Run.Status.QUEUED:
         await end_orphan(run)  # cancelled before it began: it never starts
         return
     if (restart or retried) and run.status == Run.Status.RUNNING:
@@ -97,7 +105,7 @@ async def takeover(run: Run, spec, reason: str) -> asyncio.Task | None:
     restarts, pause, after_seq, last_seq = await in_sync_thread(_restart_point)(run)
     run.restarts, run.last_seq = restarts, last_seq
     if restarts > settings.RUN_MAX_RESTARTS:
-        await _give_up(run, f"the run was interrupted {restarts} times: {reason}")
+        await _give_up(run, f"the run was interrupted {restarts} times: {reason}", "interrupted")
         return None
     if after_seq is None:  # it had not begun: it starts again
         return executor.resume(run, spec, None)
@@ -132,10 +140,11 @@ def _restart_point(run: Run) -> tuple[int, RunPause | None, int | None, int]:
     return restarts, None, started, last_seq
 
 
-async def _give_up(run: Run, error: str) -> None:
+async def _give_up(run: Run, error: str, code: str) -> None:
+    """End, `failed`, a run this worker claimed but will not execute."""
     text, usage = await in_sync_thread(journalled)(run.pk, run.agent)
-    fields = {"status": Run.Status.FAILED, "error": error, "error_code": "interrupted", "final_output": text}
-    event = {"type": "error", "seq": None, "run_id": str(run.pk), "message": error, "code": "interrupted"}
+    fields = {"status": Run.Status.FAILED, "error": error, "error_code": code, "final_output": text}
+    event = {"type": "error", "seq": None, "run_id": str(run.pk), "message": error, "code": code}
     end = RunEnd({**fields, **usage}, run.agent, owner_id=run.owner_id, orphan_of=run.worker_channel)
     if await get_engine().journal.end(str(run.pk), event, end) == COMMITTED:
         log.warning("run %s failed: %s", run.pk, error)
