@@ -178,11 +178,15 @@ async def recover_stalled() -> None:
             stalled = await app.job_manager.get_stalled_jobs(
                 queue=QUEUE, seconds_since_heartbeat=settings.RUN_WORKER_DEAD_AFTER
             )
-            for job in stalled:
-                await app.job_manager.retry_job(job)
-                log.warning("job %s of a dead worker retried (run %s)", job.id, job.task_kwargs.get("run_id"))
         except Exception:
             log.warning("could not look for the jobs of dead workers", exc_info=True)
+            continue
+        for job in stalled:
+            try:
+                await app.job_manager.retry_job(job)
+            except Exception:  # another worker retried it first (it is not `doing` any more)
+                continue
+            log.warning("job %s of a dead worker retried (run %s)", job.id, job.task_kwargs.get("run_id"))
 
 
 async def work(concurrency: int) -> None:
