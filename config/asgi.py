@@ -1,8 +1,6 @@
 """ASGI entry point: HTTP (SSE consumers, then Django) and WebSocket routing."""
 
-import gc
 import os
-import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -18,11 +16,8 @@ from django.urls import re_path  # noqa: E402
 
 from agents_app.api.auth import WebsocketAuthStack  # noqa: E402
 from agents_app.api.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
-from agents_app.runs.lifespan import lifespan, start_with_the_reactor  # noqa: E402
+from agents_app.runs.lifespan import lifespan, start_with_the_reactor, tune_process  # noqa: E402
 from agents_app.security_headers import SecurityHeaders  # noqa: E402
-
-if settings.GIL_SWITCH_INTERVAL > 0:
-    sys.setswitchinterval(settings.GIL_SWITCH_INTERVAL)
 
 django_http = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
@@ -34,9 +29,4 @@ application = ProtocolTypeRouter(
     }
 )
 start_with_the_reactor()
-
-# Everything imported so far lives as long as the process: move it out of the collector's way,
-# so full collections scan only the objects of runs and requests (each was ~160 ms otherwise).
-gc.freeze()
-if settings.GC_GEN0_THRESHOLD > 0:
-    gc.set_threshold(settings.GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+tune_process()

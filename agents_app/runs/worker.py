@@ -20,8 +20,8 @@ import os
 import socket
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Max
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, Max, OuterRef, Q
 from django.utils import timezone
 from procrastinate import JobContext
 from procrastinate.contrib.django import app
@@ -35,7 +35,7 @@ from .context import Restart, Resume
 from .engine import get_engine, shutdown_engine
 from .jobs import QUEUE, TASK, defer_run
 from .journal import COMMITTED
-from .lifespan import start_engine
+from .lifespan import start_engine, tune_process
 from .store import RunEnd
 from .sweep import journalled
 
@@ -90,12 +90,34 @@ async def execute_run(
 
 def _claim(run_id: str, channel: str, takeover: bool) -> Run | None:
     """The run, now held by this worker's executor; None if it is no longer waiting for one (a
-    takeover takes an active run from whichever worker had it)."""
+    takeover takes an active run from whichever worker had it). A new run whose conversation has
+    nothing before it also takes its turn in the same statement (it is `running` then)."""
     runs = Run.objects.filter(pk=run_id)
     runs = runs.filter(status__in=Run.EXECUTING) if takeover else runs.filter(Run.unclaimed())
-    if not runs.update(worker_channel=channel, heartbeat_at=timezone.now()):
+    now = timezone.now()
+    claimed = {"worker_channel": channel, "heartbeat_at": now}
+    if not takeover:
+        try:
+            taken = _free_turn(runs).update(**claimed, status=Run.Status.RUNNING, started_at=now)
+        except IntegrityError:  # another run of its conversation started first
+            taken = 0
+        if taken:
+            return Run.objects.select_related("conversation").get(pk=run_id)
+    if not runs.update(**claimed):
         return None
     return Run.objects.select_related("conversation").get(pk=run_id)
+
+
+def _free_turn(runs):
+    """`runs`, if queued with no run of their conversation running, paused or queued before them
+    (`queue.Turns` would have nothing to wait for)."""
+    before = Run.objects.filter(conversation_id=OuterRef("conversation_id")).filter(
+        Q(status__in=Run.CURRENT)
+        | Q(status=Run.Status.QUEUED, created_at__lt=OuterRef("created_at"))
+        | Q(status=Run.Status.QUEUED, created_at=OuterRef("created_at"), pk__lt=OuterRef("pk"))
+    )
+    free = Q(conversation_id__isnull=True) | ~Exists(before)
+    return runs.filter(free, status=Run.Status.QUEUED)
 
 
 async def takeover(run: Run, spec, reason: str) -> asyncio.Task | None:
@@ -191,6 +213,7 @@ async def recover_stalled() -> None:
 
 async def work(concurrency: int) -> None:
     """Execute runs until asked to stop (SIGINT, SIGTERM)."""
+    tune_process()
     await start_engine()
     name = f"{socket.gethostname()}:{os.getpid()}"
     with app.replace_connector(app.connector.get_worker_connector()):
