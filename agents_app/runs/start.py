@@ -107,7 +107,7 @@ def _admit(
         return (request, *create_run(request, worker), None)
     with transaction.atomic():  # worker mode: the run, its first event and its job, or nothing
         run, fresh = create_run(request, worker)
-        first = announce_waiting(run)
+        first = announce_waiting(run, fresh)
         defer_run(run.pk, fresh)
     return request, run, fresh, first
 
