@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +64,12 @@ def start_server(port: int, **env) -> subprocess.Popen:
         env={**server_env(), **env},
     )
     return listening(proc, port, "daphne")
+
+
+def needs_worker_tier():
+    """The mark of tests of worker mode: its queue is PostgreSQL's, its processes meet through Redis."""
+    reason = "the worker tier: its queue is PostgreSQL's, its processes meet through Redis"
+    return pytest.mark.skipif(connection.vendor != "postgresql" or not settings.REDIS_URL, reason=reason)
 
 
 def start_worker(**env) -> subprocess.Popen:

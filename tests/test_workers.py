@@ -8,23 +8,18 @@ import time
 
 import httpx
 import pytest
-from django.conf import settings
-from django.db import connection
 from httpx_sse import aconnect_sse
 
 from agents_app.models import ConversationItem, Run, RunEvent
 
-from .live_server import free_port, start_server, start_worker
+from .live_server import free_port, needs_worker_tier, start_server, start_worker
 from .streams import wait_finished
 from .test_protocol_doc import documented_examples
 
 pytestmark = [
     pytest.mark.live,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        connection.vendor != "postgresql" or not settings.REDIS_URL,
-        reason="the worker tier: its queue is PostgreSQL's, its processes meet through Redis",
-    ),
+    needs_worker_tier(),
 ]
 
 STORY = {"input": "Tell me a long story about forests"}

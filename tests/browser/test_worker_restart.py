@@ -5,22 +5,17 @@ reload."""
 import signal
 
 import pytest
-from django.conf import settings
-from django.db import connection
 
 from agents_app.models import Run
 
-from ..live_server import start_worker
+from ..live_server import needs_worker_tier, start_worker
 from .test_chat import DONE, send
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.live,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        connection.vendor != "postgresql" or not settings.REDIS_URL,
-        reason="the worker tier: its queue is PostgreSQL's, its processes meet through Redis",
-    ),
+    needs_worker_tier(),
 ]
 
 SERVER_ENV = {"RUN_EXECUTION": "worker"}
