@@ -68,9 +68,8 @@ def announce_waiting(run: Run, fresh: bool) -> dict:
     """Worker mode: a run's first event, stored with its row and its job (in the admission's
     transaction, before any worker can number events of its own): it waits to be taken. `fresh`:
     its conversation was created with it (no run is ahead)."""
-    ahead = _runs_ahead(run) if run.conversation_id and not fresh else []
-    event = {"seq": 1, "run_id": str(run.pk), **queued_body(run, ahead)}
-    event = {"type": event.pop("type"), **event}
+    body = queued_body(run, ahead=_runs_ahead(run) if run.conversation_id and not fresh else [])
+    event = {"type": body["type"], "seq": 1, "run_id": str(run.pk), **body}  # as `next_event` numbers
     RunEvent.objects.create(run=run, seq=1, type=event["type"], data=event)
     return event
 

@@ -96,14 +96,13 @@ def _claim(run_id: str, channel: str, takeover: bool) -> Run | None:
     runs = runs.filter(status__in=Run.EXECUTING) if takeover else runs.filter(Run.unclaimed())
     now = timezone.now()
     claimed = {"worker_channel": channel, "heartbeat_at": now}
+    taken = 0
     if not takeover:
         try:
             taken = _free_turn(runs).update(**claimed, status=Run.Status.RUNNING, started_at=now)
         except IntegrityError:  # another run of its conversation started first
-            taken = 0
-        if taken:
-            return Run.objects.select_related("conversation").get(pk=run_id)
-    if not runs.update(**claimed):
+            pass
+    if not taken and not runs.update(**claimed):
         return None
     return Run.objects.select_related("conversation").get(pk=run_id)
 
@@ -124,42 +123,42 @@ async def takeover(run: Run, spec, reason: str) -> asyncio.Task | None:
     """Go on with a run another worker was executing: from its checkpoint, after a
     `turn_restarted`; or end it `failed` if it was taken over too often."""
     executor = get_engine().executor
-    restarts, pause, after_seq, last_seq = await in_sync_thread(_restart_point)(run)
-    run.restarts, run.last_seq = restarts, last_seq
-    if restarts > settings.RUN_MAX_RESTARTS:
-        await _give_up(run, f"the run was interrupted {restarts} times: {reason}", "interrupted")
+    point = await in_sync_thread(_restart_point)(run, reason)
+    if run.restarts > settings.RUN_MAX_RESTARTS:
+        await _give_up(run, f"the run was interrupted {run.restarts} times: {reason}", "interrupted")
         return None
-    if after_seq is None:  # it had not begun: it starts again
+    if point is None:  # it had not begun: it starts again
         return executor.resume(run, spec, None)
-    resume = None
-    if pause is not None and pause.kind == RunPause.Kind.TURN:
-        resume = Resume(pause.state, {})
-    elif pause is not None:
-        resume = await in_sync_thread(resume_from)(run.pk)
-    turn = pause.turn if pause is not None and pause.kind == RunPause.Kind.TURN else 1
-    if pause is not None and pause.kind == RunPause.Kind.PAUSE:
-        turn = pause.state.get("current_turn") or 1
-    memory = pause.memory if pause is not None else []
-    _text, usage = await in_sync_thread(journalled)(run.pk, run.agent)
-    log.warning("run %s taken over (%s), turn %d again", run.pk, reason, turn)
-    return executor.resume(run, spec, resume, Restart(turn, reason, after_seq, memory, usage))
+    resume, restart = point
+    log.warning("run %s taken over (%s), turn %d again", run.pk, reason, restart.turn)
+    return executor.resume(run, spec, resume, restart)
 
 
-def _restart_point(run: Run) -> tuple[int, RunPause | None, int | None, int]:
-    """The run's takeovers so far (this one counted), its checkpoint, the last event that stays
-    (None: it had not begun) and its last stored event."""
+def _restart_point(run: Run, reason: str) -> tuple[Resume | None, Restart] | None:
+    """Count this takeover (`run.restarts`; `run.last_seq`: its last stored event), then where the
+    run goes on from: its checkpoint's state, or its pause's with the decisions on it, or (none)
+    its start; and the `turn_restarted` that says so. None: it had not begun, or it was taken
+    over too often (`run.restarts`)."""
     Run.objects.filter(pk=run.pk).update(restarts=F("restarts") + 1)
-    restarts = Run.objects.values_list("restarts", flat=True).get(pk=run.pk)
+    run.restarts = Run.objects.values_list("restarts", flat=True).get(pk=run.pk)
+    if run.restarts > settings.RUN_MAX_RESTARTS:
+        return None
     events = RunEvent.objects.filter(run_id=run.pk)
-    last_seq = events.aggregate(last=Max("seq"))["last"] or 0
+    run.last_seq = events.aggregate(last=Max("seq"))["last"] or 0
     pause = RunPause.objects.filter(run_id=run.pk).first()
-    if pause is not None and pause.kind == RunPause.Kind.TURN:
-        return restarts, pause, pause.seq, last_seq
-    if pause is not None:  # resumed after its decisions: they stay
+    if pause is None:
+        after_seq = events.filter(type="run_started").values_list("seq", flat=True).first()
+        if after_seq is None:
+            return None
+        resume, turn, memory = None, 1, []
+    elif pause.kind == RunPause.Kind.TURN:
+        resume, turn, after_seq, memory = Resume(pause.state, {}), pause.turn, pause.seq, pause.memory
+    else:  # resumed after its decisions: they stay
+        resume, turn, memory = resume_from(run.pk), pause.state.get("current_turn") or 1, []
         decided = events.filter(type="approval_decided").aggregate(last=Max("seq"))["last"]
-        return restarts, pause, decided or pause.seq, last_seq
-    started = events.filter(type="run_started").values_list("seq", flat=True).first()
-    return restarts, None, started, last_seq
+        after_seq = decided or pause.seq
+    _text, usage = journalled(run.pk, run.agent)
+    return resume, Restart(turn, reason, after_seq, memory, usage)
 
 
 async def _give_up(run: Run, error: str, code: str) -> None:
