@@ -6,7 +6,6 @@ checkpoints (a run's SDK state at a turn boundary, worker mode) and changes of r
 runs (`Journal.change`). `journal.Journal` batches, retries and publishes around it."""
 
 import asyncio
-import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from ..usage import usage_record
 from .events import encode
 from .retry import OUTAGE_ERRORS
 
-log = logging.getLogger(__name__)
 # Event rows are written by one dedicated thread with its own connection, so bulk writes
 # neither queue behind request-path queries on Django's shared sync thread nor block them.
 writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
