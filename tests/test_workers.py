@@ -14,6 +14,7 @@ from agents_app.models import ConversationItem, Run, RunEvent
 
 from .live_server import free_port, needs_worker_tier, start_server, start_worker
 from .streams import wait_finished
+from .test_approvals_live import stored_seqs
 from .test_protocol_doc import documented_examples
 
 pytestmark = [
@@ -81,6 +82,13 @@ def deltas(n: int):
     return lambda events: sum(e.get("event_type") == DELTA for e in events) >= n
 
 
+async def resume(client, base: str, user, events: list) -> list[dict]:
+    """The rest of a run's stream into `events`, from `base`, after the last event in it."""
+    run_id, after = events[0]["run_id"], str(events[-1]["seq"])
+    url = f"{base}/api/runs/{run_id}/stream"
+    return await read(client, "GET", url, auth(user, **{"Last-Event-ID": after}), events)
+
+
 async def test_accepted_by_one_web_process_executed_by_a_worker_followed_through_another(tier, alice):
     a, b = tier.web(), tier.web()
     tier.worker(OFFLINE_MODEL_DELAY="0.05")
@@ -92,13 +100,7 @@ async def test_accepted_by_one_web_process_executed_by_a_worker_followed_through
         # The run waited for a worker first: its stream says so, as a queued run's does.
         assert first[0]["type"] == "run_queued" and first[0]["position"] == 0
         assert first[1]["type"] == "run_started"
-        rest = await read(
-            client,
-            "GET",
-            f"{b}/api/runs/{run_id}/stream",
-            auth(alice, **{"Last-Event-ID": str(first[-1]["seq"])}),
-            [],
-        )
+        rest = (await resume(client, b, alice, list(first)))[len(first) :]
         joined = await read(client, "GET", f"{b}/api/runs/{run_id}/stream", auth(alice), [])
     events = first + rest
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
@@ -106,9 +108,7 @@ async def test_accepted_by_one_web_process_executed_by_a_worker_followed_through
     assert joined == events
     run = await wait_finished(run_id)
     assert run.status == Run.Status.COMPLETED and run.worker_channel != Run.UNCLAIMED
-    assert [seq async for seq in RunEvent.objects.filter(run_id=run_id).values_list("seq", flat=True)] == [
-        e["seq"] for e in events
-    ]
+    assert await stored_seqs(run_id) == [e["seq"] for e in events]
 
 
 async def test_a_cancel_through_another_web_process_reaches_the_worker_within_a_second(tier, alice):
@@ -119,15 +119,7 @@ async def test_a_cancel_through_another_web_process_reaches_the_worker_within_a_
             client, "POST", f"{a}/api/agents/chat/stream", auth(alice), [], deltas(2), json=STORY
         )
         run_id = events[0]["run_id"]
-        reading = asyncio.create_task(
-            read(
-                client,
-                "GET",
-                f"{a}/api/runs/{run_id}/stream",
-                auth(alice, **{"Last-Event-ID": str(events[-1]["seq"])}),
-                events,
-            )
-        )
+        reading = asyncio.create_task(resume(client, a, alice, events))
         asked = time.monotonic()
         cancelled = await client.post(f"{b}/api/runs/{run_id}/cancel", headers=auth(alice))
         assert cancelled.status_code == 202, cancelled.text
@@ -244,10 +236,7 @@ async def test_a_worker_killed_in_a_run_s_second_turn_another_finishes_it_from_i
         killed = time.monotonic()
         tier.worker(**fast)
         run_id = events[0]["run_id"]
-        after = str(events[-1]["seq"])
-        await read(
-            client, "GET", f"{a}/api/runs/{run_id}/stream", auth(alice, **{"Last-Event-ID": after}), events
-        )
+        await resume(client, a, alice, events)
         took = time.monotonic() - killed
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     [restarted] = [e for e in events if e["type"] == "turn_restarted"]
@@ -265,11 +254,7 @@ async def test_a_worker_killed_in_a_run_s_second_turn_another_finishes_it_from_i
     assert run.status == Run.Status.COMPLETED and run.restarts == 1
     # Its conversation remembers the exchange once, as an uninterrupted run's does.
     assert await remembered(run.conversation_id) == await remembered(whole[0]["conversation_id"])
-    stored = [
-        seq
-        async for seq in RunEvent.objects.filter(run_id=run_id).order_by("seq").values_list("seq", flat=True)
-    ]
-    assert stored == [e["seq"] for e in events]
+    assert await stored_seqs(run_id) == [e["seq"] for e in events]
 
 
 async def test_a_stopping_worker_hands_its_runs_to_another(tier, alice):
@@ -284,10 +269,7 @@ async def test_a_stopping_worker_hands_its_runs_to_another(tier, alice):
         tier.worker(**slow)
         first.send_signal(signal.SIGTERM)
         run_id = events[0]["run_id"]
-        after = str(events[-1]["seq"])
-        await read(
-            client, "GET", f"{a}/api/runs/{run_id}/stream", auth(alice, **{"Last-Event-ID": after}), events
-        )
+        await resume(client, a, alice, events)
         assert first.wait(15) == 0
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     [restarted] = [e for e in events if e["type"] == "turn_restarted"]
@@ -307,10 +289,7 @@ async def test_a_run_taken_over_too_often_ends_failed(tier, alice):
         tier.worker(RUN_MAX_RESTARTS="0")
         first.send_signal(signal.SIGTERM)
         run_id = events[0]["run_id"]
-        after = str(events[-1]["seq"])
-        await read(
-            client, "GET", f"{a}/api/runs/{run_id}/stream", auth(alice, **{"Last-Event-ID": after}), events
-        )
+        await resume(client, a, alice, events)
     assert events[-1]["type"] == "error" and events[-1]["code"] == "interrupted"
     run = await wait_finished(run_id)
     assert run.status == Run.Status.FAILED and run.error_code == "interrupted" and run.restarts == 1
